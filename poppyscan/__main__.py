@@ -1,0 +1,5 @@
+
+
+from .cli import run
+
+run()
