@@ -1,0 +1,1 @@
+"""Small geodesy helpers shared by stages (datum offsets such as GCJ-02)."""
