@@ -69,9 +69,15 @@ class DetectConfig:
 class TrainConfig:
     """Options for ``poppyscan train``."""
 
-    arch: str = "lraspp_mobilenet_v3_large"
+    arch: str = "unet_mnv3s"
     gsd_m: float = 0.04
     tile_size: int = 256
+    infer_tile_size: int = 512
+    overlap: float = 0.125
+    hard_negative_fraction: float = 0.3
+    scale_jitter: float = 0.25
+    val_tiles: int = 64
+    min_area_m2: float = 1.0
     epochs: int = 20
     steps_per_epoch: int = 200
     batch_size: int = 8
@@ -96,6 +102,14 @@ class TrainConfig:
         _check(0 <= self.positive_fraction <= 1, "train.positive_fraction", f"must be in [0, 1], got {self.positive_fraction}")
         _check(0 <= self.val_fraction < 1, "train.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
         _check(0 <= self.workers <= 64, "train.workers", f"must be in [0, 64], got {self.workers}")
+        _check(64 <= self.infer_tile_size <= 4096 and self.infer_tile_size % 32 == 0, "train.infer_tile_size",
+               f"must be a multiple of 32 in [64, 4096], got {self.infer_tile_size}")
+        _check(0 <= self.overlap < 0.5, "train.overlap", f"must be in [0, 0.5), got {self.overlap}")
+        _check(0 <= self.hard_negative_fraction <= 1, "train.hard_negative_fraction",
+               f"must be in [0, 1], got {self.hard_negative_fraction}")
+        _check(0 <= self.scale_jitter < 1, "train.scale_jitter", f"must be in [0, 1), got {self.scale_jitter}")
+        _check(1 <= self.val_tiles <= 100000, "train.val_tiles", f"must be >= 1, got {self.val_tiles}")
+        _check(0 <= self.min_area_m2 <= 10000, "train.min_area_m2", f"must be in [0, 10000], got {self.min_area_m2}")
 
 
 @dataclass(frozen=True)
