@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .errors import BundleError, DependencyError, InputError, OutputExistsError
-from .model import STRIDE, build_model, canonical_arch
+from .network import STRIDE, build_model, canonical_arch
 
 log = logging.getLogger(__name__)
 

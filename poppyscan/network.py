@@ -1,0 +1,177 @@
+"""Network builders: small torchvision-based segmenters for background/poppy.
+
+Every architecture maps a float image batch ``(N, 3, H, W)`` (already normalised) to class logits
+``(N, C, H, W)`` at the input resolution. ``H`` and ``W`` must be multiples of :data:`STRIDE`;
+:func:`poppyscan.bundle.make_predictor` pads for callers.
+
+Architectures (``arch`` in ``bundle.json``):
+
+- ``unet_mnv3s`` (default): MobileNetV3-Small features to stride 32 (without the final 576-channel
+  conv), an LRASPP-style gated context head, and a light U-Net decoder with skips at stride 16, 8 and 4,
+  predicting at stride 4 (bilinear to full size). ~0.9 M parameters; measured ~11-12 Mpx/s at 512 px
+  tiles in ONNX Runtime on 2 CPU cores (target >= 8), keeping enough resolution for 2 m² plots
+  (a 2 m² plot is ~28 px across at 5 cm/px, i.e. 7 output cells).
+- ``unet_mnv3l``: the same decoder on MobileNetV3-Large features (more capacity, ~1.7x slower).
+- ``lraspp_mnv3l``: torchvision's LRASPP on MobileNetV3-Large (stride 8 output), for reference.
+
+The bundle format, loading, saving, ONNX export and the predictor live in :mod:`poppyscan.bundle`;
+:mod:`poppyscan.model` re-exports both modules' public names (the documented entry point).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ConfigError, DependencyError
+
+STRIDE = 32  # inputs are padded to a multiple of this
+
+ARCHS = ("unet_mnv3s", "unet_mnv3l", "lraspp_mnv3l")
+_ALIASES = {"lraspp_mobilenet_v3_large": "lraspp_mnv3l", "unet_mobilenet_v3_small": "unet_mnv3s",
+            "unet_mobilenet_v3_large": "unet_mnv3l"}
+
+
+def canonical_arch(arch: str) -> str:
+    """Return the canonical architecture name, accepting the long aliases."""
+    arch = _ALIASES.get(arch, arch)
+    if arch not in ARCHS:
+        raise ConfigError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+    return arch
+
+
+def _conv_bn_act(cin: int, cout: int, k: int = 1, groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class _SepConv(nn.Sequential):
+    """Depthwise 3x3 + pointwise 1x1, each with BN + ReLU."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(_conv_bn_act(cin, cin, 3, groups=cin), _conv_bn_act(cin, cout, 1))
+
+
+class _UpBlock(nn.Module):
+    """Upsample x2, add a projected skip, refine with a separable conv."""
+
+    def __init__(self, cin: int, cskip: int, cout: int) -> None:
+        super().__init__()
+        self.proj = _conv_bn_act(cskip, cin, 1)
+        self.refine = _SepConv(cin, cout)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.refine(x + self.proj(skip))
+
+
+class MobileUNet(nn.Module):
+    """MobileNetV3 encoder + gated context head on the deepest tap + U-Net decoder over the other taps.
+
+    Parameters
+    ----------
+    stages
+        Encoder modules applied in order; the output of each is a candidate skip.
+    taps
+        Indices into ``stages`` whose outputs are used, shallowest first; the decoder predicts at the
+        stride of the first tap.
+    tap_channels
+        Channels of the tapped outputs, same order.
+    num_classes
+        Output classes.
+    width
+        Decoder channels at the deepest tap (halved at each upsampling, minimum 16).
+    """
+
+    def __init__(self, stages: nn.ModuleList, taps: tuple[int, ...], tap_channels: tuple[int, ...],
+                 num_classes: int, width: int = 64) -> None:
+        super().__init__()
+        self.stages = stages
+        self.taps = taps
+        c16 = tap_channels[-1]
+        self.context = _conv_bn_act(c16, width, 1)
+        self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c16, width, 1), nn.Sigmoid())
+        widths = [max(width // 2**i, 16) for i in range(len(taps))]
+        self.ups = nn.ModuleList(
+            _UpBlock(widths[i], tap_channels[-2 - i], widths[i + 1]) for i in range(len(taps) - 1))
+        self.classifier = nn.Conv2d(widths[len(taps) - 1], num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        feats = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.taps:
+                feats.append(x)
+        deep = feats[-1]
+        y = self.context(deep) * self.gate(deep)
+        for up, skip in zip(self.ups, reversed(feats[:-1]), strict=True):
+            y = up(y, skip)
+        y = self.classifier(y)
+        return F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+
+
+class _LRASPPWrapper(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)["out"]
+
+
+def _local_weights(weights) -> None:  # noqa: ANN001
+    """Raise DependencyError unless ``weights`` are already in the local torch cache (never download)."""
+    url = weights.url
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    if not cache.is_file():
+        raise DependencyError(
+            f"pretrained backbone weights {weights} are not in the local torch cache ({cache}); "
+            "poppyscan never downloads at run time: copy the file there from a machine with network "
+            "access, or train with pretrained: false")
+
+
+def build_model(arch: str = "unet_mnv3s", *, num_classes: int = 2, pretrained: bool = False) -> nn.Module:
+    """Build a segmentation network returning logits ``(N, num_classes, H, W)``.
+
+    Parameters
+    ----------
+    arch
+        One of :data:`ARCHS` (or a long alias such as ``lraspp_mobilenet_v3_large``).
+    num_classes
+        Number of classes (background, poppy[, confuser]).
+    pretrained
+        Initialise the backbone with ImageNet weights from the local torch cache; raises
+        :class:`~poppyscan.errors.DependencyError` if they are not there (nothing is downloaded).
+    """
+    import torchvision
+    from torchvision.models import MobileNet_V3_Large_Weights, MobileNet_V3_Small_Weights
+
+    arch = canonical_arch(arch)
+    if arch == "unet_mnv3s":
+        weights = MobileNet_V3_Small_Weights.IMAGENET1K_V1 if pretrained else None
+        if weights is not None:
+            _local_weights(weights)
+        feats = torchvision.models.mobilenet_v3_small(weights=weights).features
+        # stride: 0->2, 1->4, 2-3->8, 4-8->16, 9-11->32 (12 = the 576-channel head conv, unused)
+        return MobileUNet(nn.ModuleList(feats[:12]), taps=(1, 3, 8, 11), tap_channels=(16, 24, 48, 96),
+                          num_classes=num_classes, width=128)
+    if arch == "unet_mnv3l":
+        weights = MobileNet_V3_Large_Weights.IMAGENET1K_V1 if pretrained else None
+        if weights is not None:
+            _local_weights(weights)
+        feats = torchvision.models.mobilenet_v3_large(weights=weights).features
+        # stride: 0-1->2, 2-3->4, 4-6->8, 7-12->16, 13-15->32 (16 = the 960-channel head conv, unused)
+        return MobileUNet(nn.ModuleList(feats[:16]), taps=(3, 6, 12, 15), tap_channels=(24, 40, 112, 160),
+                          num_classes=num_classes, width=128)
+    # lraspp_mnv3l
+    weights = MobileNet_V3_Large_Weights.IMAGENET1K_V1 if pretrained else None
+    if weights is not None:
+        _local_weights(weights)
+    net = torchvision.models.segmentation.lraspp_mobilenet_v3_large(
+        weights=None, weights_backbone=weights, num_classes=num_classes)
+    return _LRASPPWrapper(net)
+

@@ -1,0 +1,306 @@
+"""Training loop: scenes -> tiles -> network -> model bundle (with threshold and validation metrics).
+
+``train(sources, out_dir, config)`` writes into ``out_dir``:
+
+- ``checkpoints/last.pt`` (every epoch; ``resume=True`` continues from it) and ``checkpoints/best.pt``
+- ``history.jsonl`` (one JSON line per epoch: loss, validation pixel IoU and object F1)
+- ``bundle/`` (the final model bundle; also copied to ``bundle_out`` when given)
+
+Validation is split by scene (never by tile): ``val_fraction`` of the scenes, stratified so that
+poppy and poppy-free scenes both appear on each side when possible. Sampling is seeded per epoch
+(``(seed, epoch)``), so a resumed run draws the same tiles as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .bundle import BundleMeta, load_bundle, new_meta, save_bundle
+from .config import TrainConfig
+from .errors import ConfigError, InputError, OutputExistsError
+from .evaluate import match_masks, prf
+from .network import build_model, canonical_arch
+from .traindata import IGNORE, Scene, TileSampler, augment, find_scenes, open_scene
+
+log = logging.getLogger(__name__)
+
+THRESHOLDS = tuple(round(float(t), 2) for t in np.arange(0.25, 0.86, 0.05))
+CKPT_VERSION = 1
+
+
+@dataclass
+class TrainResult:
+    bundle_path: Path
+    meta: BundleMeta
+    history: list[dict[str, Any]]
+
+
+def split_scenes(scenes: list[Scene], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices (train, val): ``val_fraction`` of poppy scenes and of poppy-free scenes, by seeded shuffle."""
+    rng = np.random.default_rng([seed, 7])
+    pos = [i for i, s in enumerate(scenes) if s.positives]
+    neg = [i for i, s in enumerate(scenes) if not s.positives]
+    val: list[int] = []
+    if val_fraction > 0 and len(scenes) >= 2:
+        for group in (pos, neg):
+            group = list(rng.permutation(group)) if group else []
+            k = int(round(val_fraction * len(group)))
+            if group and k == 0 and len(group) >= 3:
+                k = 1
+            val += [int(i) for i in group[:k]]
+        if not val:
+            val = [int(rng.permutation(pos or neg)[0])]
+        if len(val) == len(scenes):
+            val = val[:-1]
+    train = [i for i in range(len(scenes)) if i not in val]
+    return train, sorted(val)
+
+
+def _batch(sampler: TileSampler, rng: np.random.Generator, n: int, aug: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = [], []
+    for _ in range(n):
+        rgb, label, _ = sampler.sample(rng, jitter=aug)
+        if aug:
+            rgb, label = augment(rgb, label, rng)
+        xs.append(rgb)
+        ys.append(label)
+    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+
+
+def _normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return (x.permute(0, 3, 1, 2).float() - mean) / std
+
+
+def seg_loss(logits: torch.Tensor, target: torch.Tensor, poppy: int = 1) -> torch.Tensor:
+    """Cross-entropy (ignore :data:`IGNORE`) + 0.5 x soft Dice on the poppy class over valid pixels."""
+    target = target.long()
+    ce = F.cross_entropy(logits, target, ignore_index=IGNORE)
+    valid = (target != IGNORE).float()
+    p = torch.softmax(logits, 1)[:, poppy] * valid
+    t = (target == poppy).float() * valid
+    dice = 1 - (2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1)
+    return ce + 0.5 * dice
+
+
+def _lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        prog = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * prog))
+    return f
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, tiles: tuple[np.ndarray, np.ndarray], mean: torch.Tensor,
+             std: torch.Tensor, *, min_px: int, poppy: int = 1, batch: int = 8) -> dict[str, Any]:
+    """Loss, pixel IoU and object P/R/F1 per threshold on fixed validation tiles; picks the best threshold."""
+    model.eval()
+    xs, ys = tiles
+    probs, losses = [], []
+    for i in range(0, len(xs), batch):
+        x = torch.from_numpy(xs[i:i + batch])
+        y = torch.from_numpy(ys[i:i + batch])
+        logits = model(_normalise(x, mean, std))
+        losses.append(float(seg_loss(logits, y, poppy)) * len(x))
+        probs.append(torch.softmax(logits, 1)[:, poppy].numpy())
+    prob = np.concatenate(probs)
+    valid = ys != IGNORE
+    truth = ys == 1
+    per_t = {}
+    for t in THRESHOLDS:
+        pred = (prob >= t) & valid
+        inter = float((pred & truth).sum())
+        union = float((pred | truth).sum())
+        counts = np.zeros(3, np.int64)
+        for k in range(len(prob)):
+            counts += match_masks(pred[k], truth[k], valid=valid[k], min_px=min_px)
+        tp, fp, fn = (int(c) for c in counts)
+        per_t[t] = {"pixel_iou": inter / union if union else 1.0, "tp": tp, "fp": fp, "fn": fn,
+                    **prf(tp, fp, fn)}
+    best = max(THRESHOLDS, key=lambda t: ((per_t[t]["f1"] or 0.0), per_t[t]["pixel_iou"], -abs(t - 0.5)))
+    return {"loss": sum(losses) / len(xs), "threshold": best, **per_t[best], "pixel_iou_at_0.5": per_t[0.5]["pixel_iou"]}
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".part")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def train(sources: list[str | Path], out_dir: str | Path, config: TrainConfig | None = None, *,
+          resume: bool = False, overwrite: bool = False, init: str | Path | None = None,
+          bundle_out: str | Path | None = None, name: str = "poppyscan-custom", version: str = "0.1.0",
+          progress: Callable[[str], None] | None = None, log_every: int = 25) -> TrainResult:
+    """Train a bundle on ``sources`` (see :func:`poppyscan.traindata.find_scenes`).
+
+    Parameters
+    ----------
+    sources
+        Scene directories, scene-list CSV/YAML files or GeoTIFFs.
+    out_dir
+        Run directory for checkpoints, history and the final ``bundle/``.
+    config
+        Training options (``train`` section of the config).
+    resume
+        Continue from ``out_dir/checkpoints/last.pt``.
+    overwrite
+        Allow a fresh run in an existing ``out_dir`` (its checkpoints are replaced).
+    init
+        A bundle whose weights start the training (fine-tuning); its arch and GSD are kept.
+    bundle_out
+        Also write the final bundle here (replacing it).
+    progress
+        Called with each progress line (default: ``logging.info``).
+    """
+    cfg = config or TrainConfig()
+    say = progress or log.info
+    out = Path(out_dir)
+    ckpt_dir = out / "checkpoints"
+    last_ckpt = ckpt_dir / "last.pt"
+    if resume:
+        if not last_ckpt.is_file():
+            raise InputError(f"cannot resume: '{last_ckpt}' does not exist; start without --resume")
+    elif out.exists() and any(out.iterdir()) and not overwrite:
+        raise OutputExistsError(f"training directory '{out}' already exists; pass --resume to continue it "
+                                "or --overwrite to start again")
+    torch.manual_seed(cfg.seed)
+
+    init_bundle = load_bundle(init, check_onnx=False) if init else None
+    arch = init_bundle.meta.arch if init_bundle else canonical_arch(cfg.arch)
+    gsd = init_bundle.meta.gsd_m if init_bundle else cfg.gsd_m
+    pairs = find_scenes(sources)
+    scenes = [open_scene(m, lab) for m, lab in pairs]
+    tr_idx, val_idx = split_scenes(scenes, cfg.val_fraction, cfg.seed)
+    tr_scenes = [scenes[i] for i in tr_idx]
+    val_scenes = [scenes[i] for i in val_idx]
+    if not any(s.positives for s in tr_scenes):
+        raise InputError("no poppy polygons in the training scenes; at least one labelled plot is needed")
+    samp = dict(positive_fraction=cfg.positive_fraction, hard_negative_fraction=cfg.hard_negative_fraction,
+                scale_jitter=cfg.scale_jitter)
+    sampler = TileSampler(tr_scenes, cfg.tile_size, gsd, **samp)
+    say(f"scenes: {len(tr_scenes)} train ({sum(len(s.positives) for s in tr_scenes)} plots, "
+        f"{sum(len(s.negatives) for s in tr_scenes)} hard negatives), {len(val_scenes)} validation; "
+        f"arch {arch}, {gsd} m/px, tiles {cfg.tile_size} px")
+    val_tiles = None
+    if val_scenes:
+        vs = TileSampler(val_scenes, cfg.tile_size, gsd, **samp)
+        vrng = np.random.default_rng([cfg.seed, 99991])
+        items = [vs.sample(vrng, jitter=False) for _ in range(cfg.val_tiles)]
+        val_tiles = (np.stack([i[0] for i in items]), np.stack([i[1] for i in items]))
+    min_px = max(1, int(round(cfg.min_area_m2 / gsd ** 2)))
+
+    meta0 = init_bundle.meta if init_bundle else new_meta(arch=arch, gsd_m=gsd)
+    model = init_bundle.model if init_bundle else build_model(arch, pretrained=cfg.pretrained)
+    mean = torch.tensor(meta0.mean).view(1, 3, 1, 1) * 255
+    std = torch.tensor(meta0.std).view(1, 3, 1, 1) * 255
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total = cfg.epochs * cfg.steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, max(1, total // 30)))
+    start_epoch, history, best = 0, [], None
+    cfg_dict = dataclasses.asdict(cfg)
+    if resume:
+        ck = torch.load(last_ckpt, map_location="cpu", weights_only=False)
+        for key in ("arch", "gsd_m", "tile_size", "seed", "steps_per_epoch", "batch_size"):
+            old = ck["config"].get(key)
+            now = arch if key == "arch" else gsd if key == "gsd_m" else cfg_dict[key]
+            if old != now:
+                raise ConfigError(f"config 'train.{key}' is {now!r} but the checkpoint was trained with {old!r}; "
+                                  "resume with the same settings")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        start_epoch, history, best = ck["epoch"] + 1, ck["history"], ck.get("best")
+        say(f"resumed from {last_ckpt} after epoch {start_epoch}")
+    else:
+        if out.exists() and overwrite:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+            (out / "history.jsonl").unlink(missing_ok=True)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+
+    t_start = time.time()
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        rng = np.random.default_rng([cfg.seed, epoch])
+        torch.manual_seed(cfg.seed * 100_003 + epoch)
+        t0, run_loss, n_loss = time.time(), 0.0, 0
+        for step in range(cfg.steps_per_epoch):
+            x, y = _batch(sampler, rng, cfg.batch_size, aug=True)
+            loss = seg_loss(model(_normalise(x, mean, std)), y, meta0.poppy_class)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            run_loss += float(loss.detach())
+            n_loss += 1
+            if log_every and (step + 1) % log_every == 0 and step + 1 < cfg.steps_per_epoch:
+                say(f"epoch {epoch + 1}/{cfg.epochs} step {step + 1}/{cfg.steps_per_epoch} "
+                    f"loss {run_loss / n_loss:.4f} ({(time.time() - t0) / (step + 1):.2f} s/step)")
+        rec: dict[str, Any] = {"epoch": epoch + 1, "loss": run_loss / n_loss, "lr": sched.get_last_lr()[0],
+                               "seconds": round(time.time() - t0, 1)}
+        if val_tiles is not None:
+            v = validate(model, val_tiles, mean, std, min_px=min_px, poppy=meta0.poppy_class)
+            rec["val"] = v
+            key = ((v["f1"] or 0.0), v["pixel_iou"])
+            if best is None or key >= tuple(best["key"]):
+                best = {"key": list(key), "epoch": epoch + 1, "val": v}
+                _atomic_save({"model": model.state_dict(), "epoch": epoch, "val": v}, ckpt_dir / "best.pt")
+            say(f"epoch {epoch + 1}/{cfg.epochs} loss {rec['loss']:.4f} | val loss {v['loss']:.4f} "
+                f"pixel IoU {v['pixel_iou']:.3f} object P {_fmt(v['precision'])} R {_fmt(v['recall'])} "
+                f"F1 {_fmt(v['f1'])} @ {v['threshold']:.2f} | {rec['seconds']:.0f} s")
+        else:
+            say(f"epoch {epoch + 1}/{cfg.epochs} loss {rec['loss']:.4f} (no validation scenes) | {rec['seconds']:.0f} s")
+        history.append(rec)
+        with (out / "history.jsonl").open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        _atomic_save({"version": CKPT_VERSION, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                      "scheduler": sched.state_dict(), "epoch": epoch, "history": history, "best": best,
+                      "config": {**cfg_dict, "arch": arch, "gsd_m": gsd}}, last_ckpt)
+
+    if best is not None and (ckpt_dir / "best.pt").is_file():
+        model.load_state_dict(torch.load(ckpt_dir / "best.pt", map_location="cpu", weights_only=False)["model"])
+    model.eval()
+    val = best["val"] if best else None
+    summary = {
+        "scenes_train": [str(s.mosaic) for s in tr_scenes], "scenes_val": [str(s.mosaic) for s in val_scenes],
+        "plots_train": sum(len(s.positives) for s in tr_scenes),
+        "hard_negatives_train": sum(len(s.negatives) for s in tr_scenes),
+        "poppy_free_scenes_train": sum(1 for s in tr_scenes if not s.positives),
+        "tiles_seen": len(history) * cfg.steps_per_epoch * cfg.batch_size if history else 0,
+        "epochs": len(history), "best_epoch": best["epoch"] if best else len(history),
+        "init": str(init) if init else None, "config": {**cfg_dict, "arch": arch, "gsd_m": gsd},
+        "train_seconds_this_session": round(time.time() - t_start, 1),
+    }
+    metrics = {}
+    if val is not None:
+        metrics["validation_tiles"] = {k: val[k] for k in ("pixel_iou", "precision", "recall", "f1", "tp", "fp",
+                                                            "fn", "threshold", "loss")}
+        metrics["validation_tiles"]["n_tiles"] = int(len(val_tiles[0]))
+    meta = dataclasses.replace(
+        meta0, name=name, version=version, arch=arch, gsd_m=gsd, tile_size=cfg.infer_tile_size,
+        overlap=cfg.overlap, threshold=float(val["threshold"]) if val else 0.5, training=summary, metrics=metrics,
+        created=new_meta().created)
+    bundle = save_bundle(out / "bundle", model, meta, overwrite=True)
+    if bundle_out is not None:
+        save_bundle(bundle_out, model, meta, overwrite=True)
+    for s in scenes:
+        s.close()
+    say(f"bundle written to {bundle_out or bundle.path} (threshold {meta.threshold:.2f})")
+    return TrainResult(Path(bundle_out) if bundle_out else out / "bundle", meta, history)

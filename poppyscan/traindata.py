@@ -1,0 +1,381 @@
+"""Training data: scenes of (orthomosaic, label polygons), tile sampling at the model GSD, augmentation.
+
+A *scene* is one orthomosaic GeoTIFF (any CRS, RGB uint8, optional alpha/nodata/internal mask) plus an
+optional vector file of label polygons. Polygons are *poppy* (positive), *hard negatives* (not poppy:
+corn poppy, flowerbeds, ... taught as background and over-sampled), or *ignored* (unknown status:
+excluded from the loss). A scene without labels is poppy-free (a negative-only scene).
+
+Tiles are read on demand with rasterio windowed reads resampled to the model GSD (times a random
+scale factor, which is the GSD/scale augmentation), so a mosaic of any size costs only its open file
+handle. Label polygons are rasterised into each tile; pixels outside the valid-data mask or the raster
+get the ignore label :data:`IGNORE`.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import rasterio
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.features import rasterize
+from rasterio.windows import Window
+
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+IGNORE = 255
+POSITIVE_VALUES = {"poppy", "1", "true", "yes", "positive", "opium_poppy"}
+NEGATIVE_VALUES = {"not_poppy", "not poppy", "notpoppy", "negative", "neg", "0", "false", "no",
+                   "hard_negative", "confuser"}
+LABEL_COLUMNS = ("label", "class", "result", "is_poppy")
+NEGATIVE_LAYERS = ("confusers", "negatives", "hard_negatives")
+MOSAIC_NAMES = ("mosaic.tif", "mosaic.tiff", "ortho.tif", "orthomosaic.tif")
+LABEL_NAMES = ("truth.gpkg", "labels.gpkg", "truth.geojson", "labels.geojson", "truth.shp", "labels.shp")
+
+
+@dataclass
+class Scene:
+    """One training scene, opened: raster handle, GSD and labels in the raster's CRS."""
+
+    mosaic: Path
+    labels: Path | None
+    gsd_m: float
+    width: int
+    height: int
+    positives: list = field(default_factory=list)   # shapely polygons, raster CRS
+    negatives: list = field(default_factory=list)
+    ignored: list = field(default_factory=list)
+    _ds: rasterio.DatasetReader | None = None
+    _rgb: tuple[int, int, int] = (1, 2, 3)
+
+    @property
+    def name(self) -> str:
+        return self.mosaic.parent.name if self.mosaic.name in MOSAIC_NAMES else self.mosaic.stem
+
+    @property
+    def ds(self) -> rasterio.DatasetReader:
+        if self._ds is None or self._ds.closed:
+            self._ds = rasterio.open(self.mosaic)
+        return self._ds
+
+    def close(self) -> None:
+        if self._ds is not None:
+            self._ds.close()
+            self._ds = None
+
+
+def pixel_size_m(ds: rasterio.DatasetReader) -> float:
+    """Mean pixel size in metres; geographic CRSs are converted at the raster's centre latitude."""
+    if ds.crs is None:
+        raise InputError(f"mosaic '{ds.name}' has no CRS; georeference it (e.g. gdal_edit.py -a_srs) first")
+    a, e = abs(ds.transform.a), abs(ds.transform.e)
+    if ds.crs.is_geographic:
+        lat = math.radians((ds.bounds.top + ds.bounds.bottom) / 2)
+        return float((a * 111_320 * math.cos(lat) + e * 110_574) / 2)
+    factor = ds.crs.linear_units_factor[1] if ds.crs.linear_units_factor else 1.0
+    return float((a + e) / 2 * factor)
+
+
+def _rgb_bands(ds: rasterio.DatasetReader) -> tuple[int, int, int]:
+    ci = list(ds.colorinterp)
+    if all(c in ci for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)):
+        return ci.index(ColorInterp.red) + 1, ci.index(ColorInterp.green) + 1, ci.index(ColorInterp.blue) + 1
+    if ds.count < 3:
+        raise InputError(f"mosaic '{ds.name}' has {ds.count} band(s); an RGB orthomosaic (3 or 4 bands) is needed")
+    return 1, 2, 3
+
+
+def _classify(gdf, path: Path) -> tuple[list, list, list]:  # noqa: ANN001
+    col = next((c for c in LABEL_COLUMNS if c in gdf.columns), None)
+    geoms = [g for g in gdf.geometry]
+    if col is None:
+        return [g for g in geoms if g is not None and not g.is_empty], [], []
+    pos, neg, ign = [], [], []
+    for g, v in zip(geoms, gdf[col], strict=True):
+        if g is None or g.is_empty:
+            continue
+        key = str(v).strip().lower() if v is not None else ""
+        (pos if key in POSITIVE_VALUES else neg if key in NEGATIVE_VALUES else ign).append(g)
+    if ign:
+        log.info("%s: %d polygon(s) with unknown '%s' values are excluded from the loss", path, len(ign), col)
+    return pos, neg, ign
+
+
+def read_labels(path: Path, crs) -> tuple[list, list, list]:  # noqa: ANN001
+    """Read (positives, negatives, ignored) polygons from a vector file, reprojected to ``crs``."""
+    import geopandas as gpd
+    import pyogrio
+
+    try:
+        layers = [name for name, _ in pyogrio.list_layers(path)]
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"labels '{path}' cannot be read as a vector file ({exc})") from None
+    main = "plots" if "plots" in layers else layers[0]
+    pos, neg, ign = [], [], []
+    for layer in [main] + [n for n in layers if n in NEGATIVE_LAYERS and n != main]:
+        gdf = gpd.read_file(path, layer=layer)
+        if len(gdf) == 0:
+            continue
+        if gdf.crs is None:
+            raise InputError(f"labels '{path}' layer '{layer}' has no CRS; set it (e.g. in QGIS) and retry")
+        gdf = gdf.to_crs(crs)
+        if layer == main:
+            p, n, i = _classify(gdf, path)
+        else:
+            p, n, i = [], [g for g in gdf.geometry if g is not None and not g.is_empty], []
+        pos += p
+        neg += n
+        ign += i
+    return pos, neg, ign
+
+
+def open_scene(mosaic: str | Path, labels: str | Path | None) -> Scene:
+    """Open a scene, checking the raster and reading its labels."""
+    mosaic = Path(mosaic)
+    if not mosaic.is_file():
+        raise InputError(f"mosaic '{mosaic}' does not exist; check the path")
+    try:
+        ds = rasterio.open(mosaic)
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError(f"mosaic '{mosaic}' is not a readable raster ({exc})") from None
+    if ds.dtypes[0] != "uint8":
+        raise InputError(f"mosaic '{mosaic}' is {ds.dtypes[0]}; poppyscan trains on 8-bit RGB orthomosaics "
+                         "(convert with gdal_translate -ot Byte -scale)")
+    scene = Scene(mosaic=mosaic, labels=Path(labels) if labels else None, gsd_m=pixel_size_m(ds),
+                  width=ds.width, height=ds.height, _ds=ds, _rgb=_rgb_bands(ds))
+    if labels is not None:
+        labels = Path(labels)
+        if not labels.is_file():
+            raise InputError(f"labels '{labels}' do not exist; check the path")
+        scene.positives, scene.negatives, scene.ignored = read_labels(labels, ds.crs)
+    return scene
+
+
+def find_scenes(sources: list[str | Path]) -> list[tuple[Path, Path | None]]:
+    """Resolve CLI inputs to ``(mosaic, labels)`` pairs.
+
+    Each source is a scene directory (``mosaic.tif`` [+ ``truth.gpkg``]), a directory of scene
+    directories, a CSV (columns ``mosaic,labels``) or YAML list (``- {mosaic: ..., labels: ...}``) with
+    paths relative to the file, or a GeoTIFF (labels: ``truth.gpkg`` beside it or ``<stem>.gpkg``; none
+    means a poppy-free scene).
+    """
+    pairs: list[tuple[Path, Path | None]] = []
+    for src in sources:
+        src = Path(src)
+        if src.is_dir():
+            mosaic = next((src / n for n in MOSAIC_NAMES if (src / n).is_file()), None)
+            if mosaic is not None:
+                pairs.append((mosaic, _labels_beside(mosaic)))
+                continue
+            subs = sorted(d for d in src.iterdir() if d.is_dir() and any((d / n).is_file() for n in MOSAIC_NAMES))
+            if not subs:
+                raise InputError(f"scene directory '{src}' holds no mosaic.tif and no scene sub-directories")
+            for d in subs:
+                m = next(d / n for n in MOSAIC_NAMES if (d / n).is_file())
+                pairs.append((m, _labels_beside(m)))
+        elif src.suffix.lower() == ".csv" and src.is_file():
+            with src.open(newline="", encoding="utf-8-sig") as fh:
+                rows = list(csv.DictReader(fh))
+            if not rows or "mosaic" not in rows[0]:
+                raise InputError(f"scene list '{src}' needs a header with columns 'mosaic' and 'labels'")
+            pairs += [(_rel(src, r["mosaic"]), _rel(src, r.get("labels"))) for r in rows]
+        elif src.suffix.lower() in (".yaml", ".yml") and src.is_file():
+            import yaml
+
+            data = yaml.safe_load(src.read_text(encoding="utf-8"))
+            items = data.get("scenes") if isinstance(data, dict) else data
+            if not isinstance(items, list) or not all(isinstance(i, dict) and "mosaic" in i for i in items):
+                raise InputError(f"scene list '{src}' must be a list of {{mosaic: ..., labels: ...}} entries")
+            pairs += [(_rel(src, i["mosaic"]), _rel(src, i.get("labels"))) for i in items]
+        elif src.suffix.lower() in (".tif", ".tiff", ".vrt") and src.is_file():
+            pairs.append((src, _labels_beside(src)))
+        else:
+            raise InputError(f"training input '{src}' is not a scene directory, .csv/.yaml list or GeoTIFF")
+    if not pairs:
+        raise InputError("no training scenes were given")
+    return pairs
+
+
+def _rel(base: Path, value: str | None) -> Path | None:
+    if value is None or str(value).strip() == "":
+        return None
+    p = Path(str(value).strip())
+    return p if p.is_absolute() else base.parent / p
+
+
+def _labels_beside(mosaic: Path) -> Path | None:
+    for name in LABEL_NAMES + (mosaic.stem + ".gpkg", mosaic.stem + ".geojson"):
+        if (mosaic.parent / name).is_file():
+            return mosaic.parent / name
+    log.info("%s: no label file beside it; treated as a poppy-free scene", mosaic)
+    return None
+
+
+def read_tile(scene: Scene, cx: float, cy: float, size: int, gsd: float) -> tuple[np.ndarray, np.ndarray]:
+    """Read a ``size`` x ``size`` tile at ``gsd`` m/px centred on raster pixel (cx, cy).
+
+    Returns ``(rgb uint8 (size, size, 3), label uint8 (size, size))`` with labels 0 background,
+    1 poppy, :data:`IGNORE` for invalid/outside/ignored pixels.
+    """
+    ds = scene.ds
+    span = size * gsd / scene.gsd_m  # source pixels covered
+    step = span / size
+    col0, row0 = cx - span / 2, cy - span / 2
+    window = Window(col0, row0, span, span)
+    # output pixels that fall inside the raster; read exactly those, aligned to the tile grid
+    i0, j0 = max(0, math.ceil(-col0 / step)), max(0, math.ceil(-row0 / step))
+    i1 = min(size, math.floor((ds.width - col0) / step))
+    j1 = min(size, math.floor((ds.height - row0) / step))
+    rgb = np.zeros((3, size, size), np.uint8)
+    valid = np.zeros((size, size), bool)
+    if i1 > i0 and j1 > j0:
+        sub = Window(col0 + i0 * step, row0 + j0 * step, (i1 - i0) * step, (j1 - j0) * step)
+        shape = (j1 - j0, i1 - i0)
+        rgb[:, j0:j1, i0:i1] = ds.read(list(scene._rgb), window=sub, out_shape=(3, *shape),
+                                       resampling=Resampling.bilinear)
+        valid[j0:j1, i0:i1] = ds.read_masks(1, window=sub, out_shape=shape, resampling=Resampling.nearest) > 0
+    transform = ds.window_transform(window) * rasterio.Affine.scale(span / size)
+    label = np.zeros((size, size), np.uint8)
+    shapes = [(g, 1) for g in _near(scene.positives, transform, size)]
+    shapes += [(g, IGNORE) for g in _near(scene.ignored, transform, size)]
+    if shapes:
+        rasterize(shapes, out=label, transform=transform)
+    label[~valid] = IGNORE
+    return np.ascontiguousarray(rgb.transpose(1, 2, 0)), label
+
+
+def _near(geoms: list, transform, size: int) -> list:  # noqa: ANN001
+    if not geoms:
+        return []
+    x0, y0 = transform * (0, 0)
+    x1, y1 = transform * (size, size)
+    minx, maxx, miny, maxy = min(x0, x1), max(x0, x1), min(y0, y1), max(y0, y1)
+    out = []
+    for g in geoms:
+        b = g.bounds
+        if b[0] <= maxx and b[2] >= minx and b[1] <= maxy and b[3] >= miny:
+            out.append(g)
+    return out
+
+
+def polygon_pixel_centres(scene: Scene, geoms: list) -> np.ndarray:
+    """Centres (col, row) in raster pixels of polygons' bounding boxes, with their half-extents."""
+    if not geoms:
+        return np.zeros((0, 4))
+    inv = ~scene.ds.transform
+    rows = []
+    for g in geoms:
+        minx, miny, maxx, maxy = g.bounds
+        c0, r0 = inv * (minx, maxy)
+        c1, r1 = inv * (maxx, miny)
+        rows.append(((c0 + c1) / 2, (r0 + r1) / 2, abs(c1 - c0) / 2, abs(r1 - r0) / 2))
+    return np.asarray(rows, dtype=np.float64)
+
+
+def augment(rgb: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Flips/rot90, brightness/contrast/saturation/hue/gamma jitter, blur, noise, JPEG artefacts."""
+    k = int(rng.integers(4))
+    rgb, label = np.rot90(rgb, k), np.rot90(label, k)
+    if rng.random() < 0.5:
+        rgb, label = rgb[:, ::-1], label[:, ::-1]
+    rgb = np.ascontiguousarray(rgb)
+    label = np.ascontiguousarray(label)
+    x = rgb.astype(np.float32)
+    # brightness / contrast / gamma
+    x = x * rng.uniform(0.7, 1.3)
+    mean = x.mean()
+    x = (x - mean) * rng.uniform(0.75, 1.25) + mean
+    x = np.clip(x, 0, 255)
+    if rng.random() < 0.5:
+        x = 255.0 * (x / 255.0) ** rng.uniform(0.75, 1.33)
+    # per-channel gain (white balance) and saturation
+    x = x * rng.uniform(0.9, 1.1, size=3).astype(np.float32)
+    grey = x.mean(axis=2, keepdims=True)
+    x = grey + (x - grey) * rng.uniform(0.7, 1.3)
+    x = np.clip(x, 0, 255).astype(np.uint8)
+    if rng.random() < 0.3:  # small hue shift (flower colour is a cue: keep it small)
+        hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV)
+        hsv[..., 0] = ((hsv[..., 0].astype(np.int16) + int(rng.integers(-5, 6))) % 180).astype(np.uint8)
+        x = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    if rng.random() < 0.3:
+        x = cv2.GaussianBlur(x, (0, 0), float(rng.uniform(0.4, 1.3)))
+    if rng.random() < 0.2:
+        noise = rng.normal(0, rng.uniform(2, 8), x.shape).astype(np.float32)
+        x = np.clip(x.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    if rng.random() < 0.3:
+        ok, buf = cv2.imencode(".jpg", x[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(35, 95))])
+        if ok:
+            x = np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
+    return x, label
+
+
+class TileSampler:
+    """Draws training tiles from scenes: positive-centred, hard-negative-centred or random.
+
+    Parameters
+    ----------
+    scenes
+        Opened scenes.
+    size, gsd
+        Tile size in px at the model GSD (m/px).
+    positive_fraction
+        Share of tiles centred near a poppy polygon (when any scene has one).
+    hard_negative_fraction
+        Share of the remaining tiles centred on a hard-negative polygon (when any scene has one).
+    scale_jitter
+        Relative GSD jitter; each tile is read at ``gsd * U(1 - j, 1 + j)``.
+    """
+
+    def __init__(self, scenes: list[Scene], size: int, gsd: float, *, positive_fraction: float = 0.6,
+                 hard_negative_fraction: float = 0.3, scale_jitter: float = 0.25) -> None:
+        self.scenes = scenes
+        self.size = size
+        self.gsd = gsd
+        self.positive_fraction = positive_fraction
+        self.hard_negative_fraction = hard_negative_fraction
+        self.scale_jitter = scale_jitter
+        self._pos = [polygon_pixel_centres(s, s.positives) for s in scenes]
+        self._neg = [polygon_pixel_centres(s, s.negatives) for s in scenes]
+        self._pos_scenes = [i for i, p in enumerate(self._pos) if len(p)]
+        self._neg_scenes = [i for i, p in enumerate(self._neg) if len(p)]
+
+    def sample(self, rng: np.random.Generator, *, jitter: bool = True) -> tuple[np.ndarray, np.ndarray, str]:
+        """Return ``(rgb, label, kind)`` with kind ``positive``, ``hard_negative`` or ``random``."""
+        gsd = self.gsd * (rng.uniform(1 - self.scale_jitter, 1 + self.scale_jitter) if jitter else 1.0)
+        r = rng.random()
+        if self._pos_scenes and r < self.positive_fraction:
+            return (*self._around(rng, self._pos_scenes, self._pos, gsd), "positive")
+        r2 = rng.random()
+        if self._neg_scenes and r2 < self.hard_negative_fraction:
+            return (*self._around(rng, self._neg_scenes, self._neg, gsd), "hard_negative")
+        return (*self._random(rng, gsd), "random")
+
+    def _around(self, rng: np.random.Generator, which: list[int], boxes: list[np.ndarray], gsd: float):  # noqa: ANN202
+        si = which[int(rng.integers(len(which)))]
+        scene = self.scenes[si]
+        cx, cy, hx, hy = boxes[si][int(rng.integers(len(boxes[si])))]
+        span = self.size * gsd / scene.gsd_m
+        # a point of the object's box, shifted so the object lands anywhere in the tile's inner 70 %
+        px = cx + rng.uniform(-hx, hx) + rng.uniform(-0.35, 0.35) * span
+        py = cy + rng.uniform(-hy, hy) + rng.uniform(-0.35, 0.35) * span
+        return read_tile(scene, px, py, self.size, gsd)
+
+    def _random(self, rng: np.random.Generator, gsd: float):  # noqa: ANN202
+        weights = np.array([s.width * s.height * s.gsd_m ** 2 for s in self.scenes], dtype=np.float64)
+        best = None
+        for _ in range(4):  # retry tiles that are mostly nodata
+            scene = self.scenes[int(rng.choice(len(self.scenes), p=weights / weights.sum()))]
+            rgb, label = read_tile(scene, rng.uniform(0, scene.width), rng.uniform(0, scene.height), self.size, gsd)
+            frac = float((label != IGNORE).mean())
+            if best is None or frac > best[2]:
+                best = (rgb, label, frac)
+            if frac > 0.5:
+                break
+        return best[0], best[1]
