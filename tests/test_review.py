@@ -1,0 +1,346 @@
+"""Desk review: the decision store, the web server's validation, persistence, and the page in Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pyogrio
+import pytest
+
+from poppyscan.cli import main
+from poppyscan.errors import InputError
+from poppyscan.review import store
+from poppyscan.review.server import make_server
+
+try:
+    from review_testdata import make_run, running_server
+except ImportError:  # tests/ became a package
+    from tests.review_testdata import make_run, running_server
+
+
+@pytest.fixture()
+def run(tmp_path):
+    return make_run(tmp_path)
+
+
+def _request(
+    url: str, body: bytes | None = None, headers: dict[str, str] | None = None, method: str | None = None
+):
+    """(status, parsed JSON or raw bytes, headers) without raising on 4xx/5xx."""
+    req = urllib.request.Request(url, data=body, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            status, data, hdrs = r.status, r.read(), r.headers
+    except urllib.error.HTTPError as e:
+        status, data, hdrs = e.code, e.read(), e.headers
+    if (hdrs.get("Content-Type") or "").startswith("application/json"):
+        data = json.loads(data)
+    return status, data, hdrs
+
+
+def _post(server, obj, **headers):
+    body = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+    hdrs = {"Content-Type": "application/json", **headers}
+    return _request(server.url + "api/decision", body, hdrs, "POST")
+
+
+# ---- store ----------------------------------------------------------------------------------------
+def test_unreviewed_run_has_no_decisions(run):
+    assert store.load_decisions(run.run_dir) == {}
+    assert store.rejected_plot_ids(run.run_dir) == set()
+
+
+def test_save_load_clear_and_history(run):
+    store.save_decision(run.run_dir, 3, "rejected", reviewer="li")
+    store.save_decision(run.run_dir, 2, "confirmed", reviewer="li")
+    store.save_decision(run.run_dir, 5, "unsure", reviewer="wang")
+    store.save_decision(run.run_dir, 5, "rejected", reviewer="wang")
+    assert store.load_decisions(run.run_dir) == {2: "confirmed", 3: "rejected", 5: "rejected"}
+    assert store.rejected_plot_ids(run.run_dir) == {3, 5}
+    store.save_decision(run.run_dir, 5, None, reviewer="wang")  # changed mind: clear
+    assert store.rejected_plot_ids(run.run_dir) == {3}
+    doc = json.loads((run.run_dir / "review.json").read_text())
+    assert doc["decisions"]["3"]["reviewer"] == "li" and doc["decisions"]["3"]["time"]
+    assert [(h["plot_id"], h["decision"], h["previous"]) for h in doc["history"]] == [
+        (3, "rejected", None),
+        (2, "confirmed", None),
+        (5, "unsure", None),
+        (5, "rejected", "unsure"),
+        (5, None, "rejected"),
+    ]
+    assert not list(run.run_dir.glob(".review.json*"))  # no temporary files left behind
+
+
+@pytest.mark.parametrize(
+    ("plot_id", "decision", "match"),
+    [
+        (99, "rejected", "'plot_id' 99"),
+        (3, "maybe", "'decision' must be one of"),
+        (True, "rejected", "integer"),
+        ("3", "rejected", "integer"),
+    ],
+)
+def test_save_refuses_bad_input_and_writes_nothing(run, plot_id, decision, match):
+    with pytest.raises(InputError, match=match):
+        store.save_decision(run.run_dir, plot_id, decision)
+    assert not (run.run_dir / "review.json").exists()
+
+
+def test_corrupt_review_file_is_named(run):
+    (run.run_dir / "review.json").write_text("{not json")
+    with pytest.raises(InputError, match="review.json' is not valid JSON"):
+        store.load_decisions(run.run_dir)
+    (run.run_dir / "review.json").write_text(
+        json.dumps({"format": "poppyscan-review", "decisions": {"1": {"decision": "nope"}}})
+    )
+    with pytest.raises(InputError, match="invalid entry for plot '1'"):
+        store.load_decisions(run.run_dir)
+
+
+def test_review_column_mirrored_into_plots_gpkg(run):
+    store.save_decision(run.run_dir, 3, "rejected")
+    store.save_decision(run.run_dir, 2, "confirmed")
+    df = pyogrio.read_dataframe(run.run_dir / "plots.gpkg", layer="plots")
+    assert dict(zip(df.plot_id, df.review, strict=True)) == {
+        1: "",
+        2: "confirmed",
+        3: "rejected",
+        4: "",
+        5: "",
+        6: "",
+    }
+    # geometry and spatial index untouched: a bbox query around plot 3 still finds it
+    hit = pyogrio.read_dataframe(
+        run.run_dir / "plots.gpkg", layer="plots", bbox=(500026, 2999995, 500028, 2999997)
+    )
+    assert list(hit.plot_id) == [3]
+    with sqlite3.connect(run.run_dir / "plots.gpkg") as con:
+        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_hard_negatives_follow_rejections(run):
+    store.save_decision(run.run_dir, 3, "rejected", reviewer="li")
+    store.save_decision(run.run_dir, 6, "rejected", reviewer="li")
+    store.save_decision(run.run_dir, 2, "confirmed", reviewer="li")
+    path = run.run_dir / "hard_negatives.gpkg"
+    neg = pyogrio.read_dataframe(path, layer="hard_negatives")
+    plots = pyogrio.read_dataframe(run.run_dir / "plots.gpkg", layer="plots")
+    assert sorted(neg.plot_id) == [3, 6]
+    assert set(neg.label) == {"not_poppy"} and set(neg.reviewer) == {"li"}
+    assert neg.crs == plots.crs
+    assert neg.set_index("plot_id").geometry[3].equals(plots.set_index("plot_id").geometry[3])
+    store.save_decision(run.run_dir, 3, "confirmed")
+    store.save_decision(run.run_dir, 6, None)
+    assert len(pyogrio.read_dataframe(path, layer="hard_negatives")) == 0  # emptied, not stale
+    out = store.export_hard_negatives(run.run_dir, run.run_dir.parent / "neg.gpkg")
+    assert pyogrio.list_layers(out)[0][0] == "hard_negatives"
+
+
+# ---- server ---------------------------------------------------------------------------------------
+def test_run_api_lists_plots_in_priority_order(run):
+    store.save_decision(run.run_dir, 4, "unsure", reviewer="li")
+    with running_server(run.run_dir, reviewer="desk1") as server:
+        assert server.url.startswith("http://127.0.0.1:")
+        status, data, _ = _request(server.url + "api/run")
+    assert status == 200
+    assert [p["plot_id"] for p in data["plots"]] == list(run.priority)
+    first = data["plots"][0]
+    assert first["over_500_plants"] is True and first["rank"] == 1  # criminal-case size leads
+    assert {p["plot_id"]: p["decision"] for p in data["plots"]}[4] == "unsure"
+    assert data["total"] == 6 and data["reviewer"] == "desk1"
+    assert data["footprints"][0]["bounds"] == [500000.0, 2999980.0, 500032.0, 3000000.0]
+
+
+def test_server_rejects_invalid_decisions_and_writes_nothing(run):
+    review = run.run_dir / "review.json"
+    with running_server(run.run_dir) as server:
+        cases = [
+            ({"plot_id": 999, "decision": "rejected"}, {}, 404),
+            ({"plot_id": 3, "decision": "delete"}, {}, 400),
+            ({"plot_id": 3, "decision": "REJECTED"}, {}, 400),
+            ({"plot_id": True, "decision": "rejected"}, {}, 400),
+            ({"plot_id": "3", "decision": "rejected"}, {}, 400),
+            ({"plot_id": 3}, {}, 400),
+            ([3, "rejected"], {}, 400),
+            (b"plot_id=3&decision=rejected", {}, 400),
+            ({"plot_id": 3, "decision": "rejected"}, {"Content-Type": "text/plain"}, 415),
+            ({"plot_id": 3, "decision": "rejected"}, {"Origin": "http://evil.example"}, 403),
+            ({"plot_id": 3, "decision": "rejected"}, {"Host": "evil.example"}, 403),
+        ]
+        for obj, headers, expected in cases:
+            status, data, _ = _post(server, obj, **headers)
+            assert status == expected, (obj, headers, data)
+            assert "error" in data
+            assert not review.exists(), (obj, headers)
+        status, data, _ = _post(server, {"plot_id": 3, "decision": "rejected", "reviewer": "li"})
+        assert status == 200 and data["reviewed"] == 1 and data["saved"]["reviewer"] == "li"
+        before = review.read_bytes()
+        for obj, headers, expected in cases:
+            assert _post(server, obj, **headers)[0] == expected
+        assert review.read_bytes() == before
+        assert _request(server.url + "api/decision", method="GET")[0] == 404
+        assert _request(server.url + "static/..%2Fstore.py")[0] == 404
+        assert _request(server.url + "api/chip/999.jpg")[0] == 404
+
+
+def test_saved_decisions_survive_a_server_restart(run):
+    with running_server(run.run_dir) as server:
+        assert _post(server, {"plot_id": 2, "decision": "confirmed"})[0] == 200
+        assert _post(server, {"plot_id": 6, "decision": "rejected"})[0] == 200
+        assert _post(server, {"plot_id": 1, "decision": "unsure"})[0] == 200
+        assert _post(server, {"plot_id": 1, "decision": None})[0] == 200  # cleared again
+    with running_server(run.run_dir) as server:  # a new process would read the same file
+        _, data, _ = _request(server.url + "api/run")
+    assert {p["plot_id"]: p["decision"] for p in data["plots"]} == {
+        2: "confirmed",
+        6: "rejected",
+        1: None,
+        3: None,
+        4: None,
+        5: None,
+    }
+
+
+def test_chips_and_overview_are_cut_from_the_mosaic_and_cached(run):
+    with running_server(run.run_dir) as server:
+        status, jpg, hdrs = _request(server.url + "api/chip/3.jpg")
+        assert status == 200 and hdrs["Content-Type"] == "image/jpeg" and jpg[:2] == b"\xff\xd8"
+        assert len(list((run.run_dir / "review" / "chips").glob("3_*.jpg"))) == 1
+        status, png, _ = _request(server.url + "api/overview/0.png")
+        assert status == 200 and png[:4] == b"\x89PNG"
+        assert _request(server.url + "api/overview/5.png")[0] == 404
+    import cv2
+    import numpy as np
+
+    img = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape == (480, 480, 3)
+    yellow = (img[..., 2] > 200) & (img[..., 1] > 180) & (img[..., 0] < 90)  # the plot outline
+    assert yellow.sum() > 100
+
+
+def test_missing_mosaic_still_serves_a_placeholder_chip(run):
+    shutil.move(run.mosaic, run.mosaic.with_suffix(".moved"))
+    with running_server(run.run_dir) as server:
+        status, jpg, _ = _request(server.url + "api/chip/2.jpg")
+        assert status == 200 and jpg[:2] == b"\xff\xd8"
+        assert _post(server, {"plot_id": 2, "decision": "unsure"})[0] == 200  # review still possible
+    assert not (run.run_dir / "review" / "chips").exists()  # placeholders are not cached
+
+
+def test_page_ships_without_external_assets():
+    static = Path(__import__("poppyscan.review", fromlist=["x"]).__file__).with_name("static")
+    for name in ("index.html", "app.js", "style.css"):
+        text = (static / name).read_text(encoding="utf-8")
+        for bad in ('src="http', "src='http", 'href="http', "url(http", "@import", "//cdn"):
+            assert bad not in text, (name, bad)
+
+
+def test_server_listens_on_loopback_by_default(run):
+    server = make_server(run.run_dir, port=0)
+    try:
+        assert server.server_address[0] == "127.0.0.1" and server.loopback
+    finally:
+        server.server_close()
+
+
+# ---- CLI ------------------------------------------------------------------------------------------
+def test_cli_missing_run_dir_is_one_line_error(tmp_path, capsys):
+    assert main(["review", str(tmp_path / "nope"), "--no-browser", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("poppyscan: error: run directory") and err.count("\n") == 1
+
+
+def test_cli_exports_hard_negatives(run, tmp_path, capsys):
+    store.save_decision(run.run_dir, 5, "rejected")
+    out = tmp_path / "negatives.gpkg"
+    assert main(["review", str(run.run_dir), "--export-hard-negatives", str(out)]) == 0
+    assert "wrote 1 rejected plot(s)" in capsys.readouterr().out
+    assert list(pyogrio.read_dataframe(out, layer="hard_negatives").plot_id) == [5]
+
+
+# ---- the page in a real browser -------------------------------------------------------------------
+CHROMIUM = os.environ.get("POPPYSCAN_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture()
+def browser():
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright not installed (bash scripts/setup.sh)"
+    )
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(
+            f"no Chromium at {CHROMIUM} (bash scripts/setup.sh installs Debian's chromium with apt-get)"
+        )
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def test_review_page_end_to_end(run, browser, tmp_path):
+    errors: list[str] = []
+    with running_server(run.run_dir, reviewer="desk1") as server:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+        page.goto(server.url)
+        page.wait_for_selector(".card")
+        assert page.locator(".card").count() == 6
+        order = [int(x) for x in page.locator(".card").evaluate_all("cs => cs.map(c => c.dataset.id)")]
+        assert order == list(run.priority)
+        assert page.locator("#overview circle").count() == 6
+        assert page.locator("#focus-id").inner_text().startswith(f"Plot {run.priority[0]} ")
+        page.wait_for_function(
+            "() => [...document.images].filter(i => i.complete && i.naturalWidth > 0).length >= 6"
+        )
+        # keyboard review: 1 = confirm, 2 = reject, 3 = unsure; auto-advance moves on after each decision
+        for key in ("1", "2", "j", "3", "k", "2"):
+            page.keyboard.press(key)
+        page.wait_for_function("() => document.getElementById('save-status').className === 'ok'")
+        p0, p1, _, p3 = run.priority[:4]
+        # ...1 confirms p0 (-> p1), 2 rejects p1 (-> p2), j skips to p3, 3 marks it unsure (-> p4),
+        # k goes back to p3, 2 re-decides p3 as rejected
+        expected = {p0: "confirmed", p1: "rejected", p3: "rejected"}
+        assert store.load_decisions(run.run_dir) == expected
+        assert "3 / 6 reviewed" in page.locator("#progress-text").inner_text()
+        page.screenshot(path=str(tmp_path / "review.png"))
+        # filter: only not-yet-reviewed plots are shown
+        page.select_option("#decision-filter", "undecided")
+        assert page.locator(".card:not([hidden])").count() == 3
+        page.select_option("#decision-filter", "all")
+        # closing the browser loses nothing: reload and the decisions are back
+        page.reload()
+        page.wait_for_selector(".card.rejected")
+        shown = {
+            int(c.get_attribute("data-id")): c.get_attribute("class") for c in page.locator(".card").all()
+        }
+        for pid, decision in expected.items():
+            assert decision in shown[pid]
+        assert page.locator(".card.rejected").count() == 2
+        # mouse works too: click a card, then the Unsure button
+        page.locator(f'.card[data-id="{run.priority[5]}"]').click()
+        page.locator('.buttons button[data-decision="unsure"]').click()
+        page.wait_for_function("() => document.getElementById('save-status').className === 'ok'")
+        assert store.load_decisions(run.run_dir)[run.priority[5]] == "unsure"
+        shots = os.environ.get("POPPYSCAN_SCREENSHOT")
+        if shots:
+            page.screenshot(path=shots)
+    assert not errors, errors
+    assert store.rejected_plot_ids(run.run_dir) == {p1, p3}
+    assert sorted(pyogrio.read_dataframe(run.run_dir / "hard_negatives.gpkg").plot_id) == sorted([p1, p3])
