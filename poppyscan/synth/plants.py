@@ -22,8 +22,8 @@ FLOWER_COLOURS = {
 }
 POPPY_COLOUR_NAMES = ["red", "white", "pink", "mauve", "purple", "mixed"]
 
-GLAUCOUS = [rgb(128, 158, 145), rgb(112, 146, 132), rgb(146, 172, 162), rgb(118, 150, 124), rgb(136, 162, 152),
-            rgb(104, 136, 126), rgb(150, 168, 150)]
+GLAUCOUS = [rgb(108, 142, 128), rgb(98, 134, 120), rgb(120, 150, 138), rgb(112, 140, 114), rgb(126, 152, 140),
+            rgb(94, 126, 116), rgb(132, 150, 134), rgb(104, 138, 132)]
 
 ORNAMENTAL = [rgb(242, 200, 40), rgb(240, 140, 30), rgb(212, 32, 42), rgb(236, 130, 175), rgb(150, 60, 160),
               rgb(238, 236, 230), rgb(215, 40, 120), rgb(250, 230, 120), rgb(90, 80, 190)]
@@ -79,8 +79,8 @@ def _flowers(cv: Canvas, base: np.ndarray, xs, ys, radius_px: float, palette: li
     elif radius_px >= 1.5:
         a = soften(a, 0.4)
     out = _mix(base, tex, a)
-    if centre is not None and radius_px >= 2.0:  # dark basal blotch / boss at the flower centre
-        c = splat(h, w, xs, ys, max(radius_px * 0.3, 0.5))
+    if centre is not None and radius_px >= 2.5:  # dark basal blotch / boss at the flower centre
+        c = splat(h, w, xs, ys, radius_px * 0.25)
         out = _mix(out, np.broadcast_to(centre, out.shape), (c > 0).astype(np.float32) * 0.7)
     return out
 
@@ -99,51 +99,64 @@ def poppy(cv: Canvas, h, w, x0, y0, p) -> np.ndarray:
     """Opium poppy plot texture. ``p``: stage, colour (flower colour name), base ("soil"|"existing")."""
     rng = cv.rng
     stage = p.get("stage", "flowering")
-    if p.get("base") == "existing":
-        base = cv.img[y0:y0 + h, x0:x0 + w].copy()
+    existing = cv.img[y0:y0 + h, x0:x0 + w].copy()
+    if p.get("base") in ("existing", "host"):
+        base = existing
     else:
         base = soil(cv, h, w, x0, y0, {"angle": p.get("angle", 0.0), "furrows": rng.random() < 0.4})
-        base *= rng.uniform(0.85, 1.0)
-    leaf = jitter_colour(rng, GLAUCOUS[rng.integers(len(GLAUCOUS))], 0.08)
-    density = p.get("density", rng.uniform(0.55, 1.0))
+        base *= rng.uniform(0.8, 1.0)
+    leaf = jitter_colour(rng, GLAUCOUS[rng.integers(len(GLAUCOUS))], 0.07)
+    spacing = rng.uniform(0.13, 0.3)
     if stage == "rosette":
-        spacing, radius = rng.uniform(0.12, 0.3), rng.uniform(0.05, 0.13)
+        density, radius = rng.uniform(0.6, 0.97), spacing * rng.uniform(0.3, 0.55)
         leaf = np.clip(leaf * rng.uniform(1.0, 1.1), 0, 1)
     elif stage == "capsule":
-        spacing, radius = rng.uniform(0.12, 0.3), rng.uniform(0.09, 0.2)
-        leaf = np.clip(leaf * 0.7 + rgb(160, 158, 118) * 0.3, 0, 1)
+        density, radius = rng.uniform(0.6, 1.0), spacing * rng.uniform(0.45, 0.8)
+        leaf = np.clip(leaf * 0.75 + rgb(150, 150, 112) * 0.25, 0, 1)
     else:
-        spacing, radius = rng.uniform(0.12, 0.3), rng.uniform(0.1, 0.22)
+        density, radius = rng.uniform(0.75, 1.0), spacing * rng.uniform(0.5, 0.9)
     xs, ys = _positions(cv, h, w, p, spacing, density)
     out = base
     # a darker, shadowed under-layer then the lit canopy: gives depth between plants
-    out = _plants(cv, out, xs, ys, cv.px(radius) * 1.15, leaf * 0.62, (0.85, 1.1), 0.1)
-    out = _plants(cv, out, xs + cv.px(radius) * 0.15, ys - cv.px(radius) * 0.15, cv.px(radius) * 0.85, leaf,
-                  (0.85, 1.18), 0.16)
-    # whitish bloom speckle
-    bloom = np.clip(fbm(rng, h, w, max(cv.px(0.04), 1), 1) - 1.0, 0, 1) * 0.25
-    out = _mix(out, np.broadcast_to(rgb(200, 215, 210), out.shape), bloom * (out[..., 1] > base[..., 1] * 0.0))
+    if stage != "rosette":
+        out = _plants(cv, out, xs, ys, cv.px(radius) * 1.2, leaf * 0.55, (0.85, 1.1), 0.1)
+    out = _plants(cv, out, xs + cv.px(radius) * 0.12, ys - cv.px(radius) * 0.12, cv.px(radius) * 0.9, leaf,
+                  (0.82, 1.15), 0.2)
+    if stage == "rosette" and radius * cv.ppm >= 2.5:  # lighter rosette hearts
+        out = _plants(cv, out, xs + cv.px(radius) * 0.12, ys - cv.px(radius) * 0.12, cv.px(radius) * 0.35,
+                      np.clip(leaf * 1.12, 0, 1), (0.9, 1.1), 0.05)
+    # whitish bloom (wax) sheen, subtle
+    bloom = np.clip(fbm(rng, h, w, max(cv.px(0.05), 1), 2) - 0.8, 0, 1) * rng.uniform(0.05, 0.2)
+    out = _mix(out, np.broadcast_to(rgb(190, 205, 200), out.shape), bloom)
     area_m2 = h * w / cv.ppm ** 2
     name = p.get("colour", "red")
-    palette = ([c for k in FLOWER_COLOURS for c in FLOWER_COLOURS[k][:1]] if name == "mixed"
+    palette = ([c for k in FLOWER_COLOURS for c in FLOWER_COLOURS[k]] if name == "mixed"
                else FLOWER_COLOURS[name])
     if stage == "flowering":
-        n = area_m2 * rng.uniform(6, 45) * density
+        n = area_m2 * rng.uniform(8, 60) * density
         fx, fy = _flower_near(rng, xs, ys, n, cv.px(radius))
         out = _flowers(cv, out, fx, fy, cv.px(rng.uniform(0.035, 0.055)), palette,
                        centre=rgb(60, 30, 40) if name != "white" else rgb(120, 110, 60))
     elif stage == "capsule":
-        n = area_m2 * rng.uniform(10, 40) * density
+        n = area_m2 * rng.uniform(10, 45) * density
         fx, fy = _flower_near(rng, xs, ys, n, cv.px(radius))
-        out = _flowers(cv, out, fx, fy, cv.px(rng.uniform(0.022, 0.035)), [rgb(170, 185, 155), rgb(155, 170, 140)])
+        out = _flowers(cv, out, fx, fy, cv.px(rng.uniform(0.022, 0.035)), [rgb(172, 186, 158), rgb(156, 170, 140)])
         fx, fy = _flower_near(rng, xs, ys, n * rng.uniform(0, 0.15), cv.px(radius))
         out = _flowers(cv, out, fx, fy, cv.px(0.035), palette)
     elif rng.random() < 0.3:  # a few buds / early flowers
         fx, fy = _flower_near(rng, xs, ys, area_m2 * rng.uniform(0.2, 2), cv.px(radius))
         out = _flowers(cv, out, fx, fy, cv.px(0.03), palette)
-    if p.get("base") == "existing":  # inter-cropped: let the crop show through between poppy rows/patches
-        share = np.clip(p.get("share", 0.6) + 0.35 * fbm(rng, h, w, cv.px(rng.uniform(0.3, 1.5)), 2), 0, 1)
-        out = _mix(base, out, soften((share > 0.5).astype(np.float32), 0.6) * 0.9 + 0.1)
+    if p.get("base") == "existing":  # inter-cropped: alternate poppy and crop rows, or poppy clumps in the crop
+        share = p.get("share", 0.6)
+        if rng.random() < 0.6:
+            xx, yy = cv.coords(h, w, x0, y0)
+            a = p.get("angle", 0.0)
+            v = -xx * np.sin(a) + yy * np.cos(a)
+            period = cv.px(rng.uniform(0.5, 2.0))
+            sel = (((v / max(period, 2.0)) % 1.0) < share).astype(np.float32)
+        else:
+            sel = (fbm(rng, h, w, cv.px(rng.uniform(0.3, 1.0)), 2) > (0.5 - share)).astype(np.float32)
+        out = _mix(existing, out, soften(sel, 0.6) * 0.85 + 0.15)
     return out
 
 
@@ -166,7 +179,7 @@ def corn_poppy(cv: Canvas, h, w, x0, y0, p) -> np.ndarray:
     xs, ys = poisson_points(rng, h, w, density * h * w / cv.px(spacing) ** 2)
     out = _plants(cv, base, xs, ys, cv.px(radius), leaf, (0.8, 1.2), 0.25)
     ornamental = p.get("ornamental", False)
-    n = h * w / cv.ppm ** 2 * (rng.uniform(10, 60) if ornamental else rng.uniform(2, 25))
+    n = h * w / cv.ppm ** 2 * (rng.uniform(30, 120) if ornamental else rng.uniform(5, 40))
     reds = [rgb(222, 40, 30), rgb(230, 70, 35), rgb(200, 25, 35)]
     pal = reds + ([rgb(236, 140, 170), rgb(240, 236, 228), rgb(225, 90, 130)] if ornamental and rng.random() < 0.6 else [])
     fx, fy = poisson_points(rng, h, w, n)

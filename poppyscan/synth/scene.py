@@ -197,13 +197,15 @@ def render_arrays(seed: int, size: int = 1024, gsd: float = 0.04, *, poppy: bool
     if poppy:
         n = min(1 + int(rng.poisson(1.3)), 7)
         for _ in range(n):
-            got = place(rng, lay, SETTING_W, (2.0, 400.0), avoid, inner)
+            got = place(rng, lay, SETTING_W, (2.0, 400.0) if rng.random() < 0.5 else (15.0, 400.0), avoid, inner)
+            if got is None:
+                got = place(rng, lay, SETTING_W, (2.0, 400.0), avoid, inner)
             if got is None:
                 continue
             poly, setting, params = got
             stage = str(rng.choice(STAGES, p=STAGE_P))
             colour = str(rng.choice(plants.POPPY_COLOUR_NAMES, p=COLOUR_P))
-            base = "existing" if setting == "intercrop" else "soil"
+            base = {"intercrop": "existing"}.get(setting, "host" if params.get("crop") == "soil" else "soil")
             cv.paint(poly, plants.poppy, {"stage": stage, "colour": colour, "base": base,
                                           "angle": params.get("angle", lay.theta), "share": rng.uniform(0.4, 0.8)})
             plots.append({"polygon": poly, "stage": stage, "flower_colour": colour if stage != "rosette" else "none",
