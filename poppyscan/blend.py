@@ -1,0 +1,138 @@
+"""Blend overlapping tile predictions in a rolling band of rows and write the probability raster.
+
+:class:`Blender` keeps two float32 accumulators (weighted probability, weight) ``tile_size`` rows high
+and the model grid wide. Tiles arrive in row-major order, so when a tile starting at row ``r`` comes
+in, every row above ``r`` is final: those rows are normalised and handed to a sink, and the band moves
+down. Memory is proportional to the mosaic's width, never its area.
+
+:class:`ProbabilityWriter` writes the rows, as uint8 percent (0-100, nodata 255), into a tiled
+GeoTIFF and finally converts it to a Cloud-Optimized GeoTIFF with GDAL's COG driver.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.windows import Window
+
+from .tiles import Tile, tile_weights
+
+log = logging.getLogger(__name__)
+
+NODATA = 255
+
+RowSink = Callable[[int, np.ndarray, np.ndarray], None]
+"""``sink(row, prob, valid)``: rows ``[row, row + len(prob))`` of the blended float32 probability
+and their validity (covered by at least one valid tile pixel)."""
+
+
+class Blender:
+    """Weighted average of overlapping tile probabilities, emitted row band by row band.
+
+    Parameters
+    ----------
+    height, width
+        Size of the model grid.
+    tile_size
+        Tile size in pixels (the band height).
+    overlap
+        Tile overlap in pixels (for the cosine taper of the weights).
+    sink
+        Receives finished rows, see :data:`RowSink`.
+    """
+
+    def __init__(self, height: int, width: int, *, tile_size: int, overlap: int, sink: RowSink) -> None:
+        self.height, self.width = height, width
+        self.band = min(tile_size, height)
+        self.overlap = overlap
+        self.sink = sink
+        self._acc = np.zeros((self.band, width), np.float32)
+        self._wsum = np.zeros((self.band, width), np.float32)
+        self._tmp = np.empty((self.band, min(tile_size, width)), np.float32)
+        self.top = 0  # model-grid row of accumulator row 0; rows above it have been emitted
+
+    def add(self, tile: Tile, prob: np.ndarray, valid: np.ndarray) -> None:
+        """Accumulate one tile. ``prob``/``valid`` may be padded beyond the tile's size (cropped here)."""
+        if tile.row < self.top:
+            raise ValueError(f"tiles must arrive in row-major order: row {tile.row} < band top {self.top}")
+        self.flush(tile.row)
+        h, w = tile.height, tile.width
+        r = tile.row - self.top
+        weights = self._tmp[:h, :w]
+        np.multiply(tile_weights(tile, self.overlap), valid[:h, :w], out=weights)
+        cols = slice(tile.col, tile.col + w)
+        self._wsum[r:r + h, cols] += weights
+        weights *= prob[:h, :w]
+        self._acc[r:r + h, cols] += weights
+
+    def flush(self, until: int) -> None:
+        """Emit all rows above ``until`` (no later tile may start above it)."""
+        until = min(until, self.height)
+        while self.top < until:
+            n = min(until - self.top, self.band)
+            wsum = self._wsum[:n]
+            valid = wsum > 0
+            prob = np.divide(self._acc[:n], wsum, out=np.zeros((n, self.width), np.float32), where=valid)
+            self.sink(self.top, prob, valid)
+            keep = self.band - n
+            if keep:
+                self._acc[:keep] = self._acc[n:]
+                self._wsum[:keep] = self._wsum[n:]
+            self._acc[keep:] = 0
+            self._wsum[keep:] = 0
+            self.top += n
+
+    def finish(self) -> None:
+        """Emit the remaining rows down to the bottom of the grid."""
+        self.flush(self.height)
+
+
+def to_percent(prob: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Float probability rows -> uint8 percent 0-100, :data:`NODATA` where not valid.
+
+    >>> to_percent(np.array([[0.0, 0.504, 1.0]], np.float32), np.array([[True, True, False]])).tolist()
+    [[0, 50, 255]]
+    """
+    out = np.empty(prob.shape, np.uint8)
+    scaled = prob * 100
+    scaled += 0.5
+    np.copyto(out, scaled, casting="unsafe")
+    out[~valid] = NODATA
+    return out
+
+
+class ProbabilityWriter:
+    """Write uint8 probability rows into a tiled GeoTIFF, then make it a COG.
+
+    ``write(row, data)`` may be called with any row bands in order; ``close()`` finishes the temp
+    GTiff and ``to_cog(path)`` writes the COG (DEFLATE + horizontal predictor, 512 px blocks,
+    average overviews that respect nodata).
+    """
+
+    def __init__(self, tmp_path: Path, *, width: int, height: int, crs, transform: Affine) -> None:  # noqa: ANN001
+        self.tmp_path = Path(tmp_path)
+        self._ds = rasterio.open(
+            self.tmp_path, "w", driver="GTiff", width=width, height=height, count=1, dtype="uint8",
+            crs=crs, transform=transform, nodata=NODATA, tiled=True, blockxsize=512, blockysize=512,
+            compress="ZSTD", zstd_level=1, bigtiff="IF_SAFER")
+
+    def write(self, row: int, data: np.ndarray) -> None:
+        self._ds.write(data, 1, window=Window(0, row, data.shape[1], data.shape[0]))
+
+    def close(self) -> None:
+        if not self._ds.closed:
+            self._ds.close()
+
+    def to_cog(self, path: Path) -> Path:
+        self.close()
+        rasterio.shutil.copy(self.tmp_path, path, driver="COG", compress="DEFLATE", predictor="YES",
+                             blocksize=512, overview_resampling="AVERAGE",
+                             num_threads="ALL_CPUS", bigtiff="IF_SAFER")
+        self.tmp_path.unlink(missing_ok=True)
+        return path

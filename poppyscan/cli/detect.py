@@ -1,0 +1,77 @@
+"""``poppyscan detect``: thin wrapper over :func:`poppyscan.detect.detect`.
+
+Option values are checked here and refused with a one-line :class:`~poppyscan.errors.ConfigError`
+naming the option (exit code 2), not with click's multi-line usage message.
+"""
+
+from __future__ import annotations
+
+import click
+
+from ..errors import ConfigError
+
+
+class _Checked(click.ParamType):
+    """A click type whose conversion errors are one-line ConfigErrors quoting the option."""
+
+    def __init__(self, name: str, convert, describe: str) -> None:  # noqa: ANN001
+        self.name = name
+        self._convert = convert
+        self._describe = describe
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201
+        opt = param.opts[0] if param is not None and param.opts else self.name
+        try:
+            out = self._convert(value)
+        except (TypeError, ValueError):
+            out = None
+        if out is None:
+            raise ConfigError(f"'{opt}' must be {self._describe}, got {value!r}")
+        return out
+
+
+def _probability(value):  # noqa: ANN001, ANN202
+    p = float(value)
+    return p if 0 < p < 1 else None
+
+
+def _device(value):  # noqa: ANN001, ANN202
+    return value if value in ("auto", "cpu", "cuda") else None
+
+
+@click.command("detect")
+@click.argument("mosaics", nargs=-1, metavar="MOSAIC [MOSAIC ...]")
+@click.option("--out", "out", metavar="DIR", help="Run directory to write (plots.gpkg, probability.tif, run.json).")
+@click.option("--model", metavar="BUNDLE", help="Model bundle directory (default: config detect.model).")
+@click.option("--config", "config_file", metavar="FILE", help="YAML config with the keys to change.")
+@click.option("--device", type=_Checked("device", _device, "auto, cpu or cuda"),
+              help="auto (default), cpu (ONNX Runtime) or cuda (torch).")
+@click.option("--threshold", type=_Checked("threshold", _probability, "a probability in (0, 1)"), metavar="P",
+              help="Poppy probability cut (default: the bundle's).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary line.")
+@click.pass_context
+def detect(ctx: click.Context, mosaics: tuple[str, ...], out: str | None, model: str | None,
+           config_file: str | None, device: str | None, threshold: float | None, overwrite: bool,
+           quiet: bool) -> None:
+    """Detect poppy plots in one or more orthomosaics of a flight (overlaps are merged)."""
+    from ..config import load_config
+    from ..detect import detect as run_detect
+    from ..errors import InputError
+
+    quiet = quiet or bool((ctx.obj or {}).get("quiet"))
+    if quiet:
+        import logging
+
+        logging.getLogger("poppyscan").setLevel(logging.WARNING)
+    if not out:
+        raise ConfigError("'--out' is required: pass the run directory to write, e.g. --out runs/flight1")
+    if not mosaics:
+        raise InputError("no MOSAIC given: pass one or more orthomosaic files")
+    config = load_config(config_file, {"detect.model": model, "detect.device": device,
+                                       "detect.threshold": threshold})
+    summary = run_detect(list(mosaics), out, config=config, overwrite=overwrite, progress=not quiet)
+    if not quiet:
+        click.echo(f"{summary.plots} plots ({summary.plots_over_500} over {config.detect.criminal_plants} "
+                   f"plants) in {summary.mosaics} mosaic(s), {summary.hectares:.2f} ha, "
+                   f"{summary.seconds:.1f} s -> {summary.run_dir}")

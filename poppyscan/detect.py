@@ -1,0 +1,340 @@
+"""``detect``: orthomosaics in, a run directory out (plots.gpkg, probability.tif, run.json).
+
+Per mosaic the stages run as a pipeline: a reader thread reads strips of tiles at the model GSD
+(:mod:`~poppyscan.infer`), the calling thread runs the network, a writer thread blends overlapping
+tiles in a rolling band of rows (:mod:`~poppyscan.blend`), writes finished rows to the probability
+raster and feeds them to the windowed polygoniser (:mod:`~poppyscan.vectorize`). Detections from all
+mosaics are brought to the first mosaic's CRS, merged where they overlap and given their attributes
+(:mod:`~poppyscan.plots`). Everything is written into a hidden temporary directory beside ``out_dir``
+that replaces ``out_dir`` only when complete; an existing non-empty ``out_dir`` is refused unless
+``overwrite``. Finally ``poppyscan.tasks.build_tasks(out_dir, config=...)`` runs when
+``detect.run_tasks`` is set and that module is installed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio
+
+from . import __version__
+from .blend import Blender, ProbabilityWriter, to_percent
+from .config import Config, load_config
+from .errors import InputError, OutputExistsError
+from .infer import Worker, iter_batches, run_inference
+from .mosaic import Mosaic, open_mosaic
+from .plots import merge_overlapping, plot_table
+from .tiles import overlap_px, tile_grid
+from .vectorize import Vectorizer, to_crs
+
+log = logging.getLogger(__name__)
+
+GDAL_CACHE_MB = 256  # bounded block cache: RSS must not grow with the mosaic's size
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What :func:`detect` did (also in ``run.json``)."""
+
+    run_dir: Path
+    plots: int
+    plots_over_500: int
+    mosaics: int
+    tiles: int
+    tiles_skipped: int
+    hectares: float
+    seconds: float
+    forward_seconds: float
+    files: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class _Model:
+    meta: Any
+    predict: Callable[[np.ndarray], np.ndarray]
+    path: str | None
+    device: str
+
+
+def _resolve_model(model: Any, config: Config, device: str) -> _Model:
+    """A bundle path, a loaded bundle, or a ready predictor (callable with ``.meta``) -> :class:`_Model`."""
+    if model is None:
+        model = config.detect.model
+    if callable(model) and hasattr(model, "meta"):
+        return _Model(model.meta, model, str(getattr(model, "path", "") or "") or None,
+                      getattr(model, "device", "cpu"))
+    from .model import load_bundle, make_predictor  # torch import: only when a real model is used
+
+    if isinstance(model, (str, Path)):
+        path = Path(model)
+        if not path.is_absolute() and not path.exists():
+            beside = Path(__file__).resolve().parent.parent / path  # a source checkout's models/
+            path = beside if beside.exists() else path
+        model = load_bundle(path)
+    predictor = make_predictor(model, device=device, threads=config.detect.threads)
+    path = getattr(model, "path", None)
+    return _Model(model.meta, predictor, str(Path(path).resolve()) if path else None, predictor.device)
+
+
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out '{out_dir}' is a file; pass a directory path")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise OutputExistsError(f"output directory '{out_dir}' already exists and is not empty; "
+                                "pass --overwrite to replace it or choose another --out")
+
+
+def _install(tmp: Path, out_dir: Path, overwrite: bool) -> None:
+    """Move the finished ``tmp`` directory onto ``out_dir`` (replacing it only when allowed)."""
+    _check_out_dir(out_dir, overwrite)
+    if out_dir.is_dir():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        os.rmdir(old)
+        os.replace(out_dir, old)
+        try:
+            os.replace(tmp, out_dir)
+        except OSError:
+            os.replace(old, out_dir)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+
+
+class _Progress:
+    """tqdm bar over tiles with hectares and ha/min; a no-op off a terminal or when disabled."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.bar = None
+        self.ha = 0.0
+        self.t0 = time.perf_counter()
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="tile", dynamic_ncols=True, file=sys.stderr)
+
+    def update(self, tiles: int, ha: float) -> None:
+        self.ha += ha
+        if self.bar is not None:
+            minutes = max(time.perf_counter() - self.t0, 1e-6) / 60
+            self.bar.set_postfix_str(f"{self.ha:.1f} ha, {self.ha / minutes:.1f} ha/min", refresh=False)
+            self.bar.update(tiles)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _run_mosaic(mosaic: Mosaic, model: _Model, *, tmp: Path, prob_name: str, config: Config,
+                tile_size: int, overlap: int, threshold: float, progress: _Progress) -> dict[str, Any]:
+    """Detect in one mosaic: write ``tmp/prob_name`` and return its polygons and figures."""
+    cfg = config.detect
+    t_start = time.perf_counter()
+    grid = mosaic.grid(model.meta.gsd_m)
+    tiles = tile_grid(grid.height, grid.width, tile_size=tile_size, overlap=overlap)
+    ha = grid.width * grid.height * grid.gsd_m**2 / 1e4
+    log.info("reading %s: %dx%d px, %s, %.3f m/px, mask %s -> model grid %dx%d at %.3f m/px, %d tiles",
+             mosaic.path, mosaic.width, mosaic.height, mosaic.describe()["crs"], mosaic.gsd_m, mosaic.mask_kind,
+             grid.width, grid.height, grid.gsd_m, len(tiles))
+    writer = ProbabilityWriter(tmp / f".{prob_name}.part.tif", width=grid.width, height=grid.height,
+                               crs=mosaic.crs, transform=grid.transform)
+    px_area = grid.gsd_m**2
+    vec = Vectorizer(grid.height, grid.width, window_rows=cfg.window_rows, morph_radius_px=cfg.morph_radius_px,
+                     min_area_px=cfg.min_area_m2 / px_area, max_hole_px=cfg.max_hole_m2 / px_area)
+
+    def sink(row: int, prob: np.ndarray, valid: np.ndarray) -> None:
+        mask = prob >= threshold
+        mask &= valid
+        u8 = to_percent(prob, valid)
+        writer.write(row, u8)
+        vec.push(row, u8, mask)
+
+    blender = Blender(grid.height, grid.width, tile_size=tile_size, overlap=overlap, sink=sink)
+
+    def handle(item: tuple[Any, np.ndarray]) -> None:
+        batch, prob = item
+        for i, tile in enumerate(batch.tiles):
+            blender.add(tile, prob[i], batch.valid[i])
+
+    worker = Worker(handle)
+    batches = iter_batches(mosaic, grid, tiles, tile_size=tile_size, batch_size=cfg.batch_size)
+    try:
+        stats = run_inference(batches, model.predict, tta=cfg.tta, consume=lambda b, p: worker.put((b, p)),
+                              progress=lambda n, _: progress.update(n, ha * n / len(tiles)))
+    except BaseException:
+        try:
+            worker.close()
+        except BaseException:  # noqa: BLE001 - the first error is the one to report
+            pass
+        writer.close()
+        raise
+    worker.close()
+    blender.finish()
+    t_infer = time.perf_counter()
+    polys = vec.finish()
+    t_vec = time.perf_counter()
+    writer.to_cog(tmp / prob_name)
+    t_cog = time.perf_counter()
+    geoms = to_crs(polys.geoms, grid.transform)
+    count = np.maximum(polys.count, 1)
+    gdf = gpd.GeoDataFrame({"prob_mean": polys.prob_sum / count / 100.0, "prob_max": polys.prob_max / 100.0,
+                            "mosaic": mosaic.path.name}, geometry=gpd.GeoSeries(geoms, crs=mosaic.crs))
+    log.info("%s: %d tiles (%d without valid pixels skipped), %d detections; wrote %s",
+             mosaic.path.name, stats.tiles, stats.skipped, len(gdf), prob_name)
+    return {
+        "gdf": gdf, "grid": grid, "tiles": stats.tiles, "skipped": stats.skipped, "ha": ha,
+        "timings": {"infer_s": t_infer - t_start, "forward_s": stats.forward_s,
+                    "reader_wait_s": stats.read_wait_s, "writer_busy_s": worker.busy_s,
+                    "vectorize_finish_s": t_vec - t_infer, "cog_s": t_cog - t_vec},
+    }
+
+
+def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config | None = None,
+           model: Any = None, device: str | None = None, overwrite: bool = False,
+           progress: bool = True) -> RunSummary:
+    """Detect poppy plots in ``mosaics`` (overlapping mosaics of one flight allowed) into ``out_dir``.
+
+    Parameters
+    ----------
+    mosaics
+        Orthomosaic files (GeoTIFF/COG/VRT, RGB(A) uint8/uint16, with a CRS).
+    out_dir
+        Run directory to create; refused when it exists non-empty unless ``overwrite``.
+    config
+        Configuration (section ``detect``); the packaged defaults when ``None``.
+    model
+        A bundle directory, a loaded :class:`~poppyscan.model.Bundle`, or a ready predictor (any callable
+        ``uint8 (N, H, W, 3) -> float32 (N, H, W)`` with a ``.meta`` carrying ``gsd_m``, ``tile_size``,
+        ``overlap``, ``threshold`` and ``version``); ``config.detect.model`` when ``None``.
+    device
+        ``auto``, ``cpu`` or ``cuda``; ``config.detect.device`` when ``None``.
+    overwrite
+        Replace an existing ``out_dir``.
+    progress
+        Show a progress bar (only when stderr is a terminal).
+
+    Raises
+    ------
+    InputError, OutputExistsError, BundleError, ConfigError
+        With one-line messages naming the file or option.
+    """
+    t0 = time.perf_counter()
+    config = config or load_config()
+    cfg = config.detect
+    device = device or cfg.device
+    paths = [Path(p) for p in mosaics]
+    if not paths:
+        raise InputError("no mosaic given; pass one or more orthomosaic files")
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir, overwrite)
+    opened: list[Mosaic] = []
+    try:
+        for p in paths:
+            opened.append(open_mosaic(p))
+        resolved = _resolve_model(model, config, device)
+        meta = resolved.meta
+        tile_size = cfg.tile_size or int(meta.tile_size)
+        overlap = overlap_px(tile_size, cfg.overlap if cfg.overlap is not None else float(meta.overlap))
+        threshold = cfg.threshold if cfg.threshold is not None else float(meta.threshold)
+        log.info("model %s %s (%s), gsd %.3f m, tiles %d px overlap %d px, threshold %.2f",
+                 getattr(meta, "name", "?"), meta.version, resolved.device, meta.gsd_m, tile_size, overlap, threshold)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.part-", dir=out_dir.parent))
+        tmp.chmod(0o755)
+        try:
+            t_open = time.perf_counter()
+            results, prob_names = [], []
+            total_tiles = 0
+            for m in opened:
+                g = m.grid(meta.gsd_m)
+                total_tiles += len(tile_grid(g.height, g.width, tile_size=tile_size, overlap=overlap))
+            bar = _Progress(total_tiles, progress)
+            try:
+                with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+                    for i, m in enumerate(opened):
+                        name = "probability.tif" if i == 0 else f"probability_{i + 1}.tif"
+                        results.append(_run_mosaic(m, resolved, tmp=tmp, prob_name=name, config=config,
+                                                   tile_size=tile_size, overlap=overlap, threshold=threshold,
+                                                   progress=bar))
+                        prob_names.append(name)
+            finally:
+                bar.close()
+            t_plots = time.perf_counter()
+            crs = opened[0].crs
+            frames = []
+            for i, r in enumerate(results):
+                gdf = r["gdf"].to_crs(crs) if r["gdf"].crs != crs else r["gdf"]
+                frames.append(gdf.assign(source=i))
+            merged = merge_overlapping(gpd.GeoDataFrame(pd.concat(frames, ignore_index=True),
+                                                        geometry="geometry", crs=crs))
+            plots = plot_table(merged, plants_per_m2=cfg.plants_per_m2, criminal_plants=cfg.criminal_plants,
+                               min_area_m2=cfg.min_area_m2, model_version=str(meta.version))
+            plots.to_file(tmp / "plots.gpkg", layer="plots", driver="GPKG", engine="pyogrio")
+            t_end = time.perf_counter()
+            n_over = int(plots["over_500_plants"].sum()) if len(plots) else 0
+            summary = RunSummary(
+                run_dir=out_dir, plots=len(plots), plots_over_500=n_over, mosaics=len(opened),
+                tiles=sum(r["tiles"] for r in results), tiles_skipped=sum(r["skipped"] for r in results),
+                hectares=round(sum(r["ha"] for r in results), 4), seconds=round(t_end - t0, 3),
+                forward_seconds=round(sum(r["timings"]["forward_s"] for r in results), 3),
+                files=("plots.gpkg", *prob_names, "run.json"))
+            run = {
+                "poppyscan_version": __version__,
+                "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                "inputs": [m.describe(r["grid"]) for m, r in zip(opened, results, strict=True)],
+                "crs": opened[0].describe()["crs"],
+                "model": {"path": resolved.path, "name": getattr(meta, "name", None), "version": meta.version,
+                          "arch": getattr(meta, "arch", None), "gsd_m": meta.gsd_m, "device": resolved.device},
+                "params": {"tile_size": tile_size, "overlap_px": overlap, "threshold": threshold,
+                           "batch_size": cfg.batch_size, "tta": cfg.tta},
+                "config": config.to_dict(),
+                "counts": {"mosaics": len(opened), "tiles": summary.tiles, "tiles_skipped": summary.tiles_skipped,
+                           "detections": int(sum(len(r["gdf"]) for r in results)), "plots": summary.plots,
+                           "plots_over_500": n_over, "hectares": summary.hectares},
+                "timings": {"total_s": summary.seconds, "open_s": round(t_open - t0, 3),
+                            "plots_s": round(t_end - t_plots, 3),
+                            "mosaics": [{k: round(v, 3) for k, v in r["timings"].items()} for r in results]},
+                "outputs": {"plots": "plots.gpkg", "probability": prob_names},
+            }
+            (tmp / "run.json").write_text(json.dumps(run, indent=2, ensure_ascii=False, default=str) + "\n",
+                                          encoding="utf-8")
+            _install(tmp, out_dir, overwrite)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        for m in opened:
+            m.close()
+    log.info("wrote %s: %d plots (%d over %d plants), %.1f ha in %.1f s",
+             out_dir, summary.plots, n_over, cfg.criminal_plants, summary.hectares, summary.seconds)
+    _maybe_build_tasks(out_dir, config)
+    return summary
+
+
+def _maybe_build_tasks(run_dir: Path, config: Config) -> None:
+    if not config.detect.run_tasks:
+        return
+    if importlib.util.find_spec("poppyscan.tasks") is None:
+        log.info("poppyscan.tasks is not installed; skipping field tasks (run `poppyscan tasks` later)")
+        return
+    tasks = importlib.import_module("poppyscan.tasks")
+    build = getattr(tasks, "build_tasks", None)
+    if build is None:
+        log.warning("poppyscan.tasks has no build_tasks(); skipping field tasks")
+        return
+    build(run_dir, config=config)

@@ -1,0 +1,205 @@
+"""Batched prediction over a tile grid, with a reader thread prefetching tiles into a bounded queue.
+
+The reader reads one strip of model-grid rows per tile row (one GDAL call, resampled on read), cuts
+the tiles out of it, skips tiles without a valid pixel and stacks the rest into ``(N, T, T, 3)`` uint8
+batches; the caller's thread runs the network (ONNX Runtime and GDAL both release the GIL, so reading
+overlaps inference). Results go to a consumer, normally a :class:`Worker` that blends and writes.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import groupby
+from typing import Any
+
+import numpy as np
+
+from .mosaic import ModelGrid, Mosaic
+from .tiles import Tile
+
+_END = object()
+
+
+@dataclass
+class Batch:
+    """Tiles ready for the network. ``images``/``valid`` are padded to ``tile_size`` at bottom/right."""
+
+    tiles: list[Tile]
+    images: np.ndarray  # (n, T, T, 3) uint8
+    valid: np.ndarray  # (n, T, T) bool
+    skipped: int = 0  # tiles without valid pixels passed over since the previous batch
+
+
+@dataclass
+class InferStats:
+    tiles: int = 0
+    skipped: int = 0
+    forward_s: float = 0.0
+    read_wait_s: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def iter_batches(mosaic: Mosaic, grid: ModelGrid, tiles: Iterable[Tile], *, tile_size: int,
+                 batch_size: int) -> Iterator[Batch]:
+    """Read ``tiles`` (row-major) strip by strip and yield batches of those with valid pixels.
+
+    A last batch with no tiles but ``skipped > 0`` reports trailing skipped tiles.
+    """
+    pending: list[tuple[Tile, np.ndarray, np.ndarray]] = []
+    skipped = 0
+
+    def make() -> Batch:
+        nonlocal skipped
+        n = len(pending)
+        images = np.zeros((n, tile_size, tile_size, 3), np.uint8)
+        valid = np.zeros((n, tile_size, tile_size), bool)
+        for i, (t, rgb, ok) in enumerate(pending):
+            images[i, :t.height, :t.width] = rgb.transpose(1, 2, 0)
+            valid[i, :t.height, :t.width] = ok
+        batch = Batch([p[0] for p in pending], images, valid, skipped)
+        pending.clear()
+        skipped = 0
+        return batch
+
+    for row, row_tiles in groupby(tiles, key=lambda t: t.row):
+        row_tiles = list(row_tiles)
+        rgb, valid = mosaic.read_strip(grid, row, row_tiles[0].height)
+        any_valid_cols = valid.any(axis=0)
+        for t in row_tiles:
+            cols = slice(t.col, t.col + t.width)
+            if not any_valid_cols[cols].any():
+                skipped += 1
+                continue
+            pending.append((t, rgb[:, :, cols], valid[:, cols]))
+            if len(pending) == batch_size:
+                yield make()
+    if pending or skipped:
+        yield make()
+
+
+def predict_tta(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray, tta: bool) -> np.ndarray:
+    """``predict(images)``, averaged with the prediction on the left-right flipped batch when ``tta``."""
+    prob = predict(images)
+    if tta:
+        flipped = predict(np.ascontiguousarray(images[:, :, ::-1]))
+        prob = 0.5 * (prob + flipped[:, :, ::-1])
+    return prob
+
+
+class Prefetcher:
+    """Run an iterator in a daemon thread, handing items over through a queue of ``depth`` items.
+
+    Exceptions raised in the thread are re-raised in the consumer. ``close()`` stops the producer.
+    """
+
+    def __init__(self, source: Iterator[Any], depth: int = 2, name: str = "poppyscan-reader") -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._source = source
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for item in self._source:
+                if not self._put(item):
+                    return
+            self._put(_END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self._put(exc)
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+class Worker:
+    """A consumer thread: ``put(item)`` hands items to ``handle`` through a bounded queue.
+
+    ``close()`` drains the queue, joins the thread and re-raises the first error ``handle`` raised;
+    ``put`` raises it early too, so a failing writer stops inference promptly.
+    """
+
+    def __init__(self, handle: Callable[[Any], None], depth: int = 2, name: str = "poppyscan-writer") -> None:
+        self._handle = handle
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self.busy_s = 0.0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                return
+            if self._error is not None:
+                continue
+            t0 = time.perf_counter()
+            try:
+                self._handle(item)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the producer
+                self._error = exc
+            self.busy_s += time.perf_counter() - t0
+
+    def put(self, item: Any) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(item)
+
+    def close(self) -> None:
+        self._queue.put(_END)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+def run_inference(batches: Iterator[Batch], predict: Callable[[np.ndarray], np.ndarray], *,
+                  tta: bool, consume: Callable[[Batch, np.ndarray], None],
+                  progress: Callable[[int, list[Tile]], None] | None = None) -> InferStats:
+    """Predict every batch from ``batches`` (prefetched in a thread) and pass results to ``consume``.
+
+    ``progress(n_done, tiles)`` is called after each batch with the number of tiles done (skipped
+    ones included) and the predicted tiles.
+    """
+    stats = InferStats()
+    reader = Prefetcher(batches)
+    try:
+        t_wait = time.perf_counter()
+        for batch in reader:
+            stats.read_wait_s += time.perf_counter() - t_wait
+            stats.skipped += batch.skipped
+            if batch.tiles:
+                t0 = time.perf_counter()
+                prob = predict_tta(predict, batch.images, tta)
+                stats.forward_s += time.perf_counter() - t0
+                stats.tiles += len(batch.tiles)
+                consume(batch, prob)
+            if progress is not None:
+                progress(len(batch.tiles) + batch.skipped, batch.tiles)
+            t_wait = time.perf_counter()
+    finally:
+        reader.close()
+    return stats

@@ -1,0 +1,262 @@
+"""Open an orthomosaic and read it, strip by strip, resampled to the model's ground sample distance.
+
+Accepted: anything GDAL opens as a raster (GeoTIFF, COG, VRT, ...) with a CRS and a geotransform,
+3 or more bands (RGB by colour interpretation, else bands 1-3), ``uint8`` or ``uint16``.
+
+- **Pixel size in metres.** Projected CRS: the pixel size times the CRS's linear unit. Geographic CRS
+  (EPSG:4326, CGCS2000 EPSG:4490, ...): the ground size of one pixel at the mosaic's centre latitude on
+  the CRS's ellipsoid, separately east-west and north-south.
+- **uint16.** One linear scale for all three bands (colour balance is kept): values are divided by
+  ``p / 255`` where ``p`` is the 99.9th percentile of the valid RGB values in a sample of windows spread
+  over the mosaic; data already within 0-255 (8-bit stored as 16-bit) is used as is.
+- **Valid-data mask**, first that applies: an alpha band (``>= half`` of full opacity); GDAL's
+  per-dataset mask (internal ``.msk``/JPEG-in-TIFF masks); the nodata value (a pixel is valid when any
+  RGB band differs from it, GDAL's rule); otherwise, when the mosaic's outer border contains pure
+  black pixels, *black margins*: black (0, 0, 0) areas at least 5x5 px are invalid (isolated black
+  pixels, e.g. deep shadow, stay valid); otherwise everything is valid.
+- **Resampling.** Reads go through GDAL's RasterIO with fractional windows and ``out_shape`` (bilinear
+  for colour, nearest for masks), so a model-grid pixel covers exactly ``gsd_m`` of ground; the model
+  grid keeps the mosaic's origin and drops a last partial model pixel at the right/bottom edge.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
+
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+_SNAP = 1e-6  # relative GSD difference treated as "same GSD" (no resampling)
+
+
+@dataclass(frozen=True)
+class ModelGrid:
+    """The mosaic resampled to the model GSD: size, geotransform and native pixels per model pixel."""
+
+    width: int
+    height: int
+    transform: Affine
+    gsd_m: float
+    scale: tuple[float, float]  # native px per model px (x, y)
+
+    @property
+    def resampled(self) -> bool:
+        return self.scale != (1.0, 1.0)
+
+
+def ground_pixel_size(crs: rasterio.crs.CRS, transform: Affine, width: int, height: int) -> tuple[float, float]:
+    """Ground size in metres of one pixel (x, y); geographic CRSs are measured at the raster's centre."""
+    px_x = math.hypot(transform.a, transform.d)
+    px_y = math.hypot(transform.b, transform.e)
+    if crs.is_geographic:
+        from pyproj import CRS
+
+        geod = CRS.from_wkt(crs.to_wkt()).get_geod()
+        lon, lat = transform * (width / 2, height / 2)
+        if not (-90 < lat < 90):
+            raise InputError(f"mosaic centre latitude {lat:.3f} is outside (-90, 90); the geotransform is wrong")
+        d = 1e-4
+        _, _, m_lon = geod.inv(lon - d / 2, lat, lon + d / 2, lat)
+        _, _, m_lat = geod.inv(lon, lat - d / 2, lon, lat + d / 2)
+        return px_x * m_lon / d, px_y * m_lat / d
+    unit = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
+    return px_x * unit, px_y * unit
+
+
+class Mosaic:
+    """An open orthomosaic. Use :func:`open_mosaic` (a context manager via ``with``)."""
+
+    def __init__(self, path: Path, ds: rasterio.io.DatasetReader) -> None:
+        self.path = path
+        self.ds = ds
+        self.crs = ds.crs
+        self.width, self.height = ds.width, ds.height
+        self.transform = ds.transform
+        self.dtype = np.dtype(ds.dtypes[0])
+        self.gsd_xy = ground_pixel_size(ds.crs, ds.transform, ds.width, ds.height)
+        interp = list(ds.colorinterp)
+        if all(c in interp for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)):
+            self.rgb = tuple(interp.index(c) + 1 for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue))
+        else:
+            self.rgb = (1, 2, 3)
+        self.alpha = interp.index(ColorInterp.alpha) + 1 if ColorInterp.alpha in interp else None
+        flags = ds.mask_flag_enums[self.rgb[0] - 1]
+        self.nodata = ds.nodata
+        if self.alpha is not None:
+            self.mask_kind = "alpha"
+        elif MaskFlags.per_dataset in flags and MaskFlags.nodata not in flags:
+            self.mask_kind = "internal"
+        elif self.nodata is not None:
+            self.mask_kind = "nodata"
+        else:
+            self.mask_kind = "black" if self._border_has_black() else "none"
+        self.value_scale = self._uint16_scale() if self.dtype == np.uint16 else 1.0
+        self.alpha_full = 255.0
+        if self.alpha is not None and self.dtype == np.uint16:
+            self.alpha_full = 65535.0 if self._sample(indexes=[self.alpha]).max(initial=0) > 255 else 255.0
+
+    # -- opening checks ---------------------------------------------------------------------------
+    def _sample(self, indexes: list[int], n: int = 6, size: int = 64) -> np.ndarray:
+        """Values of ``indexes`` in up to ``n x n`` small windows spread over the mosaic, (bands, k)."""
+        out = []
+        for fy in np.linspace(0.1, 0.9, n):
+            for fx in np.linspace(0.1, 0.9, n):
+                w = Window(int(fx * max(self.width - size, 0)), int(fy * max(self.height - size, 0)),
+                           min(size, self.width), min(size, self.height))
+                out.append(self.ds.read(indexes, window=w).reshape(len(indexes), -1))
+        return np.concatenate(out, axis=1)
+
+    def _border_has_black(self) -> bool:
+        """True when >= 0.5 % of the outer border pixels are pure black in all RGB bands."""
+        samples = []
+        step_x = max(1, self.width // 4096)
+        step_y = max(1, self.height // 4096)
+        for w in (Window(0, 0, self.width, 1), Window(0, self.height - 1, self.width, 1)):
+            samples.append(self.ds.read(list(self.rgb), window=w)[:, 0, ::step_x])
+        for w in (Window(0, 0, 1, self.height), Window(self.width - 1, 0, 1, self.height)):
+            samples.append(self.ds.read(list(self.rgb), window=w)[:, ::step_y, 0])
+        border = np.concatenate(samples, axis=1)
+        return bool((border == 0).all(axis=0).mean() >= 0.005)
+
+    def _uint16_scale(self) -> float:
+        values = self._sample(list(self.rgb))
+        values = values[:, values.any(axis=0)]
+        if values.size == 0:
+            return 1.0
+        p = float(np.percentile(values, 99.9))
+        return 1.0 if p <= 255 else 255.0 / p
+
+    # -- grid and reads ---------------------------------------------------------------------------
+    @property
+    def gsd_m(self) -> float:
+        """Mean ground pixel size in metres."""
+        return float(sum(self.gsd_xy) / 2)
+
+    def grid(self, gsd_m: float) -> ModelGrid:
+        """The model grid at ``gsd_m`` metres per pixel over this mosaic."""
+        sx, sy = gsd_m / self.gsd_xy[0], gsd_m / self.gsd_xy[1]
+        if abs(sx - 1) < _SNAP and abs(sy - 1) < _SNAP:
+            sx = sy = 1.0
+        width = int(math.floor(self.width / sx + 1e-6))
+        height = int(math.floor(self.height / sy + 1e-6))
+        if width < 1 or height < 1:
+            raise InputError(f"mosaic '{self.path}' is smaller than one model pixel ({gsd_m} m); "
+                             "it cannot be analysed")
+        return ModelGrid(width, height, self.transform * Affine.scale(sx, sy), gsd_m, (sx, sy))
+
+    def read_strip(self, grid: ModelGrid, row: int, nrows: int) -> tuple[np.ndarray, np.ndarray]:
+        """Read model-grid rows ``[row, row + nrows)`` over the full width.
+
+        Returns ``rgb`` uint8 ``(3, nrows, grid.width)`` (invalid pixels set to 0) and ``valid`` bool
+        ``(nrows, grid.width)``.
+        """
+        sx, sy = grid.scale
+        shape = (nrows, grid.width)
+        if grid.resampled:
+            window = Window(0, row * sy, grid.width * sx, nrows * sy)
+        else:
+            window = Window(0, row, grid.width, nrows)
+        indexes = list(self.rgb) + ([self.alpha] if self.alpha is not None else [])
+        data = self.ds.read(indexes, window=window, out_shape=(len(indexes), *shape),
+                            resampling=Resampling.bilinear)
+        rgb = data[:3]
+        if self.mask_kind == "alpha":
+            valid = data[3] >= self.alpha_full / 2
+        elif self.mask_kind == "internal":
+            valid = self.ds.read_masks(self.rgb[0], window=window, out_shape=shape,
+                                       resampling=Resampling.nearest) > 0
+        elif self.mask_kind == "nodata":
+            valid = (rgb != self.nodata).any(axis=0)
+        elif self.mask_kind == "black":
+            black = (~rgb.any(axis=0)).view(np.uint8)
+            black = cv2.morphologyEx(black, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
+            valid = black == 0
+        else:
+            valid = np.ones(shape, bool)
+        if self.dtype == np.uint16:
+            rgb = np.clip(rgb.astype(np.float32) * self.value_scale + 0.5, 0, 255).astype(np.uint8)
+        if self.mask_kind != "none" and not valid.all():
+            rgb = rgb * valid  # keeps uint8; what the network sees outside the footprint is black
+        return rgb, valid
+
+    def describe(self, grid: ModelGrid | None = None) -> dict[str, Any]:
+        """Plain-data description for ``run.json``."""
+        crs = self.crs
+        epsg = crs.to_epsg()
+        out: dict[str, Any] = {
+            "path": str(self.path.resolve()),
+            "crs": f"EPSG:{epsg}" if epsg else crs.to_wkt(),
+            "gsd_m": round(self.gsd_m, 6),
+            "width": self.width,
+            "height": self.height,
+            "bounds": list(self.ds.bounds),
+            "dtype": str(self.dtype),
+            "mask": self.mask_kind,
+        }
+        if self.dtype == np.uint16:
+            out["value_scale"] = self.value_scale
+        if grid is not None:
+            out["model_grid"] = {"width": grid.width, "height": grid.height, "gsd_m": grid.gsd_m}
+        return out
+
+    def close(self) -> None:
+        self.ds.close()
+
+    def __enter__(self) -> Mosaic:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_mosaic(path: str | Path) -> Mosaic:
+    """Open and check a mosaic; raises :class:`~poppyscan.errors.InputError` naming the problem."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"mosaic '{path}' does not exist; check the path")
+    if path.is_dir():
+        raise InputError(f"mosaic '{path}' is a directory; pass a GeoTIFF/COG/VRT file")
+    try:
+        ds = rasterio.open(path)
+    except RasterioIOError:
+        raise InputError(f"mosaic '{path}' is not a raster GDAL can read; pass a GeoTIFF, COG or VRT") from None
+    try:
+        _check(path, ds)
+        return Mosaic(path, ds)
+    except InputError:
+        ds.close()
+        raise
+    except RasterioIOError as exc:
+        ds.close()
+        raise InputError(f"mosaic '{path}' cannot be read ({str(exc).splitlines()[0]}); the file may be "
+                         "truncated or corrupt") from None
+
+
+def _check(path: Path, ds: rasterio.io.DatasetReader) -> None:
+    if ds.crs is None:
+        raise InputError(f"mosaic '{path}' has no CRS; assign one, e.g. gdal_edit.py -a_srs EPSG:32649 "
+                         f"'{path}'")
+    if ds.transform == Affine.identity():
+        raise InputError(f"mosaic '{path}' has no geotransform; georeference it (gdalwarp) first")
+    if ds.count < 3:
+        what = "1 band (greyscale)" if ds.count == 1 else f"{ds.count} bands"
+        raise InputError(f"mosaic '{path}' has {what}; detect needs an RGB mosaic (3 bands, or 4 with alpha)")
+    dtype = np.dtype(ds.dtypes[0])
+    if len(set(ds.dtypes)) > 1 or dtype not in (np.uint8, np.uint16):
+        raise InputError(f"mosaic '{path}' has {dtype} data; detect reads uint8 or uint16 RGB: convert it, "
+                         "e.g. gdal_translate -ot Byte -scale")
+    if not ds.crs.is_geographic and not ds.crs.linear_units_factor:
+        raise InputError(f"mosaic '{path}' has a CRS without linear units; reproject it to a metric CRS")

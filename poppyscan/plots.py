@@ -1,0 +1,105 @@
+"""Plot table: merge detections across overlapping mosaics and compute the attributes.
+
+Areas and centroids are computed in a metric CRS: the output CRS itself when it is projected in
+metres (UTM, CGCS2000 Gauss-Krüger, ...), else the local UTM zone (geographic or non-metre CRS).
+Columns follow docs/INTERFACES.md: ``plot_id`` (1..n, north to south then west to east), ``area_m2``,
+``area_mu`` (1 亩 = 666.67 m²), ``prob_mean``, ``prob_max``, ``est_plants`` (area x plants per m²,
+rounded), ``over_500_plants`` (``est_plants >= criminal_plants``), ``lon``/``lat`` (WGS84 centroid),
+``mosaic`` (source file name), ``model_version``.
+"""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+M2_PER_MU = 666.67
+COLUMNS = ["plot_id", "area_m2", "area_mu", "prob_mean", "prob_max", "est_plants", "over_500_plants",
+           "lon", "lat", "mosaic", "model_version"]
+
+
+def metric_crs(gdf: gpd.GeoDataFrame):  # noqa: ANN201
+    """The CRS to measure ``gdf`` in: its own if projected in metres, else the local UTM zone."""
+    crs = gdf.crs
+    if crs.is_projected and crs.axis_info and all(a.unit_name in ("metre", "meter") for a in crs.axis_info):
+        return crs
+    if len(gdf) == 0:
+        return crs
+    return gdf.estimate_utm_crs()
+
+
+def merge_overlapping(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Union detections from different mosaics that intersect; one row per plot.
+
+    Columns in: ``geometry, prob_mean, prob_max, mosaic, source`` (``source`` = mosaic index). A group
+    keeps the highest ``prob_mean`` and ``prob_max`` of its members (the clearest view) and the
+    ``mosaic`` of its member with the highest ``prob_max`` (largest area on ties).
+    """
+    n = len(gdf)
+    if n == 0 or gdf["source"].nunique() < 2:
+        return gdf.reset_index(drop=True)
+    gdf = gdf.reset_index(drop=True)
+    left, right = gdf.sindex.query(gdf.geometry.values, predicate="intersects")
+    cross = gdf["source"].values[left] != gdf["source"].values[right]
+    graph = coo_matrix((np.ones(cross.sum()), (left[cross], right[cross])), shape=(n, n))
+    ngroups, labels = connected_components(graph, directed=False)
+    if ngroups == n:
+        return gdf
+    gdf = gdf.assign(_group=labels, _area=gdf.geometry.area)
+    rows = []
+    for _, grp in gdf.groupby("_group", sort=True):
+        if len(grp) == 1:
+            rows.append(grp.iloc[0])
+            continue
+        best = grp.sort_values(["prob_max", "_area"], ascending=False).iloc[0].copy()
+        best["prob_mean"] = grp["prob_mean"].max()
+        best["prob_max"] = grp["prob_max"].max()
+        geom = shapely.make_valid(shapely.union_all(grp.geometry.values))
+        for part in getattr(geom, "geoms", [geom]):  # pieces meeting only at a point stay apart
+            if part.geom_type == "Polygon" and part.area > 0:
+                row = best.copy()
+                row["geometry"] = part
+                rows.append(row)
+    out = gpd.GeoDataFrame(rows, geometry="geometry", crs=gdf.crs).drop(columns=["_group", "_area"])
+    return out.reset_index(drop=True)
+
+
+def plot_table(gdf: gpd.GeoDataFrame, *, plants_per_m2: float, criminal_plants: int, min_area_m2: float,
+               model_version: str) -> gpd.GeoDataFrame:
+    """Attributes for merged detections (``geometry, prob_mean, prob_max, mosaic``) -> the plots layer."""
+    if len(gdf) == 0:
+        empty = gpd.GeoDataFrame({c: pd.Series(dtype=t) for c, t in _DTYPES.items()},
+                                 geometry=gpd.GeoSeries([], crs=gdf.crs), crs=gdf.crs)
+        return empty
+    metric = metric_crs(gdf)
+    geom_m = gdf.geometry.to_crs(metric)
+    area = geom_m.area.to_numpy()
+    keep = area >= min_area_m2
+    gdf, geom_m, area = gdf[keep], geom_m[keep], area[keep]
+    centroid = gpd.GeoSeries(geom_m.centroid, crs=metric).to_crs("EPSG:4326")
+    est = np.rint(area * plants_per_m2).astype(np.int64)
+    out = gpd.GeoDataFrame({
+        "area_m2": np.round(area, 3),
+        "area_mu": np.round(area / M2_PER_MU, 5),
+        "prob_mean": np.round(gdf["prob_mean"].to_numpy(np.float64), 4),
+        "prob_max": np.round(gdf["prob_max"].to_numpy(np.float64), 4),
+        "est_plants": est,
+        "over_500_plants": est >= criminal_plants,
+        "lon": np.round(centroid.x.to_numpy(), 8),
+        "lat": np.round(centroid.y.to_numpy(), 8),
+        "mosaic": gdf["mosaic"].to_numpy(),
+        "model_version": model_version,
+    }, geometry=gdf.geometry.to_numpy(), crs=gdf.crs)
+    order = np.lexsort((out["lon"].to_numpy(), -out["lat"].to_numpy()))
+    out = out.iloc[order].reset_index(drop=True)
+    out.insert(0, "plot_id", np.arange(1, len(out) + 1, dtype=np.int64))
+    return out[COLUMNS + ["geometry"]]
+
+
+_DTYPES = {"plot_id": "int64", "area_m2": "float64", "area_mu": "float64", "prob_mean": "float64",
+           "prob_max": "float64", "est_plants": "int64", "over_500_plants": "bool", "lon": "float64",
+           "lat": "float64", "mosaic": "object", "model_version": "object"}
