@@ -28,12 +28,23 @@ def main() -> None:
     args = ap.parse_args()
     total = 0
     for name, (seed, size, gsd, crs, mask, poppy, compress) in SAMPLES.items():
-        info = render_scene(Path(args.out) / name, seed=seed, size=size, gsd=gsd, crs=crs, mask_mode=mask,
-                            poppy=poppy, overwrite=True, compress=compress)
+        info = render_scene(
+            Path(args.out) / name,
+            seed=seed,
+            size=size,
+            gsd=gsd,
+            crs=crs,
+            mask_mode=mask,
+            poppy=poppy,
+            overwrite=True,
+            compress=compress,
+        )
         mb = (info.mosaic.stat().st_size + info.truth.stat().st_size) / 1e6
         total += mb
-        print(f"{name}: {info.scene_kind}, {info.n_plots} plots ({info.plot_area_m2:.0f} m2), "
-              f"{info.n_confusers} confusers, {crs}, {mask}, {compress}, {mb:.2f} MB")
+        print(
+            f"{name}: {info.scene_kind}, {info.n_plots} plots ({info.plot_area_m2:.0f} m2), "
+            f"{info.n_confusers} confusers, {crs}, {mask}, {compress}, {mb:.2f} MB"
+        )
     print(f"total {total:.2f} MB")
 
 

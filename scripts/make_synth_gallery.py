@@ -47,7 +47,7 @@ def zoom(s, poly, text: str, size: int = CELL // 2) -> np.ndarray:
     h, w = s.rgb.shape[:2]
     x0 = int(np.clip(c.x - size / 2, 0, w - size))
     y0 = int(np.clip(c.y - size / 2, 0, h - size))
-    crop = np.ascontiguousarray(s.rgb[y0:y0 + size, x0:x0 + size, ::-1])
+    crop = np.ascontiguousarray(s.rgb[y0 : y0 + size, x0 : x0 + size, ::-1])
     cv2.putText(crop, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 3, cv2.LINE_AA)
     cv2.putText(crop, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
     return crop
@@ -75,13 +75,16 @@ def main() -> None:
     cols = args.cols
     while len(cells) % cols:
         cells.append(np.zeros_like(cells[0]))
-    rows = [np.hstack(cells[i:i + cols]) for i in range(0, len(cells), cols)]
+    rows = [np.hstack(cells[i : i + cols]) for i in range(0, len(cells), cols)]
     per_row = cols * 2
-    zs = zooms_p[: per_row * 2 - per_row // 2] + zooms_c[: per_row // 2 + max(0, per_row * 2 - per_row // 2 - len(zooms_p))]
+    zs = (
+        zooms_p[: per_row * 2 - per_row // 2]
+        + zooms_c[: per_row // 2 + max(0, per_row * 2 - per_row // 2 - len(zooms_p))]
+    )
     zs = zs[: per_row * 2]
     while len(zs) % per_row:
         zs.append(np.zeros_like(zs[0]) if zs else np.zeros((CELL // 2, CELL // 2, 3), np.uint8))
-    rows += [np.hstack(zs[i:i + per_row]) for i in range(0, len(zs), per_row)]
+    rows += [np.hstack(zs[i : i + per_row]) for i in range(0, len(zs), per_row)]
     grid = np.vstack(rows)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

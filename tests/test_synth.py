@@ -32,7 +32,9 @@ def test_arrays_truth_polygons_match_poppy_pixels(seed):
     from affine import Affine
 
     if s.plots:
-        burned = rasterize([(p["polygon"], 1) for p in s.plots], out_shape=s.poppy.shape, transform=Affine.identity())
+        burned = rasterize(
+            [(p["polygon"], 1) for p in s.plots], out_shape=s.poppy.shape, transform=Affine.identity()
+        )
         assert _iou(burned > 0, s.poppy > 0) >= 0.98
         for p in s.plots:
             assert 2.0 * 0.9 <= p["area_m2"] <= 400.0 * 1.05
@@ -64,7 +66,9 @@ def test_no_poppy_scene_has_confusers_but_no_plots():
 
 def test_deterministic_by_seed():
     a, b, c = render_arrays(11, 256, 0.03), render_arrays(11, 256, 0.03), render_arrays(12, 256, 0.03)
-    assert np.array_equal(a.rgb, b.rgb) and np.array_equal(a.poppy, b.poppy) and np.array_equal(a.valid, b.valid)
+    assert (
+        np.array_equal(a.rgb, b.rgb) and np.array_equal(a.poppy, b.poppy) and np.array_equal(a.valid, b.valid)
+    )
     assert not np.array_equal(a.rgb, c.rgb)
 
 
@@ -99,8 +103,15 @@ def test_scene_files_utm_alpha_roundtrip(tmp_path):
 
 def test_scene_files_wgs84_nodata_pixel_size(tmp_path):
     gsd, lon, lat = 0.05, 114.5, 36.6
-    info = render_scene(tmp_path / "g", seed=5, size=256, gsd=gsd, crs="EPSG:4326", mask_mode="nodata",
-                        center_lonlat=(lon, lat))
+    info = render_scene(
+        tmp_path / "g",
+        seed=5,
+        size=256,
+        gsd=gsd,
+        crs="EPSG:4326",
+        mask_mode="nodata",
+        center_lonlat=(lon, lat),
+    )
     data, mask, crs, tr, prof = _read(info.mosaic)
     assert crs.to_epsg() == 4326 and data.shape[0] == 3 and prof["nodata"] == 0
     geod = Geod(ellps="WGS84")
@@ -118,7 +129,9 @@ def test_scene_files_wgs84_nodata_pixel_size(tmp_path):
 
 
 def test_scene_files_cgcs2000_gk(tmp_path):
-    info = render_scene(tmp_path / "c", seed=2, size=256, gsd=0.03, crs="EPSG:4547", mask_mode="none", poppy=False)
+    info = render_scene(
+        tmp_path / "c", seed=2, size=256, gsd=0.03, crs="EPSG:4547", mask_mode="none", poppy=False
+    )
     data, mask, crs, tr, prof = _read(info.mosaic)
     assert crs.to_epsg() == 4547 and data.shape[0] == 3 and prof["nodata"] is None
     x, y = tr @ (128, 128)
@@ -126,7 +139,9 @@ def test_scene_files_cgcs2000_gk(tmp_path):
     assert tr.a == pytest.approx(0.03)
     assert len(geopandas.read_file(info.truth, layer="plots")) == 0
     # deterministic files: same seed, same pixels
-    info2 = render_scene(tmp_path / "c2", seed=2, size=256, gsd=0.03, crs="EPSG:4547", mask_mode="none", poppy=False)
+    info2 = render_scene(
+        tmp_path / "c2", seed=2, size=256, gsd=0.03, crs="EPSG:4547", mask_mode="none", poppy=False
+    )
     assert np.array_equal(_read(info2.mosaic)[0], data)
 
 
@@ -135,8 +150,12 @@ def test_refuses_existing_outputs_and_bad_options(tmp_path):
     with pytest.raises(OutputExistsError, match="--overwrite"):
         render_scene(tmp_path, seed=1, size=128, gsd=0.04)
     render_scene(tmp_path, seed=2, size=128, gsd=0.04, overwrite=True)
-    for kwargs, pat in [({"size": 10}, "size"), ({"gsd": 2.0}, "gsd"), ({"crs": "EPSG:999999"}, "crs"),
-                        ({"mask_mode": "bogus"}, "mask_mode")]:
+    for kwargs, pat in [
+        ({"size": 10}, "size"),
+        ({"gsd": 2.0}, "gsd"),
+        ({"crs": "EPSG:999999"}, "crs"),
+        ({"mask_mode": "bogus"}, "mask_mode"),
+    ]:
         with pytest.raises(ConfigError, match=pat):
             render_scene(tmp_path / "x", seed=1, **{"size": 128, **kwargs})
     assert not (tmp_path / "x" / "mosaic.tif").exists()
@@ -144,15 +163,44 @@ def test_refuses_existing_outputs_and_bad_options(tmp_path):
 
 def test_cli_exit_codes(tmp_path, capsys):
     out = tmp_path / "cli"
-    assert main(["-q", "synth", str(out), "--seed", "4", "--size", "128", "--crs", "EPSG:4547", "--rgb-nodata"]) == 0
+    assert (
+        main(["-q", "synth", str(out), "--seed", "4", "--size", "128", "--crs", "EPSG:4547", "--rgb-nodata"])
+        == 0
+    )
     assert (out / "mosaic.tif").exists() and (out / "truth.gpkg").exists()
     capsys.readouterr()
     assert main(["-q", "synth", str(out), "--seed", "4", "--size", "128"]) == 3
     assert "--overwrite" in capsys.readouterr().err
     assert main(["-q", "synth", str(out), "--seed", "5", "--size", "128", "--overwrite", "--no-poppy"]) == 0
-    for args, opt in [(["--size", "20"], "--size"), (["--gsd", "0.001"], "--gsd"), (["--crs", "EPSG:nope"], "--crs")]:
+    for args, opt in [
+        (["--size", "20"], "--size"),
+        (["--gsd", "0.001"], "--gsd"),
+        (["--crs", "EPSG:nope"], "--crs"),
+    ]:
         capsys.readouterr()
         assert main(["-q", "synth", str(tmp_path / "bad"), *args]) == 2
         err = capsys.readouterr().err.strip()
         assert opt in err and err.count("\n") == 0 and err.startswith("poppyscan: error:")
     assert not (tmp_path / "bad" / "mosaic.tif").exists()
+
+
+@pytest.mark.parametrize("epsg, lonlat", [(4490, (116.9, 38.5)), (4326, (111.2, 34.6))])
+def test_geographic_pixel_size_matches_gsd(epsg, lonlat):
+    from poppyscan.synth import scene_transform
+
+    tr = scene_transform(f"EPSG:{epsg}", 1024, 0.04, lonlat)
+    cx, cy = tr @ (512, 512)
+    assert (cx, cy) == pytest.approx(lonlat, abs=1e-7)
+    geod = Geod(ellps="WGS84")
+    assert geod.inv(cx, cy, cx + tr.a, cy)[2] == pytest.approx(0.04, rel=2e-3)
+    assert geod.inv(cx, cy, cx, cy - tr.e)[2] == pytest.approx(0.04, rel=2e-3)
+
+
+def test_jpeg_alpha_writes_internal_mask(tmp_path):
+    info = render_scene(tmp_path / "j", seed=6, size=256, gsd=0.04, mask_mode="alpha", compress="jpeg")
+    with rasterio.open(info.mosaic) as ds:
+        assert ds.count == 3 and ds.compression.name.lower() == "jpeg"
+        mask = ds.dataset_mask()
+    assert np.array_equal(mask > 0, render_arrays(6, 256, 0.04).valid > 0)
+    with pytest.raises(ConfigError, match="nodata"):
+        render_scene(tmp_path / "k", seed=6, size=256, mask_mode="nodata", compress="jpeg")

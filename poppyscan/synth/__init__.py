@@ -17,4 +17,12 @@ from __future__ import annotations
 from .georef import MASK_MODES, SceneInfo, parse_crs, render_scene, scene_transform
 from .scene import SceneArrays, render_arrays
 
-__all__ = ["MASK_MODES", "SceneArrays", "SceneInfo", "parse_crs", "render_arrays", "render_scene", "scene_transform"]
+__all__ = [
+    "MASK_MODES",
+    "SceneArrays",
+    "SceneInfo",
+    "parse_crs",
+    "render_arrays",
+    "render_scene",
+    "scene_transform",
+]

@@ -55,8 +55,10 @@ def seam_regions(rng: np.random.Generator, h: int, w: int, n: int) -> np.ndarray
     lh, lw = max(h // s, 4), max(w // s, 4)
     seeds = np.c_[rng.uniform(0, lw, n), rng.uniform(0, lh, n)]
     yy, xx = np.mgrid[0:lh, 0:lw].astype(np.float32)
-    wobble = fbm(rng, lh, lw, max(lw / 6, 2), 3) * (lw / n ** 0.5) * 0.25
-    d = np.stack([np.hypot(xx - sx, yy - sy) for sx, sy in seeds]) + wobble[None] * rng.uniform(0.5, 1.5, (n, 1, 1))
+    wobble = fbm(rng, lh, lw, max(lw / 6, 2), 3) * (lw / n**0.5) * 0.25
+    d = np.stack([np.hypot(xx - sx, yy - sy) for sx, sy in seeds]) + wobble[None] * rng.uniform(
+        0.5, 1.5, (n, 1, 1)
+    )
     lab = np.argmin(d, axis=0).astype(np.uint8)
     return cv2.resize(lab, (w, h), interpolation=cv2.INTER_NEAREST)
 

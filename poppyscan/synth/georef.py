@@ -43,11 +43,13 @@ def parse_crs(crs: str):
     try:
         return CRS.from_user_input(crs)
     except (CRSError, TypeError, ValueError) as exc:
-        raise ConfigError(f"'crs' (--crs) could not be parsed ({crs!r}): give an EPSG code such as EPSG:32649") from exc
+        raise ConfigError(
+            f"'crs' (--crs) could not be parsed ({crs!r}): give an EPSG code such as EPSG:32649"
+        ) from exc
 
 
 def scene_transform(crs, size: int, gsd: float, center_lonlat=DEFAULT_CENTER):
-    """The north-up affine transform of a ``size``² scene centred on ``center_lonlat`` with ground pixel ``gsd`` m.
+    """North-up affine transform of a ``size``² scene centred on ``center_lonlat``, ground pixel ``gsd`` m.
 
     Geographic CRSs get a pixel size in degrees that is ``gsd`` metres on the ground at the centre
     latitude in both directions (computed on the CRS's ellipsoid).
@@ -58,8 +60,11 @@ def scene_transform(crs, size: int, gsd: float, center_lonlat=DEFAULT_CENTER):
     crs = crs if isinstance(crs, CRS) else parse_crs(crs)
     lon, lat = center_lonlat
     if crs.is_geographic:
-        geod = Geod(ellps="WGS84") if crs.ellipsoid is None else Geod(a=crs.ellipsoid.semi_major_metre,
-                                                                         rf=crs.ellipsoid.inverse_flattening)
+        geod = (
+            Geod(ellps="WGS84")
+            if crs.ellipsoid is None
+            else Geod(a=crs.ellipsoid.semi_major_metre, rf=crs.ellipsoid.inverse_flattening)
+        )
         e_lon, _, _ = geod.fwd(lon, lat, 90.0, gsd)
         _, n_lat, _ = geod.fwd(lon, lat, 0.0, gsd)
         dx, dy = abs(e_lon - lon), abs(n_lat - lat)
@@ -69,8 +74,10 @@ def scene_transform(crs, size: int, gsd: float, center_lonlat=DEFAULT_CENTER):
         tr = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
         cx, cy = tr.transform(lon, lat)
         if not (math.isfinite(cx) and math.isfinite(cy)):
-            raise ConfigError(f"'crs' {crs.to_string()} cannot represent the scene centre {center_lonlat}: "
-                              "choose a CRS covering it")
+            raise ConfigError(
+                f"'crs' {crs.to_string()} cannot represent the scene centre {center_lonlat}: "
+                "choose a CRS covering it"
+            )
         unit = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
         dx = dy = gsd / (unit or 1.0)
     x0, y0 = cx - dx * size / 2, cy + dy * size / 2
@@ -79,16 +86,31 @@ def scene_transform(crs, size: int, gsd: float, center_lonlat=DEFAULT_CENTER):
 
 def validate(size: int, gsd: float, mask_mode: str) -> None:
     if not isinstance(size, (int, np.integer)) or not 64 <= int(size) <= 20000:
-        raise ConfigError(f"'size' (--size) must be an integer in [64, 20000] pixels, got {size!r}: choose e.g. --size 1024")
+        raise ConfigError(
+            f"'size' (--size) must be an integer in [64, 20000] pixels, got {size!r}: choose e.g. --size 1024"
+        )
     if not (isinstance(gsd, (int, float)) and math.isfinite(gsd) and 0.005 <= gsd <= 0.5):
-        raise ConfigError(f"'gsd' (--gsd) must be in [0.005, 0.5] metres per pixel, got {gsd!r}: drone surveys use ~0.02-0.055")
+        raise ConfigError(
+            f"'gsd' (--gsd) must be in [0.005, 0.5] metres per pixel, got {gsd!r}: surveys use ~0.02-0.055"
+        )
     if mask_mode not in MASK_MODES:
         raise ConfigError(f"'mask_mode' must be one of {', '.join(MASK_MODES)}, got {mask_mode!r}")
 
 
-def render_scene(outdir, *, seed: int, size: int = 1024, gsd: float = 0.04, crs: str = "EPSG:32649",
-                 mask_mode: str = "alpha", poppy: bool = True, overwrite: bool = False,
-                 center_lonlat=DEFAULT_CENTER, compress: str = "deflate", footprint: bool = True) -> SceneInfo:
+def render_scene(
+    outdir,
+    *,
+    seed: int,
+    size: int = 1024,
+    gsd: float = 0.04,
+    crs: str = "EPSG:32649",
+    mask_mode: str = "alpha",
+    poppy: bool = True,
+    overwrite: bool = False,
+    center_lonlat=DEFAULT_CENTER,
+    compress: str = "deflate",
+    footprint: bool = True,
+) -> SceneInfo:
     """Render a scene and write ``outdir/mosaic.tif`` and ``outdir/truth.gpkg``.
 
     Args:
@@ -113,7 +135,9 @@ def render_scene(outdir, *, seed: int, size: int = 1024, gsd: float = 0.04, crs:
     if compress not in ("deflate", "jpeg"):
         raise ConfigError(f"'compress' must be 'deflate' or 'jpeg', got {compress!r}")
     if compress == "jpeg" and mask_mode == "nodata":
-        raise ConfigError("'compress' jpeg is lossy and would corrupt nodata=0: use mask_mode alpha or compress deflate")
+        raise ConfigError(
+            "'compress' jpeg is lossy and would corrupt nodata=0: use mask_mode alpha or compress deflate"
+        )
     crs_obj = parse_crs(crs)
     outdir = Path(outdir)
     mosaic, truth = outdir / "mosaic.tif", outdir / "truth.gpkg"
@@ -126,18 +150,38 @@ def render_scene(outdir, *, seed: int, size: int = 1024, gsd: float = 0.04, crs:
         write_mosaic(tmp, scene, crs_obj, transform, mask_mode, compress)
     with atomic_path(truth, overwrite) as tmp:
         write_truth(tmp, scene, crs_obj, transform)
-    return SceneInfo(mosaic=mosaic, truth=truth, crs=crs_obj.to_string(), transform=tuple(transform)[:6],
-                     size=int(size), gsd=float(gsd), mask_mode=mask_mode, seed=int(seed), n_plots=len(scene.plots),
-                     plot_area_m2=float(sum(p["area_m2"] for p in scene.plots)), n_confusers=len(scene.confusers),
-                     scene_kind=scene.meta["scene_kind"], meta=scene.meta)
+    return SceneInfo(
+        mosaic=mosaic,
+        truth=truth,
+        crs=crs_obj.to_string(),
+        transform=tuple(transform)[:6],
+        size=int(size),
+        gsd=float(gsd),
+        mask_mode=mask_mode,
+        seed=int(seed),
+        n_plots=len(scene.plots),
+        plot_area_m2=float(sum(p["area_m2"] for p in scene.plots)),
+        n_confusers=len(scene.confusers),
+        scene_kind=scene.meta["scene_kind"],
+        meta=scene.meta,
+    )
 
 
 def write_mosaic(path, scene: SceneArrays, crs, transform, mask_mode: str, compress: str = "deflate") -> None:
     import rasterio
 
     h, w = scene.rgb.shape[:2]
-    profile = {"driver": "GTiff", "width": w, "height": h, "dtype": "uint8", "crs": crs.to_wkt(),
-               "transform": transform, "tiled": True, "blockxsize": 256, "blockysize": 256}
+    profile = {
+        "driver": "GTiff",
+        "width": w,
+        "height": h,
+        "dtype": "uint8",
+        "crs": crs.to_wkt(),
+        "transform": transform,
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+    }
     if compress == "jpeg":
         profile.update(compress="JPEG", photometric="YCBCR", jpeg_quality=90, count=3)
     else:
@@ -158,9 +202,17 @@ def write_mosaic(path, scene: SceneArrays, crs, transform, mask_mode: str, compr
                     from rasterio.enums import ColorInterp
 
                     dst.write(a, 4)
-                    dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
-            dst.update_tags(POPPYSCAN_SYNTH_SEED=str(scene.meta["seed"]), POPPYSCAN_GSD_M=str(scene.meta["gsd"]),
-                            POPPYSCAN_SCENE=scene.meta["scene_kind"])
+                    dst.colorinterp = [
+                        ColorInterp.red,
+                        ColorInterp.green,
+                        ColorInterp.blue,
+                        ColorInterp.alpha,
+                    ]
+            dst.update_tags(
+                POPPYSCAN_SYNTH_SEED=str(scene.meta["seed"]),
+                POPPYSCAN_GSD_M=str(scene.meta["gsd"]),
+                POPPYSCAN_SCENE=scene.meta["scene_kind"],
+            )
 
 
 def write_truth(path, scene: SceneArrays, crs, transform) -> None:
@@ -169,17 +221,26 @@ def write_truth(path, scene: SceneArrays, crs, transform) -> None:
 
     coeffs = [transform.a, transform.b, transform.d, transform.e, transform.c, transform.f]
     plots = gpd.GeoDataFrame(
-        {"plot_id": np.arange(1, len(scene.plots) + 1, dtype=np.int64),
-         "stage": [p["stage"] for p in scene.plots],
-         "flower_colour": [p["flower_colour"] for p in scene.plots],
-         "setting": [p["setting"] for p in scene.plots],
-         "area_m2": np.array([p["area_m2"] for p in scene.plots], dtype=float)},
-        geometry=[affinity.affine_transform(p["polygon"], coeffs) for p in scene.plots], crs=crs.to_wkt())
-    conf = gpd.GeoDataFrame({"kind": [c["kind"] for c in scene.confusers]},
-                            geometry=[_multi(affinity.affine_transform(c["polygon"], coeffs)) for c in scene.confusers],
-                            crs=crs.to_wkt())
-    fp = gpd.GeoDataFrame({"kind": ["footprint"]}, geometry=[affinity.affine_transform(scene.footprint, coeffs)],
-                          crs=crs.to_wkt())
+        {
+            "plot_id": np.arange(1, len(scene.plots) + 1, dtype=np.int64),
+            "stage": [p["stage"] for p in scene.plots],
+            "flower_colour": [p["flower_colour"] for p in scene.plots],
+            "setting": [p["setting"] for p in scene.plots],
+            "area_m2": np.array([p["area_m2"] for p in scene.plots], dtype=float),
+        },
+        geometry=[affinity.affine_transform(p["polygon"], coeffs) for p in scene.plots],
+        crs=crs.to_wkt(),
+    )
+    conf = gpd.GeoDataFrame(
+        {"kind": [c["kind"] for c in scene.confusers]},
+        geometry=[_multi(affinity.affine_transform(c["polygon"], coeffs)) for c in scene.confusers],
+        crs=crs.to_wkt(),
+    )
+    fp = gpd.GeoDataFrame(
+        {"kind": ["footprint"]},
+        geometry=[affinity.affine_transform(scene.footprint, coeffs)],
+        crs=crs.to_wkt(),
+    )
     if crs.to_epsg() is not None:  # keep the EPSG code in the GeoPackage
         for g in (plots, conf, fp):
             g.set_crs(f"EPSG:{crs.to_epsg()}", allow_override=True, inplace=True)

@@ -17,7 +17,18 @@ from shapely.ops import unary_union
 from .materials import ROOF_COLOURS, jitter_colour, rgb
 from .noise import blob_polygon, rotated_rect
 
-CROPS = ["wheat", "garlic", "rapeseed", "maize", "vegetables", "soil", "orchard", "lettuce", "grass", "cabbage"]
+CROPS = [
+    "wheat",
+    "garlic",
+    "rapeseed",
+    "maize",
+    "vegetables",
+    "soil",
+    "orchard",
+    "lettuce",
+    "grass",
+    "cabbage",
+]
 CROP_P = np.array([0.26, 0.09, 0.08, 0.08, 0.12, 0.12, 0.06, 0.06, 0.06, 0.07])
 
 
@@ -27,14 +38,14 @@ class Layout:
     w: int
     ppm: float
     theta: float
-    ground: list = field(default_factory=list)      # (poly, texture name, params)
-    elevated: list = field(default_factory=list)    # dict(poly, height, tex, params, kind)
-    sites: dict = field(default_factory=dict)       # setting -> list of (host poly, params)
-    confusers: list = field(default_factory=list)   # dict(poly, kind)
+    ground: list = field(default_factory=list)  # (poly, texture name, params)
+    elevated: list = field(default_factory=list)  # dict(poly, height, tex, params, kind)
+    sites: dict = field(default_factory=dict)  # setting -> list of (host poly, params)
+    confusers: list = field(default_factory=list)  # dict(poly, kind)
     trees_later: list = field(default_factory=list)  # candidate tree crowns placed after plots
 
     def site(self, setting: str, host: Polygon, **params) -> None:
-        if host.is_empty or host.area < 4 * self.ppm ** 2:
+        if host.is_empty or host.area < 4 * self.ppm**2:
             return
         self.sites.setdefault(setting, []).append((host, params))
 
@@ -66,23 +77,50 @@ class Frame:
 def crop_params(rng: np.random.Generator, crop: str, angle: float) -> tuple[str, dict]:
     """Texture name and parameters for a crop."""
     if crop == "wheat":
-        return "wheat", {"angle": angle, "ripeness": rng.uniform(0, 0.7) if rng.random() < 0.7 else rng.uniform(0.6, 1.0)}
+        return "wheat", {
+            "angle": angle,
+            "ripeness": rng.uniform(0, 0.7) if rng.random() < 0.7 else rng.uniform(0.6, 1.0),
+        }
     if crop == "garlic":
-        return "row_crop", {"angle": angle, "row_spacing": rng.uniform(0.16, 0.25), "plant_spacing": rng.uniform(0.1, 0.15),
-                            "radius": rng.uniform(0.04, 0.07), "colour": jitter_colour(rng, rgb(92, 132, 100), 0.08),
-                            "mulch": "white" if rng.random() < 0.5 else None, "fill": 0.92}
+        return "row_crop", {
+            "angle": angle,
+            "row_spacing": rng.uniform(0.16, 0.25),
+            "plant_spacing": rng.uniform(0.1, 0.15),
+            "radius": rng.uniform(0.04, 0.07),
+            "colour": jitter_colour(rng, rgb(92, 132, 100), 0.08),
+            "mulch": "white" if rng.random() < 0.5 else None,
+            "fill": 0.92,
+        }
     if crop == "maize":
-        return "row_crop", {"angle": angle, "row_spacing": rng.uniform(0.5, 0.7), "plant_spacing": rng.uniform(0.2, 0.3),
-                            "radius": rng.uniform(0.04, 0.13), "colour": jitter_colour(rng, rgb(86, 150, 52), 0.08),
-                            "fill": rng.uniform(0.8, 0.97)}
+        return "row_crop", {
+            "angle": angle,
+            "row_spacing": rng.uniform(0.5, 0.7),
+            "plant_spacing": rng.uniform(0.2, 0.3),
+            "radius": rng.uniform(0.04, 0.13),
+            "colour": jitter_colour(rng, rgb(86, 150, 52), 0.08),
+            "fill": rng.uniform(0.8, 0.97),
+        }
     if crop == "vegetables":
-        return "row_crop", {"angle": angle, "row_spacing": rng.uniform(0.3, 0.55), "plant_spacing": rng.uniform(0.25, 0.4),
-                            "radius": rng.uniform(0.08, 0.2), "fill": rng.uniform(0.7, 0.97),
-                            "colour": jitter_colour(rng, [rgb(60, 110, 45), rgb(90, 140, 60), rgb(70, 120, 80)][rng.integers(3)], 0.1),
-                            "mulch": rng.choice([None, None, "white", "black"])}
+        return "row_crop", {
+            "angle": angle,
+            "row_spacing": rng.uniform(0.3, 0.55),
+            "plant_spacing": rng.uniform(0.25, 0.4),
+            "radius": rng.uniform(0.08, 0.2),
+            "fill": rng.uniform(0.7, 0.97),
+            "colour": jitter_colour(
+                rng, [rgb(60, 110, 45), rgb(90, 140, 60), rgb(70, 120, 80)][rng.integers(3)], 0.1
+            ),
+            "mulch": rng.choice([None, None, "white", "black"]),
+        }
     if crop == "cabbage":
-        return "row_crop", {"angle": angle, "row_spacing": rng.uniform(0.4, 0.55), "plant_spacing": rng.uniform(0.35, 0.5),
-                            "radius": rng.uniform(0.13, 0.23), "colour": jitter_colour(rng, rgb(118, 152, 128), 0.08), "fill": 0.95}
+        return "row_crop", {
+            "angle": angle,
+            "row_spacing": rng.uniform(0.4, 0.55),
+            "plant_spacing": rng.uniform(0.35, 0.5),
+            "radius": rng.uniform(0.13, 0.23),
+            "colour": jitter_colour(rng, rgb(118, 152, 128), 0.08),
+            "fill": 0.95,
+        }
     if crop == "lettuce":
         return "lettuce", {"angle": angle}
     if crop == "rapeseed":
@@ -96,9 +134,19 @@ def crop_params(rng: np.random.Generator, crop: str, angle: float) -> tuple[str,
 
 def tree(rng: np.random.Generator, ppm: float, x: float, y: float, d_m: float) -> dict:
     r = d_m * ppm / 2
-    return {"poly": blob_polygon(rng, x, y, r, r * rng.uniform(0.85, 1.0), rng.uniform(0, np.pi), 0.18, 16),
-            "height": rng.uniform(max(3.0, d_m), d_m * 2.2), "tex": "crown", "kind": "tree",
-            "params": {"colour": jitter_colour(rng, [rgb(52, 82, 40), rgb(66, 95, 48), rgb(45, 70, 42), rgb(80, 102, 55)][rng.integers(4)], 0.1)}}
+    return {
+        "poly": blob_polygon(rng, x, y, r, r * rng.uniform(0.85, 1.0), rng.uniform(0, np.pi), 0.18, 16),
+        "height": rng.uniform(max(3.0, d_m), d_m * 2.2),
+        "tex": "crown",
+        "kind": "tree",
+        "params": {
+            "colour": jitter_colour(
+                rng,
+                [rgb(52, 82, 40), rgb(66, 95, 48), rgb(45, 70, 42), rgb(80, 102, 55)][rng.integers(4)],
+                0.1,
+            )
+        },
+    }
 
 
 def farmland(lay: Layout, rng: np.random.Generator, region: Polygon) -> None:
@@ -109,13 +157,15 @@ def farmland(lay: Layout, rng: np.random.Generator, region: Polygon) -> None:
     v = v0 - rng.uniform(0, 15) * ppm
     while v < v1:
         width = rng.uniform(4, 28) * ppm
-        gap = (rng.choice([0.3, 0.5, 1.5, 2.5], p=[0.35, 0.3, 0.2, 0.15]) * ppm)
+        gap = rng.choice([0.3, 0.5, 1.5, 2.5], p=[0.35, 0.3, 0.2, 0.15]) * ppm
         u = u0 - rng.uniform(0, 60) * ppm
         while u < u1:
             length = rng.uniform(15, 140) * ppm
             crop = str(rng.choice(CROPS, p=CROP_P))
             ang = th if rng.random() < 0.8 else th + np.pi / 2
-            pg = fr.rect(u + gap / 2, v + gap / 2, u + length - gap / 2, v + width - gap / 2).intersection(region)
+            pg = fr.rect(u + gap / 2, v + gap / 2, u + length - gap / 2, v + width - gap / 2).intersection(
+                region
+            )
             u += length
             if pg.is_empty or pg.area < (1.5 * ppm) ** 2 or pg.geom_type not in ("Polygon", "MultiPolygon"):
                 continue
@@ -152,7 +202,9 @@ def road(lay: Layout, rng: np.random.Generator, region: Polygon) -> None:
     d = np.hypot(lay.w, lay.h)
     cx, cy = rng.uniform(0.15, 0.85) * lay.w, rng.uniform(0.15, 0.85) * lay.h
     width = rng.uniform(2.5, 7) * ppm
-    line = LineString([(cx - d * np.cos(ang), cy - d * np.sin(ang)), (cx + d * np.cos(ang), cy + d * np.sin(ang))])
+    line = LineString(
+        [(cx - d * np.cos(ang), cy - d * np.sin(ang)), (cx + d * np.cos(ang), cy + d * np.sin(ang))]
+    )
     surf = line.buffer(width / 2, cap_style=2).intersection(region)
     if surf.is_empty:
         return
@@ -161,7 +213,9 @@ def road(lay: Layout, rng: np.random.Generator, region: Polygon) -> None:
     lay.ground.append((verge, "grass", {}))
     lay.ground.append((surf, mat, {"angle": ang}))
     for side in (-1, 1):
-        strip = line.buffer(side * (width / 2 + 1.2 * ppm), single_sided=True, cap_style=2).intersection(region)
+        strip = line.buffer(side * (width / 2 + 1.2 * ppm), single_sided=True, cap_style=2).intersection(
+            region
+        )
         strip = strip.difference(surf) if not strip.is_empty else strip
         if not strip.is_empty and strip.geom_type == "Polygon":
             lay.site("roadside", strip, angle=ang)
@@ -179,17 +233,33 @@ def road(lay: Layout, rng: np.random.Generator, region: Polygon) -> None:
         add_vehicle(lay, rng, x, y, ang + rng.choice([0, np.pi]), region)
 
 
-def add_vehicle(lay: Layout, rng: np.random.Generator, x: float, y: float, ang: float, within: Polygon) -> None:
+def add_vehicle(
+    lay: Layout, rng: np.random.Generator, x: float, y: float, ang: float, within: Polygon
+) -> None:
     ppm = lay.ppm
     kind = rng.choice(["car", "car", "van", "tricycle", "truck"])
     length, width = {"car": (4.5, 1.8), "van": (5.0, 1.9), "tricycle": (2.8, 1.2), "truck": (7.0, 2.3)}[kind]
     poly = rotated_rect(x, y, length * ppm, width * ppm, ang)
     if not within.contains(poly):
         return
-    colour = [rgb(200, 30, 35), rgb(230, 230, 228), rgb(160, 165, 170), rgb(35, 38, 45), rgb(40, 80, 160),
-              rgb(210, 60, 40), rgb(120, 120, 125)][rng.integers(7)]
-    lay.elevated.append({"poly": poly, "height": 1.5, "tex": "vehicle", "kind": "vehicle",
-                         "params": {"colour": jitter_colour(rng, colour, 0.05), "angle": ang}})
+    colour = [
+        rgb(200, 30, 35),
+        rgb(230, 230, 228),
+        rgb(160, 165, 170),
+        rgb(35, 38, 45),
+        rgb(40, 80, 160),
+        rgb(210, 60, 40),
+        rgb(120, 120, 125),
+    ][rng.integers(7)]
+    lay.elevated.append(
+        {
+            "poly": poly,
+            "height": 1.5,
+            "tex": "vehicle",
+            "kind": "vehicle",
+            "params": {"colour": jitter_colour(rng, colour, 0.05), "angle": ang},
+        }
+    )
     lay.confusers.append({"poly": poly, "kind": "vehicle"})
 
 
@@ -230,7 +300,12 @@ def courtyard(lay: Layout, rng, fr: Frame, u, v, lw, ld, region: Polygon) -> Non
         lay.ground.append((lot, "soil", {"angle": lay.theta}))
         nb = int(rng.integers(2, 5))
         for i in range(nb):
-            bed = fr.rect(u + 0.5 * ppm, v + ld * i / nb + 0.3 * ppm, u + lw - 0.5 * ppm, v + ld * (i + 1) / nb - 0.3 * ppm)
+            bed = fr.rect(
+                u + 0.5 * ppm,
+                v + ld * i / nb + 0.3 * ppm,
+                u + lw - 0.5 * ppm,
+                v + ld * (i + 1) / nb - 0.3 * ppm,
+            )
             bed = bed.intersection(lot)
             if bed.is_empty or bed.geom_type != "Polygon":
                 continue
@@ -248,8 +323,15 @@ def courtyard(lay: Layout, rng, fr: Frame, u, v, lw, ld, region: Polygon) -> Non
     outer = fr.rect(u, v, u + lw, v + ld)
     inner = fr.rect(u + wall, v + wall, u + lw - wall, v + ld - wall)
     if rng.random() < 0.85:
-        lay.elevated.append({"poly": outer.difference(inner), "height": rng.uniform(1.8, 2.6), "tex": "wall", "kind": "wall",
-                             "params": {"colour": jitter_colour(rng, rgb(150, 148, 142), 0.1)}})
+        lay.elevated.append(
+            {
+                "poly": outer.difference(inner),
+                "height": rng.uniform(1.8, 2.6),
+                "tex": "wall",
+                "kind": "wall",
+                "params": {"colour": jitter_colour(rng, rgb(150, 148, 142), 0.1)},
+            }
+        )
     depth = rng.uniform(5, 8) * ppm
     flip = rng.random() < 0.15  # main house on the south side sometimes
     hv0, hv1 = (v + wall, v + depth) if not flip else (v + ld - depth, v + ld - wall)
@@ -268,9 +350,13 @@ def courtyard(lay: Layout, rng, fr: Frame, u, v, lw, ld, region: Polygon) -> Non
             continue
         colour_name = str(rng.choice(list(ROOF_COLOURS), p=[0.3, 0.13, 0.17, 0.17, 0.1, 0.1, 0.03]))
         flat = colour_name in ("white", "dark") or rng.random() < 0.15
-        params = {"colour": jitter_colour(rng, ROOF_COLOURS[colour_name], 0.08), "angle": lay.theta,
-                  "kind": "steel" if colour_name in ("blue", "green") else ("flat" if flat else "tile"),
-                  "gable": not flat, "light": rng.uniform(1.05, 1.25)}
+        params = {
+            "colour": jitter_colour(rng, ROOF_COLOURS[colour_name], 0.08),
+            "angle": lay.theta,
+            "kind": "steel" if colour_name in ("blue", "green") else ("flat" if flat else "tile"),
+            "gable": not flat,
+            "light": rng.uniform(1.05, 1.25),
+        }
         if not flat and ridge_v is not None:
             params["ridge"] = ridge_v  # across-coordinate in the frame; converted in the renderer
             params["frame"] = fr
@@ -285,7 +371,9 @@ def courtyard(lay: Layout, rng, fr: Frame, u, v, lw, ld, region: Polygon) -> Non
     lay.site("courtyard", yard, angle=lay.theta, crop=yard_mat)
     if rng.random() < 0.35:  # vegetable bed in the yard
         c = yard.centroid
-        bed = rotated_rect(c.x, c.y, rng.uniform(2, 5) * ppm, rng.uniform(1.2, 3) * ppm, lay.theta).intersection(yard)
+        bed = rotated_rect(
+            c.x, c.y, rng.uniform(2, 5) * ppm, rng.uniform(1.2, 3) * ppm, lay.theta
+        ).intersection(yard)
         if bed.geom_type == "Polygon" and not bed.is_empty:
             tex, params = crop_params(rng, str(rng.choice(["vegetables", "soil", "cabbage"])), lay.theta)
             lay.ground.append((bed, tex, params))
@@ -301,7 +389,11 @@ def courtyard(lay: Layout, rng, fr: Frame, u, v, lw, ld, region: Polygon) -> Non
 
 def make_layout(rng: np.random.Generator, h: int, w: int, ppm: float) -> tuple[Layout, str]:
     """Plan a scene: farmland, hamlet, or a hamlet's edge with fields."""
-    theta = float(rng.normal(0, 0.06) + rng.integers(0, 2) * np.pi / 2) if rng.random() < 0.65 else float(rng.uniform(0, np.pi))
+    theta = (
+        float(rng.normal(0, 0.06) + rng.integers(0, 2) * np.pi / 2)
+        if rng.random() < 0.65
+        else float(rng.uniform(0, np.pi))
+    )
     lay = Layout(h, w, ppm, theta)
     frame = lay.frame()
     kind = str(rng.choice(["farm", "village", "edge"], p=[0.45, 0.22, 0.33]))
@@ -315,9 +407,14 @@ def make_layout(rng: np.random.Generator, h: int, w: int, ppm: float) -> tuple[L
         ang = theta + rng.choice([0, np.pi / 2])
         d = np.hypot(w, h)
         cx, cy = w / 2 + rng.normal(0, w * 0.15), h / 2 + rng.normal(0, h * 0.15)
-        half = Polygon([(cx - d * np.cos(ang), cy - d * np.sin(ang)), (cx + d * np.cos(ang), cy + d * np.sin(ang)),
-                        (cx + d * np.cos(ang) - d * np.sin(ang), cy + d * np.sin(ang) + d * np.cos(ang)),
-                        (cx - d * np.cos(ang) - d * np.sin(ang), cy - d * np.sin(ang) + d * np.cos(ang))])
+        half = Polygon(
+            [
+                (cx - d * np.cos(ang), cy - d * np.sin(ang)),
+                (cx + d * np.cos(ang), cy + d * np.sin(ang)),
+                (cx + d * np.cos(ang) - d * np.sin(ang), cy + d * np.sin(ang) + d * np.cos(ang)),
+                (cx - d * np.cos(ang) - d * np.sin(ang), cy - d * np.sin(ang) + d * np.cos(ang)),
+            ]
+        )
         a, b = frame.intersection(half), frame.difference(half)
         farmland(lay, rng, a)
         village(lay, rng, b)

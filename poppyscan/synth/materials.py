@@ -53,8 +53,15 @@ class Canvas:
             return None
         return x0, y0, x1, y1
 
-    def paint(self, poly, tex, p: dict | None = None, edge_soft: float = 0.0, mask: np.ndarray | None = None,
-              alpha: float = 1.0) -> None:
+    def paint(
+        self,
+        poly,
+        tex,
+        p: dict | None = None,
+        edge_soft: float = 0.0,
+        mask: np.ndarray | None = None,
+        alpha: float = 1.0,
+    ) -> None:
         """Composite texture ``tex`` inside ``poly`` (or inside ``mask``, a window-sized array)."""
         win = self.window(poly)
         if win is None:
@@ -72,7 +79,7 @@ class Canvas:
         sub += (t - sub) * m
 
     def coords(self, h: int, w: int, x0: int, y0: int):
-        yy, xx = np.mgrid[y0:y0 + h, x0:x0 + w].astype(np.float32)
+        yy, xx = np.mgrid[y0 : y0 + h, x0 : x0 + w].astype(np.float32)
         return xx, yy
 
 
@@ -97,8 +104,15 @@ def _shade(col: np.ndarray, n: np.ndarray, amount: float) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------- soil
 
-SOILS = [rgb(168, 146, 118), rgb(150, 128, 100), rgb(128, 108, 86), rgb(182, 165, 138), rgb(140, 122, 104),
-         rgb(112, 96, 80), rgb(160, 150, 135)]
+SOILS = [
+    rgb(168, 146, 118),
+    rgb(150, 128, 100),
+    rgb(128, 108, 86),
+    rgb(182, 165, 138),
+    rgb(140, 122, 104),
+    rgb(112, 96, 80),
+    rgb(160, 150, 135),
+]
 
 
 def soil(cv: Canvas, h, w, x0, y0, p) -> np.ndarray:
@@ -115,13 +129,14 @@ def soil(cv: Canvas, h, w, x0, y0, p) -> np.ndarray:
         out *= (1 + 0.06 * np.sin(2 * np.pi * v / max(sp, 2.0)))[..., None]
     # clods / stones
     if cv.ppm > 15:
-        xs, ys = poisson_points(rng, h, w, h * w / cv.ppm ** 2 * rng.uniform(5, 40))
+        xs, ys = poisson_points(rng, h, w, h * w / cv.ppm**2 * rng.uniform(5, 40))
         lab = splat(h, w, xs, ys, cv.px(0.02))
         out = np.where(lab[..., None] > 0, out * rng.uniform(0.8, 1.15), out)
     return out
 
 
 # --------------------------------------------------------------------------------------------- crops
+
 
 def wheat(cv: Canvas, h, w, x0, y0, p) -> np.ndarray:
     rng = cv.rng
@@ -229,6 +244,7 @@ def grass(cv: Canvas, h, w, x0, y0, p) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------- built surfaces
 
+
 def concrete(cv: Canvas, h, w, x0, y0, p) -> np.ndarray:
     rng = cv.rng
     c = p.get("colour", jitter_colour(rng, rgb(172, 170, 164), 0.1))
@@ -266,15 +282,26 @@ def bricks(cv: Canvas, h, w, x0, y0, p) -> np.ndarray:
     u, v = _along(cv, h, w, x0, y0, a), _across(cv, h, w, x0, y0, a)
     bl, bw = cv.px(0.24), cv.px(0.12)
     row = np.floor(v / max(bw, 1))
-    joint = ((np.abs(((v / max(bw, 1)) % 1) - 0.5) > 0.42) |
-             (np.abs((((u + (row % 2) * bl / 2) / max(bl, 1)) % 1) - 0.5) > 0.45)) if bw >= 2 else np.zeros((h, w), bool)
+    joint = (
+        (
+            (np.abs(((v / max(bw, 1)) % 1) - 0.5) > 0.42)
+            | (np.abs((((u + (row % 2) * bl / 2) / max(bl, 1)) % 1) - 0.5) > 0.45)
+        )
+        if bw >= 2
+        else np.zeros((h, w), bool)
+    )
     out = _shade(c, fbm(rng, h, w, cv.px(0.3), 3), 0.08)
     return out * (1 - 0.15 * joint)[..., None]
 
 
 ROOF_COLOURS = {
-    "grey": rgb(105, 108, 112), "blue": rgb(55, 100, 165), "red": rgb(160, 72, 52), "white": rgb(215, 215, 210),
-    "terracotta": rgb(178, 98, 70), "dark": rgb(70, 72, 78), "green": rgb(80, 130, 110),
+    "grey": rgb(105, 108, 112),
+    "blue": rgb(55, 100, 165),
+    "red": rgb(160, 72, 52),
+    "white": rgb(215, 215, 210),
+    "terracotta": rgb(178, 98, 70),
+    "dark": rgb(70, 72, 78),
+    "green": rgb(80, 130, 110),
 }
 
 
@@ -301,6 +328,14 @@ def roof(cv: Canvas, h, w, x0, y0, p) -> np.ndarray:
 
 
 TEXTURES = {
-    "soil": soil, "wheat": wheat, "row_crop": row_crop, "rapeseed": rapeseed, "grass": grass,
-    "concrete": concrete, "asphalt": asphalt, "dirt": dirt, "bricks": bricks, "roof": roof,
+    "soil": soil,
+    "wheat": wheat,
+    "row_crop": row_crop,
+    "rapeseed": rapeseed,
+    "grass": grass,
+    "concrete": concrete,
+    "asphalt": asphalt,
+    "dirt": dirt,
+    "bricks": bricks,
+    "roof": roof,
 }

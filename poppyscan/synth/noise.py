@@ -14,7 +14,9 @@ from shapely.geometry import MultiPolygon, Polygon
 _SHIFT = 4  # sub-pixel bits for cv2.fillPoly
 
 
-def fbm(rng: np.random.Generator, h: int, w: int, scale_px: float, octaves: int = 3, gain: float = 0.5) -> np.ndarray:
+def fbm(
+    rng: np.random.Generator, h: int, w: int, scale_px: float, octaves: int = 3, gain: float = 0.5
+) -> np.ndarray:
     """Fractal value noise, float32 (h, w), roughly zero mean and unit std.
 
     ``scale_px`` is the feature size of the coarsest octave in pixels.
@@ -73,7 +75,9 @@ def poisson_points(rng: np.random.Generator, h: int, w: int, count: float, jitte
     return rng.uniform(0, w, n), rng.uniform(0, h, n)
 
 
-def fill_polygon(mask: np.ndarray, poly: Polygon | MultiPolygon, value: int = 1, offset=(0.0, 0.0)) -> np.ndarray:
+def fill_polygon(
+    mask: np.ndarray, poly: Polygon | MultiPolygon, value: int = 1, offset=(0.0, 0.0)
+) -> np.ndarray:
     """Fill a shapely polygon (pixel coords, rasterio convention) into ``mask`` in place with cv2.
 
     ``offset`` (x0, y0) is subtracted from the coordinates (for drawing into a sub-window).
@@ -105,8 +109,16 @@ def rotated_rect(cx: float, cy: float, length: float, width: float, angle: float
     return Polygon([(cx + x * c - y * s, cy + x * s + y * c) for x, y in pts])
 
 
-def blob_polygon(rng: np.random.Generator, cx: float, cy: float, rx: float, ry: float, angle: float,
-                 irregularity: float = 0.25, n: int = 18) -> Polygon:
+def blob_polygon(
+    rng: np.random.Generator,
+    cx: float,
+    cy: float,
+    rx: float,
+    ry: float,
+    angle: float,
+    irregularity: float = 0.25,
+    n: int = 18,
+) -> Polygon:
     """An irregular star-shaped blob with radii ~(rx, ry), rotated by ``angle``."""
     t = np.linspace(0, 2 * np.pi, n, endpoint=False) + rng.uniform(-0.4, 0.4, n) * (np.pi / n)
     # smooth radial perturbation: low-order Fourier series
@@ -121,8 +133,15 @@ def blob_polygon(rng: np.random.Generator, cx: float, cy: float, rx: float, ry: 
     return poly if poly.is_valid else poly.buffer(0)
 
 
-def jitter_quad(rng: np.random.Generator, cx: float, cy: float, length: float, width: float, angle: float,
-                jitter: float = 0.12) -> Polygon:
+def jitter_quad(
+    rng: np.random.Generator,
+    cx: float,
+    cy: float,
+    length: float,
+    width: float,
+    angle: float,
+    jitter: float = 0.12,
+) -> Polygon:
     """A roughly rectangular quadrilateral (a farmer's plot) with corners jittered by ``jitter`` x size."""
     c, s = np.cos(angle), np.sin(angle)
     hl, hw = length / 2.0, width / 2.0
@@ -146,9 +165,18 @@ def soften(img: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(img, (0, 0), sigma)
 
 
-def lattice(rng: np.random.Generator, h: int, w: int, angle: float, row_px: float, plant_px: float,
-            fill: float = 0.9, jitter: float = 0.25, max_points: int = 400_000):
-    """Plant positions in rows along ``angle`` covering an (h, w) window: arrays (x, y), or None if too many."""
+def lattice(
+    rng: np.random.Generator,
+    h: int,
+    w: int,
+    angle: float,
+    row_px: float,
+    plant_px: float,
+    fill: float = 0.9,
+    jitter: float = 0.25,
+    max_points: int = 400_000,
+):
+    """Plant positions in rows along ``angle`` over an (h, w) window: (x, y) arrays, or None if too many."""
     diag = float(np.hypot(h, w))
     row_px, plant_px = max(row_px, 1.0), max(plant_px, 1.0)
     nr, npl = int(diag / row_px) + 3, int(diag / plant_px) + 3

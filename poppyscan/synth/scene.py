@@ -51,6 +51,7 @@ class SceneArrays:
 
 # ----------------------------------------------------------------------------------------- elevated textures
 
+
 def crown(cv: Canvas, h, w, x0, y0, p):
     rng = cv.rng
     c = p["colour"]
@@ -86,12 +87,15 @@ ELEVATED_TEX = {"crown": crown, "wall": wall, "vehicle": vehicle}
 def red_object(cv: Canvas, h, w, x0, y0, p):
     """Red ground clutter: plastic sheeting, drying chillies, red mats."""
     rng = cv.rng
-    c = jitter_colour(rng, [rgb(200, 35, 35), rgb(175, 30, 30), rgb(215, 60, 50), rgb(150, 25, 40)][rng.integers(4)], 0.08)
+    c = jitter_colour(
+        rng, [rgb(200, 35, 35), rgb(175, 30, 30), rgb(215, 60, 50), rgb(150, 25, 40)][rng.integers(4)], 0.08
+    )
     n = fbm(rng, h, w, cv.px(rng.uniform(0.05, 0.5)), 3)
     return c[None, None, :] * (1 + rng.uniform(0.08, 0.25) * n)[..., None]
 
 
 # ----------------------------------------------------------------------------------------- placement
+
 
 def _shape(rng, setting: str, area: float, host: Polygon, angle: float, ppm: float):
     """A candidate plot polygon of ~``area`` px² inside ``host``."""
@@ -132,7 +136,7 @@ def place(rng, lay: Layout, settings: dict, area_m2_range, avoid: list, inner: P
     if not avail:
         return None
     wts = np.array([settings[s] for s in avail], float)
-    ppm2 = lay.ppm ** 2
+    ppm2 = lay.ppm**2
     for _ in range(tries):
         setting = str(rng.choice(avail, p=wts / wts.sum()))
         host, params = lay.sites[setting][int(rng.integers(len(lay.sites[setting])))]
@@ -159,8 +163,16 @@ def place(rng, lay: Layout, settings: dict, area_m2_range, avoid: list, inner: P
 
 # ----------------------------------------------------------------------------------------- render
 
-def render_arrays(seed: int, size: int = 1024, gsd: float = 0.04, *, poppy: bool = True,
-                  footprint: bool = True, camera: bool = True) -> SceneArrays:
+
+def render_arrays(
+    seed: int,
+    size: int = 1024,
+    gsd: float = 0.04,
+    *,
+    poppy: bool = True,
+    footprint: bool = True,
+    camera: bool = True,
+) -> SceneArrays:
     """Render a synthetic drone orthomosaic scene in memory.
 
     Args:
@@ -197,7 +209,9 @@ def render_arrays(seed: int, size: int = 1024, gsd: float = 0.04, *, poppy: bool
     if poppy:
         n = min(1 + int(rng.poisson(1.3)), 7)
         for _ in range(n):
-            got = place(rng, lay, SETTING_W, (2.0, 400.0) if rng.random() < 0.5 else (15.0, 400.0), avoid, inner)
+            got = place(
+                rng, lay, SETTING_W, (2.0, 400.0) if rng.random() < 0.5 else (15.0, 400.0), avoid, inner
+            )
             if got is None:
                 got = place(rng, lay, SETTING_W, (2.0, 400.0), avoid, inner)
             if got is None:
@@ -206,10 +220,26 @@ def render_arrays(seed: int, size: int = 1024, gsd: float = 0.04, *, poppy: bool
             stage = str(rng.choice(STAGES, p=STAGE_P))
             colour = str(rng.choice(plants.POPPY_COLOUR_NAMES, p=COLOUR_P))
             base = {"intercrop": "existing"}.get(setting, "host" if params.get("crop") == "soil" else "soil")
-            cv.paint(poly, plants.poppy, {"stage": stage, "colour": colour, "base": base,
-                                          "angle": params.get("angle", lay.theta), "share": rng.uniform(0.4, 0.8)})
-            plots.append({"polygon": poly, "stage": stage, "flower_colour": colour if stage != "rosette" else "none",
-                          "setting": setting, "area_m2": poly.area / ppm ** 2})
+            cv.paint(
+                poly,
+                plants.poppy,
+                {
+                    "stage": stage,
+                    "colour": colour,
+                    "base": base,
+                    "angle": params.get("angle", lay.theta),
+                    "share": rng.uniform(0.4, 0.8),
+                },
+            )
+            plots.append(
+                {
+                    "polygon": poly,
+                    "stage": stage,
+                    "flower_colour": colour if stage != "rosette" else "none",
+                    "setting": setting,
+                    "area_m2": poly.area / ppm**2,
+                }
+            )
             avoid.append(poly.buffer(0.5 * ppm))
     plot_union = unary_union([p["polygon"] for p in plots]) if plots else Polygon()
 
@@ -220,13 +250,25 @@ def render_arrays(seed: int, size: int = 1024, gsd: float = 0.04, *, poppy: bool
     for _ in range(n_conf):
         kind_c = str(rng.choice(list(kinds), p=np.array(list(kinds.values())) / sum(kinds.values())))
         if kind_c == "corn_poppy":
-            got = place(rng, lay, {"edge": 0.35, "intercrop": 0.25, "roadside": 0.2, "garden": 0.1, "courtyard": 0.1},
-                        (1.0, 150.0), avoid, inner)
+            got = place(
+                rng,
+                lay,
+                {"edge": 0.35, "intercrop": 0.25, "roadside": 0.2, "garden": 0.1, "courtyard": 0.1},
+                (1.0, 150.0),
+                avoid,
+                inner,
+            )
             if got:
                 ornamental = got[1] in ("garden", "courtyard", "roadside") and rng.random() < 0.7
-                cv.paint(got[0], plants.corn_poppy, {"base": "soil" if ornamental else "existing", "ornamental": ornamental})
+                cv.paint(
+                    got[0],
+                    plants.corn_poppy,
+                    {"base": "soil" if ornamental else "existing", "ornamental": ornamental},
+                )
         elif kind_c == "flowerbed":
-            got = place(rng, lay, {"courtyard": 0.4, "roadside": 0.35, "garden": 0.25}, (0.8, 40.0), avoid, inner)
+            got = place(
+                rng, lay, {"courtyard": 0.4, "roadside": 0.35, "garden": 0.25}, (0.8, 40.0), avoid, inner
+            )
             if got:
                 _flowerbed(cv, rng, got[0], lay.theta)
         elif kind_c == "lettuce":
@@ -252,8 +294,12 @@ def render_arrays(seed: int, size: int = 1024, gsd: float = 0.04, *, poppy: bool
         hgt = e["height"]
         moved = affinity.translate(e["poly"], sdx * hgt, sdy * hgt)
         if e["kind"] == "tree":
-            trunk = rotated_rect(*_mid(e["poly"].centroid, moved.centroid), np.hypot(sdx, sdy) * hgt * 0.8,
-                                 max(0.25 * ppm, 1.0), np.arctan2(sdy, sdx))
+            trunk = rotated_rect(
+                *_mid(e["poly"].centroid, moved.centroid),
+                np.hypot(sdx, sdy) * hgt * 0.8,
+                max(0.25 * ppm, 1.0),
+                np.arctan2(sdy, sdx),
+            )
             sh = unary_union([moved, trunk])
         else:
             sh = unary_union([e["poly"], moved]).convex_hull if e["poly"].geom_type == "Polygon" else moved
@@ -265,7 +311,7 @@ def render_arrays(seed: int, size: int = 1024, gsd: float = 0.04, *, poppy: bool
     for e in lay.elevated:
         _paint_elevated(cv, e, sun)
 
-    # ------------------------------------------------------------------ poppy mask (the truth), camera, footprint
+    # ------------------------------------------------------------ poppy mask (the truth), camera, footprint
     poppy_mask = _rasterize([p["polygon"] for p in plots], h, w)
     valid = polygon_mask(h, w, fp) if footprint else np.ones((h, w), np.uint8)
     t1 = time.perf_counter()
@@ -281,9 +327,19 @@ def render_arrays(seed: int, size: int = 1024, gsd: float = 0.04, *, poppy: bool
         g = c["poly"].intersection(fp)
         if not g.is_empty and g.area > 0:
             conf.append({"polygon": g, "kind": c["kind"]})
-    meta = {"seed": seed, "size": size, "gsd": gsd, "scene_kind": kind, "theta": lay.theta, "n_plots": len(plots),
-            "sun_azimuth_deg": float(np.rad2deg(az)), "sun_elevation_deg": float(np.rad2deg(elev)), "camera": cam,
-            "render_s": time.perf_counter() - t0, "camera_s": time.perf_counter() - t1}
+    meta = {
+        "seed": seed,
+        "size": size,
+        "gsd": gsd,
+        "scene_kind": kind,
+        "theta": lay.theta,
+        "n_plots": len(plots),
+        "sun_azimuth_deg": float(np.rad2deg(az)),
+        "sun_elevation_deg": float(np.rad2deg(elev)),
+        "camera": cam,
+        "render_s": time.perf_counter() - t0,
+        "camera_s": time.perf_counter() - t1,
+    }
     return SceneArrays(out, valid, poppy_mask, plots, conf, fp, meta)
 
 
@@ -327,13 +383,16 @@ def _paint_elevated(cv: Canvas, e: dict, sun) -> None:
         if fr is not None and "ridge" in p:  # ridge: frame v -> global across coordinate
             p["ridge"] = p["ridge"] - fr.cx * fr.s + fr.cy * fr.c
         # the half facing the sun is lit
-        p["light"] = p.get("light", 1.1) if (-sun[0] * np.sin(p["angle"]) + sun[1] * np.cos(p["angle"])) > 0 \
+        p["light"] = (
+            p.get("light", 1.1)
+            if (-sun[0] * np.sin(p["angle"]) + sun[1] * np.cos(p["angle"])) > 0
             else 1 / p.get("light", 1.1)
+        )
         cv.paint(poly, TEXTURES["roof"], p)
         # eaves: a thin darker rim
         rim = poly.difference(poly.buffer(-max(0.15 * cv.ppm, 1.0)))
         if not rim.is_empty:
-            cv.paint(rim, lambda c, h, w, x0, y0, q: c.img[y0:y0 + h, x0:x0 + w] * 0.8, {})
+            cv.paint(rim, lambda c, h, w, x0, y0, q: c.img[y0 : y0 + h, x0 : x0 + w] * 0.8, {})
     elif e["tex"] == "crown":
         c = poly.centroid
         p.update(cx=c.x, cy=c.y, r=np.sqrt(poly.area / np.pi), sun=sun)
