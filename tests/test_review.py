@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -344,3 +345,37 @@ def test_review_page_end_to_end(run, browser, tmp_path):
     assert not errors, errors
     assert store.rejected_plot_ids(run.run_dir) == {p1, p3}
     assert sorted(pyogrio.read_dataframe(run.run_dir / "hard_negatives.gpkg").plot_id) == sorted([p1, p3])
+    # field work is built from what the desk kept
+    if _have_tasks():
+        from poppyscan.tasks import build_tasks
+
+        build_tasks(run.run_dir)
+        tasks = pyogrio.read_dataframe(run.run_dir / "plots.gpkg", layer="tasks")
+        assert sorted(tasks.plot_id) == sorted(set(run.plot_ids) - {p1, p3})
+
+
+def _have_tasks() -> bool:
+    """poppyscan.tasks is another stage, built in parallel; a broken one must fail, a missing one not."""
+    return importlib.util.find_spec("poppyscan.tasks") is not None
+
+
+@pytest.mark.skipif(not _have_tasks(), reason="poppyscan.tasks (build_tasks) is not in this checkout yet")
+def test_tasks_leave_out_rejected_plots_unless_asked(run):
+    from poppyscan.config import Config
+    from poppyscan.tasks import build_tasks
+
+    store.save_decision(run.run_dir, 3, "rejected")
+    store.save_decision(run.run_dir, 2, "confirmed")
+    store.save_decision(run.run_dir, 5, "unsure")
+    store.save_decision(run.run_dir, 6, "rejected")
+    store.save_decision(run.run_dir, 6, None)  # un-rejected: gets a task again
+
+    def task_plots():
+        return sorted(pyogrio.read_dataframe(run.run_dir / "plots.gpkg", layer="tasks").plot_id)
+
+    build_tasks(run.run_dir)
+    assert task_plots() == [1, 2, 4, 5, 6]
+    build_tasks(run.run_dir, include_rejected=True)
+    assert task_plots() == [1, 2, 3, 4, 5, 6]
+    build_tasks(run.run_dir, config=Config().with_overrides({"tasks.include_rejected": True}))
+    assert task_plots() == [1, 2, 3, 4, 5, 6]

@@ -138,7 +138,7 @@ function buildOverview(run) {
     const t = document.createElementNS(SVGNS, "title"); t.textContent = fp.name; r.append(t);
     svg.append(r);
   }
-  const radius = Math.max(w, h) / 90;
+  const radius = Math.max(w, h) / 70;
   for (const p of [...state.plots].reverse()) {  // highest priority drawn last, on top
     if (p.x === null || p.y === null) continue;
     const c = document.createElementNS(SVGNS, "circle");
