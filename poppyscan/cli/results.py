@@ -7,11 +7,20 @@ from pathlib import Path
 import click
 
 from ..config import load_config
+from ..errors import PoppyscanError
 
-CONFIG_OPTION = click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                             help="YAML config file (survey.register, survey.site_link_distance_m).")
-REGISTER_OPTION = click.option("--register", "register_path", type=click.Path(dir_okay=False),
-                               help="Survey register file (default: config survey.register).")
+CONFIG_OPTION = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="YAML config file (survey.register, survey.site_link_distance_m).",
+)
+REGISTER_OPTION = click.option(
+    "--register",
+    "register_path",
+    type=click.Path(dir_okay=False),
+    help="Survey register file (default: config survey.register).",
+)
 
 
 def resolve_register(config_path: str | None, register_path: str | None):
@@ -28,42 +37,86 @@ def results() -> None:
 @results.command("register")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--flight-date", help="Flight date YYYY-MM-DD (default: what run.json / plots.gpkg record).")
-@click.option("--admin", type=click.Path(dir_okay=False),
-              help="Admin boundary layer (county/township/village fields) to split the surveyed area by unit.")
+@click.option(
+    "--admin",
+    type=click.Path(dir_okay=False),
+    help="Admin boundary layer (county/township/village fields) to split the surveyed area by unit.",
+)
 @REGISTER_OPTION
 @CONFIG_OPTION
-def register_cmd(run_dir: str, flight_date: str | None, admin: str | None, register_path: str | None,
-                 config_path: str | None) -> None:
+def register_cmd(
+    run_dir: str,
+    flight_date: str | None,
+    admin: str | None,
+    register_path: str | None,
+    config_path: str | None,
+) -> None:
     """Add the detect run RUN_DIR (plots, tasks, footprint) to the survey register. Idempotent."""
     from ..survey import register_run
 
     config, register = resolve_register(config_path, register_path)
-    summary = register_run(register, run_dir, flight_date=flight_date, admin=admin,
-                           link_distance_m=config.survey.site_link_distance_m)
+    summary = register_run(
+        register,
+        run_dir,
+        flight_date=flight_date,
+        admin=admin,
+        link_distance_m=config.survey.site_link_distance_m,
+    )
     click.echo(f"{register}: {summary.describe()}")
 
 
 @results.command("import")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--layer", help="GeoPackage layer / XLSX sheet holding the tasks (default: tasks, else the first sheet).")
-@click.option("--max-distance", "max_distance_m", type=float, default=None, show_default=False,
-              help="Reject on-site positions farther than this from the plot, in metres [default: 200].")
+@click.option(
+    "--layer", help="GeoPackage layer / XLSX sheet holding the tasks (default: tasks, else the first sheet)."
+)
+@click.option(
+    "--max-distance",
+    "max_distance_m",
+    type=float,
+    default=None,
+    show_default=False,
+    help="Reject on-site positions farther than this from the plot, in metres [default: 200].",
+)
 @click.option("--dry-run", is_flag=True, help="Validate and report, change nothing.")
 @REGISTER_OPTION
 @CONFIG_OPTION
-@click.pass_context
-def import_cmd(ctx: click.Context, file: str, layer: str | None, max_distance_m: float | None, dry_run: bool,
-               register_path: str | None, config_path: str | None) -> None:
+def import_cmd(
+    file: str,
+    layer: str | None,
+    max_distance_m: float | None,
+    dry_run: bool,
+    register_path: str | None,
+    config_path: str | None,
+) -> None:
     """Merge a returned task list (QField .gpkg, .csv or .xlsx) into the register by task_id.
 
     Valid rows are applied in one transaction; rejected rows are listed by row number and reason and
-    the command exits with status 1 so scripts notice. Importing the same file again changes nothing.
+    the command then exits with status 1 so scripts notice. Importing the same file again changes nothing.
     """
     from ..survey import DEFAULT_MAX_DISTANCE_M, import_results
 
     _, register = resolve_register(config_path, register_path)
-    report = import_results(register, file, layer=layer, dry_run=dry_run,
-                            max_distance_m=DEFAULT_MAX_DISTANCE_M if max_distance_m is None else max_distance_m)
+    report = import_results(
+        register,
+        file,
+        layer=layer,
+        dry_run=dry_run,
+        max_distance_m=DEFAULT_MAX_DISTANCE_M if max_distance_m is None else max_distance_m,
+    )
     click.echo(report.describe())
+    if report.rejected and not dry_run:
+        raise RejectedRowsError(
+            f"{len(report.rejected)} of {report.n_rows} row(s) rejected (listed above); the valid "
+            "rows were applied: fix the rejected rows and import the file again"
+        )
     if report.rejected:
-        ctx.exit(1)
+        raise RejectedRowsError(
+            f"{len(report.rejected)} of {report.n_rows} row(s) would be rejected (listed above)"
+        )
+
+
+class RejectedRowsError(PoppyscanError):
+    """Some rows of a results file were rejected (the valid ones were applied); exit status 1."""
+
+    exit_code = 1

@@ -14,6 +14,15 @@ from .schema import RESULT_VALUES, SCHEMA_VERSION, connect
 from .stats import StatsTable, compute_stats
 
 __all__ = [
-    "DEFAULT_MAX_DISTANCE_M", "ImportReport", "RESULT_VALUES", "RegisterSummary", "RejectedRow", "SCHEMA_VERSION",
-    "StatsTable", "compute_stats", "connect", "import_results", "register_run",
+    "DEFAULT_MAX_DISTANCE_M",
+    "ImportReport",
+    "RESULT_VALUES",
+    "RegisterSummary",
+    "RejectedRow",
+    "SCHEMA_VERSION",
+    "StatsTable",
+    "compute_stats",
+    "connect",
+    "import_results",
+    "register_run",
 ]

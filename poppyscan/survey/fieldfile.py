@@ -68,16 +68,22 @@ def read_field_table(path: str | Path, *, layer: str | None = None) -> FieldTabl
     elif suffix in (".xlsx", ".xlsm"):
         table = _read_xlsx(path, layer)
     else:
-        raise InputError(f"results file '{path}' has unsupported format '{suffix or '(no suffix)'}'; "
-                         "pass a .gpkg (QField), .csv or .xlsx (save .xls/.ods as .xlsx first)")
+        raise InputError(
+            f"results file '{path}' has unsupported format '{suffix or '(no suffix)'}'; "
+            "pass a .gpkg (QField), .csv or .xlsx (save .xls/.ods as .xlsx first)"
+        )
     seen: dict[str, str] = {}
     for raw, norm in zip(table.columns, [normalise_header(c) for c in table.columns], strict=True):
         if norm and norm in seen.values():
-            raise InputError(f"results file '{path}' has two columns that both mean '{norm}' ('{raw}' and "
-                             f"'{next(k for k, v in seen.items() if v == norm)}'); delete one")
+            raise InputError(
+                f"results file '{path}' has two columns that both mean '{norm}' ('{raw}' and "
+                f"'{next(k for k, v in seen.items() if v == norm)}'); delete one"
+            )
         seen[raw] = norm
     table.columns = [seen[c] for c in table.columns]
-    table.rows = [(n, {seen[k]: _clean(v) for k, v in cells.items() if seen.get(k)}) for n, cells in table.rows]
+    table.rows = [
+        (n, {seen[k]: _clean(v) for k, v in cells.items() if seen.get(k)}) for n, cells in table.rows
+    ]
     return table
 
 
@@ -90,12 +96,16 @@ def _read_gpkg(path: Path, layer: str | None) -> FieldTable:
         raise InputError(f"results file '{path}' is not a readable GeoPackage ({exc})") from None
     name = layer or "tasks"
     if name not in layers:
-        raise InputError(f"results file '{path}' has no layer '{name}' (layers: {', '.join(layers) or 'none'}); "
-                         "pass the tasks layer with --layer")
+        raise InputError(
+            f"results file '{path}' has no layer '{name}' (layers: {', '.join(layers) or 'none'}); "
+            "pass the tasks layer with --layer"
+        )
     df = pyogrio.read_dataframe(path, layer=name, read_geometry=False, fid_as_index=True)
     columns = [str(c) for c in df.columns]
-    rows = [(int(fid), dict(zip(columns, values, strict=True)))
-            for fid, values in zip(df.index, df.itertuples(index=False, name=None), strict=True)]
+    rows = [
+        (int(fid), dict(zip(columns, values, strict=True)))
+        for fid, values in zip(df.index, df.itertuples(index=False, name=None), strict=True)
+    ]
     return FieldTable(path, "gpkg", "fid", columns, rows)
 
 
@@ -114,9 +124,13 @@ def _read_csv(path: Path) -> FieldTable:
     try:
         records = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
     except csv.Error as exc:
-        raise InputError(f"results file '{path}' is not valid CSV ({exc}); re-save it from Excel as CSV UTF-8") from None
+        raise InputError(
+            f"results file '{path}' is not valid CSV ({exc}); re-save it from Excel as CSV UTF-8"
+        ) from None
     if not records:
-        raise InputError(f"results file '{path}' is empty; it needs a header row with task_id and the result columns")
+        raise InputError(
+            f"results file '{path}' is empty; it needs a header row with task_id and the result columns"
+        )
     header = [h.strip() for h in records[0]]
     rows = []
     for i, rec in enumerate(records[1:], start=2):
@@ -134,18 +148,24 @@ def _read_xlsx(path: Path, sheet: str | None) -> FieldTable:
     try:
         wb = load_workbook(path, read_only=True, data_only=True)
     except (zipfile.BadZipFile, OSError, KeyError, ValueError) as exc:
-        raise InputError(f"results file '{path}' is not a readable .xlsx workbook ({exc}); re-save it from Excel") from None
+        raise InputError(
+            f"results file '{path}' is not a readable .xlsx workbook ({exc}); re-save it from Excel"
+        ) from None
     try:
         if sheet is not None:
             if sheet not in wb.sheetnames:
-                raise InputError(f"results file '{path}' has no sheet '{sheet}' (sheets: {', '.join(wb.sheetnames)})")
+                raise InputError(
+                    f"results file '{path}' has no sheet '{sheet}' (sheets: {', '.join(wb.sheetnames)})"
+                )
             ws = wb[sheet]
         else:
             ws = wb["tasks"] if "tasks" in wb.sheetnames else wb.worksheets[0]
         it = ws.iter_rows(values_only=True)
         header_row = next(it, None)
         if header_row is None:
-            raise InputError(f"results file '{path}' is empty; it needs a header row with task_id and the result columns")
+            raise InputError(
+                f"results file '{path}' is empty; it needs a header row with task_id and the result columns"
+            )
         header = [str(h).strip() if h is not None else "" for h in header_row]
         rows = []
         for i, values in enumerate(it, start=2):

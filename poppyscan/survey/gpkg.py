@@ -53,23 +53,54 @@ def init_gpkg(conn: sqlite3.Connection) -> None:
         if statement.strip():
             conn.execute(statement)
     rows = [
-        ("Undefined cartesian SRS", -1, "NONE", -1, "undefined", "undefined cartesian coordinate reference system"),
-        ("Undefined geographic SRS", 0, "NONE", 0, "undefined", "undefined geographic coordinate reference system"),
-        ("WGS 84 geodetic", SRS_WGS84, "EPSG", 4326, _WGS84_WKT, "longitude/latitude coordinates in decimal degrees"),
+        (
+            "Undefined cartesian SRS",
+            -1,
+            "NONE",
+            -1,
+            "undefined",
+            "undefined cartesian coordinate reference system",
+        ),
+        (
+            "Undefined geographic SRS",
+            0,
+            "NONE",
+            0,
+            "undefined",
+            "undefined geographic coordinate reference system",
+        ),
+        (
+            "WGS 84 geodetic",
+            SRS_WGS84,
+            "EPSG",
+            4326,
+            _WGS84_WKT,
+            "longitude/latitude coordinates in decimal degrees",
+        ),
     ]
     conn.executemany("INSERT OR IGNORE INTO gpkg_spatial_ref_sys VALUES (?, ?, ?, ?, ?, ?)", rows)
 
 
-def register_table(conn: sqlite3.Connection, table: str, *, description: str, geometry: str | None = None,
-                   geometry_column: str = "geom") -> None:
+def register_table(
+    conn: sqlite3.Connection,
+    table: str,
+    *,
+    description: str,
+    geometry: str | None = None,
+    geometry_column: str = "geom",
+) -> None:
     """Register ``table`` in ``gpkg_contents`` (as ``features`` with ``geometry`` type, else ``attributes``)."""
     kind = "features" if geometry else "attributes"
     conn.execute(
         "INSERT OR IGNORE INTO gpkg_contents (table_name, data_type, identifier, description, srs_id) "
-        "VALUES (?, ?, ?, ?, ?)", (table, kind, table, description, SRS_WGS84 if geometry else None))
+        "VALUES (?, ?, ?, ?, ?)",
+        (table, kind, table, description, SRS_WGS84 if geometry else None),
+    )
     if geometry:
-        conn.execute("INSERT OR IGNORE INTO gpkg_geometry_columns VALUES (?, ?, ?, ?, 0, 0)",
-                     (table, geometry_column, geometry, SRS_WGS84))
+        conn.execute(
+            "INSERT OR IGNORE INTO gpkg_geometry_columns VALUES (?, ?, ?, ?, 0, 0)",
+            (table, geometry_column, geometry, SRS_WGS84),
+        )
 
 
 def touch_contents(conn: sqlite3.Connection, table: str) -> None:
@@ -77,7 +108,9 @@ def touch_contents(conn: sqlite3.Connection, table: str) -> None:
     row = conn.execute(f"SELECT min(minx), min(miny), max(maxx), max(maxy) FROM {table}").fetchone()  # noqa: S608
     conn.execute(
         "UPDATE gpkg_contents SET last_change = strftime('%Y-%m-%dT%H:%M:%fZ','now'), "
-        "min_x = ?, min_y = ?, max_x = ?, max_y = ? WHERE table_name = ?", (*row, table))
+        "min_x = ?, min_y = ?, max_x = ?, max_y = ? WHERE table_name = ?",
+        (*row, table),
+    )
 
 
 def to_blob(geom: BaseGeometry | None, srs_id: int = SRS_WGS84) -> bytes | None:
@@ -98,4 +131,4 @@ def from_blob(blob: bytes | None) -> BaseGeometry | None:
         raise ValueError("not a GeoPackage geometry blob")
     flags = blob[3]
     envelope_len = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}[(flags >> 1) & 0b111]
-    return shapely.from_wkb(bytes(blob[8 + envelope_len:]))
+    return shapely.from_wkb(bytes(blob[8 + envelope_len :]))

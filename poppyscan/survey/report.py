@@ -10,14 +10,45 @@ from pathlib import Path
 from ..fsutil import atomic_path, check_writable
 from .stats import LABELS_ZH, StatsTable
 
-_SHOWN = ("year", "flights", "surveyed_ha", "plots_found", "sites", "repeat_sites", "checked", "verified_poppy",
-          "false_positives", "already_eradicated", "plants_eradicated", "area_found_mu", "precision",
-          "yoy_plots_found_pct")
-_SHORT = {"surveyed_ha": "ha", "plots_found": "found", "repeat_sites": "repeat", "verified_poppy": "poppy",
-          "false_positives": "false+", "already_eradicated": "erad.", "plants_eradicated": "plants",
-          "area_found_mu": "mu", "precision": "precision", "yoy_plots_found_pct": "yoy found"}
-_CJK_FONTS = ("Noto Sans CJK SC", "Source Han Sans SC", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "SimHei",
-              "Microsoft YaHei", "PingFang SC", "Heiti SC", "AR PL UMing CN")
+_SHOWN = (
+    "year",
+    "flights",
+    "surveyed_ha",
+    "plots_found",
+    "sites",
+    "repeat_sites",
+    "checked",
+    "verified_poppy",
+    "false_positives",
+    "already_eradicated",
+    "plants_eradicated",
+    "area_found_mu",
+    "precision",
+    "yoy_plots_found_pct",
+)
+_SHORT = {
+    "surveyed_ha": "ha",
+    "plots_found": "found",
+    "repeat_sites": "repeat",
+    "verified_poppy": "poppy",
+    "false_positives": "false+",
+    "already_eradicated": "erad.",
+    "plants_eradicated": "plants",
+    "area_found_mu": "mu",
+    "precision": "precision",
+    "yoy_plots_found_pct": "yoy found",
+}
+_CJK_FONTS = (
+    "Noto Sans CJK SC",
+    "Source Han Sans SC",
+    "WenQuanYi Zen Hei",
+    "WenQuanYi Micro Hei",
+    "SimHei",
+    "Microsoft YaHei",
+    "PingFang SC",
+    "Heiti SC",
+    "AR PL UMing CN",
+)
 
 
 def fmt(key: str, value) -> str:
@@ -51,19 +82,27 @@ def format_table(table: StatsTable) -> str:
     body = [[fmt(k, r.get(k)) for k in keys] for r in table.all_rows()]
     widths = [max(_width(x) for x in col) for col in zip(head, *body, strict=True)]
     n_units = len(table.unit_columns)
-    lines = ["  ".join(_pad(c, w, i >= n_units) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
-             for row in [head, *body]]
+    lines = [
+        "  ".join(_pad(c, w, i >= n_units) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        for row in [head, *body]
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
 def output_paths(out: Path, table: StatsTable) -> dict[str, Path]:
     stem = f"stats_by_{table.by}"
-    return {"csv": out / f"{stem}.csv", "xlsx": out / f"{stem}.xlsx", "units_png": out / f"{stem}.png",
-            "trend_png": out / "stats_by_year.png"}
+    return {
+        "csv": out / f"{stem}.csv",
+        "xlsx": out / f"{stem}.xlsx",
+        "units_png": out / f"{stem}.png",
+        "trend_png": out / "stats_by_year.png",
+    }
 
 
-def write_outputs(table: StatsTable, out: str | Path, *, overwrite: bool = False, charts: bool = True) -> dict[str, Path]:
+def write_outputs(
+    table: StatsTable, out: str | Path, *, overwrite: bool = False, charts: bool = True
+) -> dict[str, Path]:
     """Write CSV, XLSX and (with ``charts``) PNG files into ``out``; refuses to replace files without ``overwrite``."""
     out = Path(out)
     paths = output_paths(out, table)
@@ -77,8 +116,12 @@ def write_outputs(table: StatsTable, out: str | Path, *, overwrite: bool = False
             w = csv.writer(fh)
             w.writerow(table.columns)
             for r in table.all_rows():
-                w.writerow(["" if r.get(k) is None else (round(r[k], 4) if isinstance(r[k], float) else r[k])
-                            for k in table.columns])
+                w.writerow(
+                    [
+                        "" if r.get(k) is None else (round(r[k], 4) if isinstance(r[k], float) else r[k])
+                        for k in table.columns
+                    ]
+                )
     with atomic_path(paths["xlsx"], overwrite) as tmp:
         _write_xlsx(table, tmp)
     if charts:
@@ -107,7 +150,11 @@ def _write_xlsx(table: StatsTable, path: Path) -> None:
     for j, k in enumerate(table.columns, start=1):
         letter = ws.cell(row=1, column=j).column_letter
         ws.column_dimensions[letter].width = max(10, min(28, len(str(ws.cell(row=1, column=j).value)) + 2))
-        fmt_code = "0.0%" if k == "precision" else ("0.0" if k.endswith(("_pct", "_m2", "_mu", "_ha", "100ha")) else None)
+        fmt_code = (
+            "0.0%"
+            if k == "precision"
+            else ("0.0" if k.endswith(("_pct", "_m2", "_mu", "_ha", "100ha")) else None)
+        )
         if fmt_code:
             for row in ws.iter_rows(min_row=2, min_col=j, max_col=j):
                 for cell in row:
@@ -150,9 +197,16 @@ def _chart_units(table: StatsTable, path: Path) -> None:
     width = 0.8 / len(keys)
     for i, (k, c) in enumerate(zip(keys, colours, strict=True)):
         xs = [j + (i - 1.5) * width for j in range(len(rows))]
-        bars = ax.bar(xs, [r[k] for r in rows], width, label=f"{k.replace('_', ' ')}{zh(LABELS_ZH[k])}", color=c)
+        bars = ax.bar(
+            xs, [r[k] for r in rows], width, label=f"{k.replace('_', ' ')}{zh(LABELS_ZH[k])}", color=c
+        )
         ax.bar_label(bars, fontsize=7)
-    ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center")
+    ax.set_xticks(
+        range(len(labels)),
+        labels,
+        rotation=30 if len(labels) > 4 else 0,
+        ha="right" if len(labels) > 4 else "center",
+    )
     ax.set_ylabel(f"plots{zh('地块')}")
     ax.set_title(f"Plots by {table.by}, {latest if latest is not None else 'no data'}")
     ax.legend(fontsize=8, frameon=False)
@@ -170,21 +224,34 @@ def _chart_trend(table: StatsTable, path: Path) -> None:
         return f" {text}" if cjk else ""
 
     years = sorted({r["year"] for r in table.totals})
-    tot = {y: {k: sum((r[k] or 0) for r in table.totals if r["year"] == y)
-               for k in ("plots_found", "verified_poppy", "already_eradicated", "checked", "plants_eradicated")}
-           for y in years}
+    tot = {
+        y: {
+            k: sum((r[k] or 0) for r in table.totals if r["year"] == y)
+            for k in ("plots_found", "verified_poppy", "already_eradicated", "checked", "plants_eradicated")
+        }
+        for y in years
+    }
     fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(years) + 3), 4.5), dpi=150)
     keys = (("plots_found", "#7f8c8d"), ("verified_poppy", "#c0392b"), ("already_eradicated", "#8e44ad"))
     width = 0.8 / len(keys)
     for i, (k, c) in enumerate(keys):
-        bars = ax.bar([j + (i - 1) * width for j in range(len(years))], [tot[y][k] for y in years], width,
-                      label=f"{k.replace('_', ' ')}{zh(LABELS_ZH[k])}", color=c)
+        bars = ax.bar(
+            [j + (i - 1) * width for j in range(len(years))],
+            [tot[y][k] for y in years],
+            width,
+            label=f"{k.replace('_', ' ')}{zh(LABELS_ZH[k])}",
+            color=c,
+        )
         ax.bar_label(bars, fontsize=7)
     ax.set_xticks(range(len(years)), [str(y) for y in years])
     ax.set_ylabel(f"plots{zh('地块')}")
     ax2 = ax.twinx()
-    prec = [(tot[y]["verified_poppy"] + tot[y]["already_eradicated"]) / tot[y]["checked"] * 100
-            if tot[y]["checked"] else float("nan") for y in years]
+    prec = [
+        (tot[y]["verified_poppy"] + tot[y]["already_eradicated"]) / tot[y]["checked"] * 100
+        if tot[y]["checked"]
+        else float("nan")
+        for y in years
+    ]
     ax2.plot(range(len(years)), prec, "o-", color="#27ae60", label=f"precision{zh('识别准确率')} (%)")
     ax2.set_ylim(0, 105)
     ax2.set_ylabel("precision %")

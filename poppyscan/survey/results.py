@@ -28,16 +28,67 @@ from .fieldfile import read_field_table
 from .gpkg import from_blob
 from .schema import ADMIN_FIELDS, RESULT_VALUES, connect, now_iso
 
-RESULT_FIELDS = ("result", "plants_eradicated", "checked_by", "checked_at", "onsite_lon", "onsite_lat", "photo", "notes")
+RESULT_FIELDS = (
+    "result",
+    "plants_eradicated",
+    "checked_by",
+    "checked_at",
+    "onsite_lon",
+    "onsite_lat",
+    "photo",
+    "notes",
+)
 # columns poppyscan tasks writes that describe the task, not the result: read and ignored
-ISSUE_FIELDS = {"task_code", "plot_id", "lon", "lat", "gcj02_lon", "gcj02_lat", "area_m2", "area_mu", "est_plants",
-                "over_500_plants", "priority", "route_seq", "status", "prob_mean", "prob_max", "probability",
-                "amap_url", "baidu_url", "amap_link", "baidu_link", "nav_amap", "nav_baidu", "chip", "site_code",
-                "fid", "geometry", "geom", "mosaic", "model_version", "flight_date", "outside_units", "admin_flag",
-                *ADMIN_FIELDS, *(f"{a}_code" for a in ADMIN_FIELDS)}
-RESULT_ALIASES = {"罂粟": "poppy", "是罂粟": "poppy", "非罂粟": "not_poppy", "不是罂粟": "not_poppy", "误报": "not_poppy",
-                  "已铲除": "already_eradicated", "未到达": "not_reached", "未到": "not_reached",
-                  "notpoppy": "not_poppy", "false_positive": "not_poppy", "eradicated": "already_eradicated"}
+ISSUE_FIELDS = {
+    "task_code",
+    "plot_id",
+    "lon",
+    "lat",
+    "gcj02_lon",
+    "gcj02_lat",
+    "area_m2",
+    "area_mu",
+    "est_plants",
+    "over_500_plants",
+    "priority",
+    "route_seq",
+    "status",
+    "prob_mean",
+    "prob_max",
+    "probability",
+    "amap_url",
+    "baidu_url",
+    "amap_link",
+    "baidu_link",
+    "nav_amap",
+    "nav_baidu",
+    "chip",
+    "site_code",
+    "fid",
+    "geometry",
+    "admin_status",
+    "geom",
+    "mosaic",
+    "model_version",
+    "flight_date",
+    "outside_units",
+    "admin_flag",
+    *ADMIN_FIELDS,
+    *(f"{a}_code" for a in ADMIN_FIELDS),
+}
+RESULT_ALIASES = {
+    "罂粟": "poppy",
+    "是罂粟": "poppy",
+    "非罂粟": "not_poppy",
+    "不是罂粟": "not_poppy",
+    "误报": "not_poppy",
+    "已铲除": "already_eradicated",
+    "未到达": "not_reached",
+    "未到": "not_reached",
+    "notpoppy": "not_poppy",
+    "false_positive": "not_poppy",
+    "eradicated": "already_eradicated",
+}
 VERDICTS = ("poppy", "not_poppy", "already_eradicated")
 DEFAULT_MAX_DISTANCE_M = 200.0
 
@@ -69,37 +120,59 @@ class ImportReport:
 
     def describe(self) -> str:
         verb = "would update" if self.dry_run else "updated"
-        lines = [f"{self.source.name}: {self.n_rows} row(s): {verb} {self.n_changed_rows} task(s) "
-                 f"({self.n_field_changes} field change(s)), {self.n_unchanged_rows} unchanged, "
-                 f"{len(self.rejected)} rejected"]
+        lines = [
+            f"{self.source.name}: {self.n_rows} row(s): {verb} {self.n_changed_rows} task(s) "
+            f"({self.n_field_changes} field change(s)), {self.n_unchanged_rows} unchanged, "
+            f"{len(self.rejected)} rejected"
+        ]
         if self.ignored_columns:
             lines.append(f"ignored column(s) not known to poppyscan: {', '.join(self.ignored_columns)}")
         lines += [f"  rejected {r}" for r in self.rejected]
-        if self.rejected and all(r.reason.startswith("unknown task_id") for r in self.rejected) \
-                and self.n_changed_rows + self.n_unchanged_rows == 0:
-            lines.append("no task_id in the file is in the register: register its run first with "
-                         "'poppyscan results register RUN_DIR'")
+        if (
+            self.rejected
+            and all(r.reason.startswith("unknown task_id") for r in self.rejected)
+            and self.n_changed_rows + self.n_unchanged_rows == 0
+        ):
+            lines.append(
+                "no task_id in the file is in the register: register its run first with "
+                "'poppyscan results register RUN_DIR'"
+            )
         return "\n".join(lines)
 
 
-def import_results(register: str | Path, path: str | Path, *, layer: str | None = None,
-                   max_distance_m: float = DEFAULT_MAX_DISTANCE_M, dry_run: bool = False,
-                   today: date | None = None) -> ImportReport:
+def import_results(
+    register: str | Path,
+    path: str | Path,
+    *,
+    layer: str | None = None,
+    max_distance_m: float = DEFAULT_MAX_DISTANCE_M,
+    dry_run: bool = False,
+    today: date | None = None,
+) -> ImportReport:
     """Validate ``path`` against ``register`` and apply its valid rows in one transaction."""
     if not max_distance_m > 0:
         raise InputError(f"'max_distance_m' must be > 0, got {max_distance_m}")
     table = read_field_table(path, layer=layer)
     if "task_id" not in table.columns:
-        raise InputError(f"results file '{table.path}' has no 'task_id' column (columns: "
-                         f"{', '.join(table.columns) or 'none'}); send back the task list poppyscan wrote, "
-                         "with its task_id column")
+        raise InputError(
+            f"results file '{table.path}' has no 'task_id' column (columns: "
+            f"{', '.join(table.columns) or 'none'}); send back the task list poppyscan wrote, "
+            "with its task_id column"
+        )
     present = [c for c in RESULT_FIELDS if c in table.columns]
     if not present:
-        raise InputError(f"results file '{table.path}' has none of the result columns ({', '.join(RESULT_FIELDS)}); "
-                         f"its columns are {', '.join(table.columns)}")
-    report = ImportReport(source=table.path, n_rows=len(table.rows), dry_run=dry_run,
-                          ignored_columns=[c for c in table.columns
-                                           if c not in RESULT_FIELDS and c not in ISSUE_FIELDS and c != "task_id"])
+        raise InputError(
+            f"results file '{table.path}' has none of the result columns ({', '.join(RESULT_FIELDS)}); "
+            f"its columns are {', '.join(table.columns)}"
+        )
+    report = ImportReport(
+        source=table.path,
+        n_rows=len(table.rows),
+        dry_run=dry_run,
+        ignored_columns=[
+            c for c in table.columns if c not in RESULT_FIELDS and c not in ISSUE_FIELDS and c != "task_id"
+        ],
+    )
     today = today or date.today()
     source = str(table.path.resolve())
     digest = hashlib.sha256(table.path.read_bytes()).hexdigest()
@@ -117,8 +190,9 @@ def import_results(register: str | Path, path: str | Path, *, layer: str | None 
     return report
 
 
-def _apply(conn: sqlite3.Connection, table, report: ImportReport, max_d: float, today: date, source: str,
-           digest: str) -> None:
+def _apply(
+    conn: sqlite3.Connection, table, report: ImportReport, max_d: float, today: date, source: str, digest: str
+) -> None:
     seen: dict[str, int] = {}
     changes: list[tuple[int, str, dict[str, Any], sqlite3.Row]] = []
     for n, cells in table.rows:
@@ -152,8 +226,11 @@ def _apply(conn: sqlite3.Connection, table, report: ImportReport, max_d: float, 
     if not changes:
         return
     now = now_iso()
-    cur = conn.execute("INSERT INTO imports (source_file, sha256, imported_at, n_rows, n_changed, n_rejected) "
-                       "VALUES (?, ?, ?, ?, ?, ?)", (source, digest, now, report.n_rows, len(changes), len(report.rejected)))
+    cur = conn.execute(
+        "INSERT INTO imports (source_file, sha256, imported_at, n_rows, n_changed, n_rejected) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (source, digest, now, report.n_rows, len(changes), len(report.rejected)),
+    )
     import_id = cur.lastrowid
     for n, tid, diff, current in changes:
         who = diff.get("checked_by", current["checked_by"])
@@ -161,10 +238,16 @@ def _apply(conn: sqlite3.Connection, table, report: ImportReport, max_d: float, 
         conn.executemany(
             "INSERT INTO status_history (task_id, field, old_value, new_value, changed_by, checked_at, recorded_at, "
             "source_file, source_row, import_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(tid, k, _text(current[k]), _text(v), who, when, now, source, n, import_id) for k, v in diff.items()])
+            [
+                (tid, k, _text(current[k]), _text(v), who, when, now, source, n, import_id)
+                for k, v in diff.items()
+            ],
+        )
         sets = ", ".join(f"{k} = ?" for k in diff)
-        conn.execute(f"UPDATE tasks SET {sets}, updated_at = ? WHERE task_id = ?",  # noqa: S608 - names are ours
-                     (*diff.values(), now, tid))
+        conn.execute(
+            f"UPDATE tasks SET {sets}, updated_at = ? WHERE task_id = ?",  # noqa: S608 - names are ours
+            (*diff.values(), now, tid),
+        )
         report.n_changed_rows += 1
         report.n_field_changes += len(diff)
 
@@ -184,8 +267,9 @@ def _same(old: Any, new: Any) -> bool:
     return str(old) == str(new)
 
 
-def _validate(cells: dict[str, Any], current: sqlite3.Row, conn: sqlite3.Connection, max_d: float,
-              today: date) -> dict[str, Any]:
+def _validate(
+    cells: dict[str, Any], current: sqlite3.Row, conn: sqlite3.Connection, max_d: float, today: date
+) -> dict[str, Any]:
     """The task fields this row sets (empty cells set nothing); raises ValueError with the reason."""
     new: dict[str, Any] = {}
     problems: list[str] = []
@@ -195,7 +279,7 @@ def _validate(cells: dict[str, Any], current: sqlite3.Row, conn: sqlite3.Connect
         value = RESULT_ALIASES.get(key, RESULT_ALIASES.get(str(raw).strip(), key))
         if value in RESULT_VALUES:
             new["result"] = value
-            new["status"] = "checked" if value in VERDICTS else "not_reached"
+            new["status"] = "done"  # the task statuses poppyscan tasks styles: pending / done
         else:
             problems.append(f"invalid result '{raw}' (expected one of {', '.join(RESULT_VALUES)})")
     raw = cells.get("plants_eradicated")
@@ -229,16 +313,23 @@ def _validate(cells: dict[str, Any], current: sqlite3.Row, conn: sqlite3.Connect
     elif lon is not None:
         try:
             x, y = float(lon), float(lat)
-            if not (math.isfinite(x) and math.isfinite(y) and -180 <= x <= 180 and -90 <= y <= 90):
-                raise ValueError
         except (TypeError, ValueError):
             problems.append(f"onsite position '{lon}, {lat}' is not a WGS84 lon/lat in degrees")
         else:
             dist = _distance_to_plot(conn, current, x, y)
             if dist is not None and dist > max_d:
-                hint = "; lon and lat look swapped" if (_distance_to_plot(conn, current, y, x) or math.inf) <= max_d \
-                    else "; check it is WGS84 lon/lat (not GCJ-02/Amap) and the right task"
-                problems.append(f"onsite position is {dist:,.0f} m from the plot (limit {max_d:g} m){hint}")
+                swapped = _distance_to_plot(conn, current, y, x)
+                hint = (
+                    "lon and lat look swapped"
+                    if swapped is not None and swapped <= max_d
+                    else "check it is WGS84 lon/lat (not GCJ-02/Amap) and the right task"
+                )
+                where = (
+                    f"is {dist:,.0f} m from the plot (limit {max_d:g} m)"
+                    if dist < 1e6
+                    else "is not near the plot"
+                )
+                problems.append(f"onsite position '{lon}, {lat}' {where}; {hint}")
             else:
                 new["onsite_lon"], new["onsite_lat"] = x, y
     result = new.get("result", current["result"])
@@ -292,9 +383,11 @@ def _distance_to_plot(conn: sqlite3.Connection, task: sqlite3.Row, lon: float, l
         geom = shapely.Point(task["lon"], task["lat"])
     if geom is None:
         return None
+    if not (math.isfinite(lon) and math.isfinite(lat) and -180 <= lon <= 180 and -90 <= lat <= 90):
+        return math.inf
     c = geom.centroid
     if abs(lat) > 84 or abs(c.y - lat) > 5 or abs(c.x - lon) > 5:
-        return 1e7  # far beyond any limit; avoid projecting across zones
+        return math.inf  # far beyond any limit; avoid projecting across zones
     zone = int((c.x + 180) // 6) % 60 + 1
     tr = _to_utm((32600 if c.y >= 0 else 32700) + zone)
     g = shapely.transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))

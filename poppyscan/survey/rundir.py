@@ -67,17 +67,23 @@ def parse_flight_date(value: Any, what: str) -> str:
     raise InputError(f"{what} {value!r} is not a date; use YYYY-MM-DD, e.g. --flight-date 2026-04-18")
 
 
-def read_run(run_dir: str | Path, *, flight_date: str | None = None, admin: str | Path | None = None) -> RunData:
+def read_run(
+    run_dir: str | Path, *, flight_date: str | None = None, admin: str | Path | None = None
+) -> RunData:
     """Read a detect run directory; ``flight_date`` (YYYY-MM-DD) overrides what the run records."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise InputError(f"run directory '{run_dir}' does not exist or is not a directory; pass a detect --out folder")
+        raise InputError(
+            f"run directory '{run_dir}' does not exist or is not a directory; pass a detect --out folder"
+        )
     run_json = run_dir / "run.json"
     gpkg = run_dir / "plots.gpkg"
     for required in (run_json, gpkg):
         if not required.is_file():
-            raise InputError(f"'{run_dir}' is not a detect run directory: '{required.name}' is missing; "
-                             "pass the folder written by 'poppyscan detect --out'")
+            raise InputError(
+                f"'{run_dir}' is not a detect run directory: '{required.name}' is missing; "
+                "pass the folder written by 'poppyscan detect --out'"
+            )
     raw = run_json.read_bytes()
     try:
         meta = json.loads(raw.decode("utf-8"))
@@ -85,7 +91,9 @@ def read_run(run_dir: str | Path, *, flight_date: str | None = None, admin: str 
         raise InputError(f"'{run_json}' is not valid JSON ({exc}); re-run detect") from None
     layers = {name for name, _ in pyogrio.list_layers(gpkg)}
     if "plots" not in layers:
-        raise InputError(f"'{gpkg}' has no 'plots' layer (layers: {', '.join(sorted(layers))}); re-run detect")
+        raise InputError(
+            f"'{gpkg}' has no 'plots' layer (layers: {', '.join(sorted(layers))}); re-run detect"
+        )
     plots = gpd.read_file(gpkg, layer="plots", engine="pyogrio")
     if plots.crs is None and len(plots):
         raise InputError(f"'{gpkg}' layer 'plots' has no CRS; re-run detect")
@@ -109,13 +117,37 @@ def read_run(run_dir: str | Path, *, flight_date: str | None = None, admin: str 
     tasks = _read_tasks(run_dir, layers)
     plots = _admin_to_plots(plots, tasks)
     units = _surveyed_units(footprint, metric, _admin_layer(gpkg, layers, admin))
-    mosaic_key = hashlib.sha256(json.dumps(sorted(
-        [[Path(str(i.get("path", ""))).name, i.get("width"), i.get("height"),
-          [round(float(b), 3) for b in (i.get("bounds") or [])]] for i in inputs if isinstance(i, dict)]
-    ) or mosaics).encode()).hexdigest()
-    return RunData(run_dir=run_dir.resolve(), run_key=hashlib.sha256(raw).hexdigest(), mosaic_key=mosaic_key,
-                   flight_date=flight, mosaics=mosaics, model_version=model_version, crs=meta.get("crs"),
-                   footprint=footprint, metric_crs=metric, plots=plots, tasks=tasks, units=units)
+    mosaic_key = hashlib.sha256(
+        json.dumps(
+            sorted(
+                [
+                    [
+                        Path(str(i.get("path", ""))).name,
+                        i.get("width"),
+                        i.get("height"),
+                        [round(float(b), 3) for b in (i.get("bounds") or [])],
+                    ]
+                    for i in inputs
+                    if isinstance(i, dict)
+                ]
+            )
+            or mosaics
+        ).encode()
+    ).hexdigest()
+    return RunData(
+        run_dir=run_dir.resolve(),
+        run_key=hashlib.sha256(raw).hexdigest(),
+        mosaic_key=mosaic_key,
+        flight_date=flight,
+        mosaics=mosaics,
+        model_version=model_version,
+        crs=meta.get("crs"),
+        footprint=footprint,
+        metric_crs=metric,
+        plots=plots,
+        tasks=tasks,
+        units=units,
+    )
 
 
 def _flight_date(override, meta, inputs, plots, run_dir) -> str:
@@ -127,8 +159,10 @@ def _flight_date(override, meta, inputs, plots, run_dir) -> str:
     for value in candidates:
         if value:
             return parse_flight_date(value, f"flight date in '{run_dir}'")
-    raise InputError(f"the flight date of run '{run_dir}' is not recorded in run.json or plots.gpkg; "
-                     "pass it with --flight-date YYYY-MM-DD")
+    raise InputError(
+        f"the flight date of run '{run_dir}' is not recorded in run.json or plots.gpkg; "
+        "pass it with --flight-date YYYY-MM-DD"
+    )
 
 
 def _metric_crs(geom: BaseGeometry | None) -> CRS:
@@ -163,6 +197,7 @@ def _footprint(run_dir: Path, layers: set[str], meta: dict, inputs: list) -> Bas
 def _valid_area(path: Path, max_px: int = 1024) -> BaseGeometry | None:
     """Polygon of the pixels of ``path`` that are not nodata, traced on a decimated grid."""
     import rasterio
+    from affine import Affine
     from rasterio import features
     from rasterio.enums import Resampling
 
@@ -170,9 +205,12 @@ def _valid_area(path: Path, max_px: int = 1024) -> BaseGeometry | None:
         scale = max(1.0, max(src.width, src.height) / max_px)
         shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
         mask = src.read_masks(1, out_shape=shape, resampling=Resampling.nearest)
-        transform = src.transform * src.transform.scale(src.width / shape[1], src.height / shape[0])
-        polys = [shapely.geometry.shape(g) for g, v in features.shapes(
-            (mask > 0).astype(np.uint8), mask=mask > 0, transform=transform) if v == 1]
+        transform = src.transform @ Affine.scale(src.width / shape[1], src.height / shape[0])
+        polys = [
+            shapely.geometry.shape(g)
+            for g, v in features.shapes((mask > 0).astype(np.uint8), mask=mask > 0, transform=transform)
+            if v == 1
+        ]
         if not polys:
             return None
         return gpd.GeoSeries([shapely.union_all(polys)], crs=src.crs).to_crs(4326).iloc[0]
@@ -211,9 +249,14 @@ def _admin_to_plots(plots: gpd.GeoDataFrame, tasks: pd.DataFrame) -> gpd.GeoData
         except (TypeError, ValueError):
             continue
     for col in ADMIN_FIELDS:
-        own = plots[col].where(plots[col].notna(), "").astype(str) if col in plots.columns else pd.Series(
-            "", index=plots.index)
-        from_tasks = plots["plot_id"].map(lambda p, c=col: getattr(by_plot.get(int(p)), c, "") if p is not None else "")
+        own = (
+            plots[col].where(plots[col].notna(), "").astype(str)
+            if col in plots.columns
+            else pd.Series("", index=plots.index)
+        )
+        from_tasks = plots["plot_id"].map(
+            lambda p, c=col: getattr(by_plot.get(int(p)), c, "") if p is not None else ""
+        )
         plots[col] = [t or o for t, o in zip(from_tasks.fillna(""), own, strict=True)]
     return plots
 
@@ -226,7 +269,9 @@ def _admin_layer(gpkg: Path, layers: set[str], admin: str | Path | None) -> gpd.
         try:
             units = gpd.read_file(path, engine="pyogrio")
         except Exception as exc:  # noqa: BLE001 - GDAL's message is the useful part
-            raise InputError(f"boundary file '{path}' could not be read ({exc}); pass a GeoPackage or shapefile") from None
+            raise InputError(
+                f"boundary file '{path}' could not be read ({exc}); pass a GeoPackage or shapefile"
+            ) from None
     elif "admin_units" in layers:
         units = gpd.read_file(gpkg, layer="admin_units", engine="pyogrio")
     else:
@@ -235,12 +280,16 @@ def _admin_layer(gpkg: Path, layers: set[str], admin: str | Path | None) -> gpd.
         raise InputError("the admin boundary layer has no CRS; assign one in QGIS and try again")
     present = [f for f in ADMIN_FIELDS if f in units.columns]
     if not present:
-        raise InputError(f"the admin boundary layer has none of the fields {', '.join(ADMIN_FIELDS)}; "
-                         f"its fields are {', '.join(c for c in units.columns if c != 'geometry')}")
+        raise InputError(
+            f"the admin boundary layer has none of the fields {', '.join(ADMIN_FIELDS)}; "
+            f"its fields are {', '.join(c for c in units.columns if c != 'geometry')}"
+        )
     return units
 
 
-def _surveyed_units(footprint, metric: CRS, units: gpd.GeoDataFrame | None) -> list[tuple[str, str, str, float]]:
+def _surveyed_units(
+    footprint, metric: CRS, units: gpd.GeoDataFrame | None
+) -> list[tuple[str, str, str, float]]:
     """Surveyed hectares per admin unit (and one row with empty names for the part outside every unit)."""
     if footprint is None or footprint.is_empty:
         return []

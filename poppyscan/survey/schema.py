@@ -100,11 +100,15 @@ def connect(path: str | Path, *, create: bool = False) -> sqlite3.Connection:
     path = Path(path)
     if not path.exists():
         if not create:
-            raise InputError(f"survey register '{path}' does not exist; add a run first with "
-                             f"'poppyscan results register RUN_DIR --register {path}' or pass --register")
+            raise InputError(
+                f"survey register '{path}' does not exist; add a run first with "
+                f"'poppyscan results register RUN_DIR --register {path}' or pass --register"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
     elif not path.is_file():
-        raise InputError(f"survey register '{path}' is not a file; pass the register's .gpkg file to --register")
+        raise InputError(
+            f"survey register '{path}' is not a file; pass the register's .gpkg file to --register"
+        )
     is_new = not path.exists() or path.stat().st_size == 0
     try:
         conn = sqlite3.connect(path, timeout=30, isolation_level=None)
@@ -114,8 +118,10 @@ def connect(path: str | Path, *, create: bool = False) -> sqlite3.Connection:
         else:
             _check_and_migrate(conn, path)
     except sqlite3.DatabaseError as exc:
-        raise InputError(f"survey register '{path}' is not a readable SQLite/GeoPackage file ({exc}); "
-                         "check the path or restore it from a backup") from None
+        raise InputError(
+            f"survey register '{path}' is not a readable SQLite/GeoPackage file ({exc}); "
+            "check the path or restore it from a backup"
+        ) from None
     conn.row_factory = sqlite3.Row
     return conn
 
@@ -129,8 +135,10 @@ def _create(conn: sqlite3.Connection) -> None:
                 conn.execute(statement)
         for table, description, geometry in _CONTENTS:
             register_table(conn, table, description=description, geometry=geometry)
-        conn.executemany("INSERT OR REPLACE INTO survey_meta VALUES (?, ?)",
-                         [("schema_version", str(SCHEMA_VERSION)), ("created", now_iso()), ("format", "poppyscan-survey")])
+        conn.executemany(
+            "INSERT OR REPLACE INTO survey_meta VALUES (?, ?)",
+            [("schema_version", str(SCHEMA_VERSION)), ("created", now_iso()), ("format", "poppyscan-survey")],
+        )
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -138,15 +146,21 @@ def _create(conn: sqlite3.Connection) -> None:
 
 
 def _check_and_migrate(conn: sqlite3.Connection, path: Path) -> None:
-    has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='survey_meta'").fetchone()
+    has_meta = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='survey_meta'"
+    ).fetchone()
     if not has_meta:
-        raise InputError(f"'{path}' is not a poppyscan survey register (no survey_meta table); "
-                         "pass the register file to --register, or a new path to create one")
+        raise InputError(
+            f"'{path}' is not a poppyscan survey register (no survey_meta table); "
+            "pass the register file to --register, or a new path to create one"
+        )
     row = conn.execute("SELECT value FROM survey_meta WHERE key='schema_version'").fetchone()
     version = int(row[0]) if row else 0
     if version > SCHEMA_VERSION:
-        raise InputError(f"survey register '{path}' has schema version {version}, newer than this poppyscan "
-                         f"understands ({SCHEMA_VERSION}); upgrade poppyscan")
+        raise InputError(
+            f"survey register '{path}' has schema version {version}, newer than this poppyscan "
+            f"understands ({SCHEMA_VERSION}); upgrade poppyscan"
+        )
     if version < SCHEMA_VERSION:
         conn.execute("BEGIN IMMEDIATE")
         try:

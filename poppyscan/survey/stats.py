@@ -31,20 +31,72 @@ LEVELS = ("county", "township", "village", "all")
 UNASSIGNED = "(unassigned)"
 TOTAL = "TOTAL"
 
-COLUMNS = ("year", "flights", "surveyed_ha", "plots_found", "sites", "repeat_sites", "checked", "verified_poppy",
-           "false_positives", "already_eradicated", "not_reached", "pending", "plants_eradicated", "area_found_m2",
-           "area_found_mu", "area_poppy_m2", "area_poppy_mu", "plots_per_100ha", "precision")
-YOY = ("plots_found", "sites", "verified_poppy", "plants_eradicated", "area_found_m2", "surveyed_ha", "plots_per_100ha")
+COLUMNS = (
+    "year",
+    "flights",
+    "surveyed_ha",
+    "plots_found",
+    "sites",
+    "repeat_sites",
+    "checked",
+    "verified_poppy",
+    "false_positives",
+    "already_eradicated",
+    "not_reached",
+    "pending",
+    "plants_eradicated",
+    "area_found_m2",
+    "area_found_mu",
+    "area_poppy_m2",
+    "area_poppy_mu",
+    "plots_per_100ha",
+    "precision",
+)
+YOY = (
+    "plots_found",
+    "sites",
+    "verified_poppy",
+    "plants_eradicated",
+    "area_found_m2",
+    "surveyed_ha",
+    "plots_per_100ha",
+)
 
 LABELS_ZH = {
-    "county": "县", "township": "乡镇", "village": "村", "year": "年份", "flights": "架次", "surveyed_ha": "航测面积(公顷)",
-    "plots_found": "发现地块", "sites": "点位", "repeat_sites": "复种点位", "checked": "已核查", "verified_poppy": "核实罂粟",
-    "false_positives": "误报", "already_eradicated": "已铲除", "not_reached": "未到达", "pending": "待核查",
-    "plants_eradicated": "铲除株数", "area_found_m2": "发现面积(m²)", "area_found_mu": "发现面积(亩)",
-    "area_poppy_m2": "罂粟面积(m²)", "area_poppy_mu": "罂粟面积(亩)", "plots_per_100ha": "每百公顷地块",
-    "precision": "识别准确率", **{f"yoy_{k}_pct": f"同比{v}(%)" for k, v in {
-        "plots_found": "发现地块", "sites": "点位", "verified_poppy": "核实罂粟", "plants_eradicated": "铲除株数",
-        "area_found_m2": "发现面积", "surveyed_ha": "航测面积", "plots_per_100ha": "每百公顷地块"}.items()},
+    "county": "县",
+    "township": "乡镇",
+    "village": "村",
+    "year": "年份",
+    "flights": "架次",
+    "surveyed_ha": "航测面积(公顷)",
+    "plots_found": "发现地块",
+    "sites": "点位",
+    "repeat_sites": "复种点位",
+    "checked": "已核查",
+    "verified_poppy": "核实罂粟",
+    "false_positives": "误报",
+    "already_eradicated": "已铲除",
+    "not_reached": "未到达",
+    "pending": "待核查",
+    "plants_eradicated": "铲除株数",
+    "area_found_m2": "发现面积(m²)",
+    "area_found_mu": "发现面积(亩)",
+    "area_poppy_m2": "罂粟面积(m²)",
+    "area_poppy_mu": "罂粟面积(亩)",
+    "plots_per_100ha": "每百公顷地块",
+    "precision": "识别准确率",
+    **{
+        f"yoy_{k}_pct": f"同比{v}(%)"
+        for k, v in {
+            "plots_found": "发现地块",
+            "sites": "点位",
+            "verified_poppy": "核实罂粟",
+            "plants_eradicated": "铲除株数",
+            "area_found_m2": "发现面积",
+            "surveyed_ha": "航测面积",
+            "plots_per_100ha": "每百公顷地块",
+        }.items()
+    },
 }
 
 
@@ -93,12 +145,20 @@ def _unit(row: sqlite3.Row, ucols: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _compute(conn: sqlite3.Connection, ucols: tuple[str, ...]) -> list[dict]:
-    acc: dict[tuple, dict] = defaultdict(lambda: {k: 0 for k in COLUMNS if k not in ("year", "precision")}
-                                          | {"_runs": set(), "_sites": set(), "_repeat": set()})
-    first_year = {r["site_id"]: r["y"] for r in conn.execute("SELECT site_id, min(year) AS y FROM plots GROUP BY site_id")}
+    acc: dict[tuple, dict] = defaultdict(
+        lambda: (
+            {k: 0 for k in COLUMNS if k not in ("year", "precision")}
+            | {"_runs": set(), "_sites": set(), "_repeat": set()}
+        )
+    )
+    first_year = {
+        r["site_id"]: r["y"]
+        for r in conn.execute("SELECT site_id, min(year) AS y FROM plots GROUP BY site_id")
+    }
     plots = conn.execute(
         "SELECT p.run_id, p.site_id, p.year, p.area_m2, p.county, p.township, p.village, "
-        "t.result, t.plants_eradicated FROM plots p LEFT JOIN tasks t ON t.plot_fid = p.fid")
+        "t.result, t.plants_eradicated FROM plots p LEFT JOIN tasks t ON t.plot_fid = p.fid"
+    )
     for r in plots:
         a = acc[(_unit(r, ucols), r["year"])]
         a["_runs"].add(r["run_id"])
@@ -111,14 +171,20 @@ def _compute(conn: sqlite3.Connection, ucols: tuple[str, ...]) -> list[dict]:
         res = r["result"]
         if res in ("poppy", "not_poppy", "already_eradicated"):
             a["checked"] += 1
-        key = {"poppy": "verified_poppy", "not_poppy": "false_positives", "already_eradicated": "already_eradicated",
-               "not_reached": "not_reached"}.get(res or "", "pending")
+        key = {
+            "poppy": "verified_poppy",
+            "not_poppy": "false_positives",
+            "already_eradicated": "already_eradicated",
+            "not_reached": "not_reached",
+        }.get(res or "", "pending")
         a[key] += 1
         if res == "poppy":
             a["area_poppy_m2"] += area
         a["plants_eradicated"] += r["plants_eradicated"] or 0
-    for r in conn.execute("SELECT u.run_id, r.year, u.county, u.township, u.village, u.surveyed_ha "
-                          "FROM run_units u JOIN runs r ON r.fid = u.run_id"):
+    for r in conn.execute(
+        "SELECT u.run_id, r.year, u.county, u.township, u.village, u.surveyed_ha "
+        "FROM run_units u JOIN runs r ON r.fid = u.run_id"
+    ):
         a = acc[(_unit(r, ucols), r["year"])]
         a["surveyed_ha"] += r["surveyed_ha"] or 0.0
         a["_runs"].add(r["run_id"])

@@ -1,0 +1,177 @@
+"""Survey register: a real GeoPackage, runs registered idempotently, plots linked into sites across years."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+
+import geopandas as gpd
+import pyogrio
+import pytest
+from shapely.geometry import box
+from survey_helpers import CRS, SPECS_2025, SPECS_2026, X0, Y0, PlotSpec, dump, make_run, two_year_survey
+
+from poppyscan.errors import InputError
+from poppyscan.survey import SCHEMA_VERSION, register_run
+
+
+def test_register_is_a_geopackage_gis_can_read(tmp_path):
+    make_run(tmp_path / "run", SPECS_2025, tag="a")
+    reg = tmp_path / "reg.gpkg"
+    summary = register_run(reg, tmp_path / "run")
+    assert (
+        summary.created and summary.n_plots == 4 and summary.n_tasks_added == 4 and summary.n_new_sites == 4
+    )
+    assert summary.surveyed_ha == pytest.approx(16.0, rel=1e-3)  # 400 m x 400 m mosaic bounds
+    layers = dict(pyogrio.list_layers(reg))
+    assert {"runs", "sites", "plots", "tasks", "status_history"} <= set(layers)
+    plots = gpd.read_file(reg, layer="plots", engine="pyogrio")
+    assert plots.crs.to_epsg() == 4326 and len(plots) == 4
+    # the stored polygons are the detected ones (back in the mosaic CRS: 6 m squares at the right place)
+    back = plots.to_crs(CRS).sort_values("plot_id")
+    assert back.geometry.iloc[0].area == pytest.approx(36.0, rel=1e-4)
+    assert back.geometry.iloc[0].centroid.distance(box(X0 - 3, Y0 - 3, X0 + 3, Y0 + 3).centroid) < 0.01
+    tasks = gpd.read_file(reg, layer="tasks", engine="pyogrio")
+    assert set(tasks["status"]) == {"pending"} and set(tasks["township"]) == {"甲镇", "乙镇"}
+    with sqlite3.connect(reg) as conn:
+        assert conn.execute("SELECT value FROM survey_meta WHERE key='schema_version'").fetchone()[0] == str(
+            SCHEMA_VERSION
+        )
+        assert conn.execute("PRAGMA application_id").fetchone()[0] == 0x47504B47
+        run = conn.execute("SELECT flight_date, year, mosaics, model_version FROM runs").fetchone()
+    assert run == ("2025-04-20", 2025, '["flight.tif"]', "0.1.0")
+
+
+def test_register_twice_changes_nothing_and_same_mosaics_are_refused(tmp_path):
+    make_run(tmp_path / "run", SPECS_2025, tag="a")
+    reg = tmp_path / "reg.gpkg"
+    register_run(reg, tmp_path / "run")
+    before = dump(reg)
+    again = register_run(reg, tmp_path / "run")
+    assert not again.created and again.run_id == 1 and again.n_tasks_added == 0
+    assert dump(reg) == before
+    # detect re-run over the same mosaics (new run.json): refused, the flight is not counted twice
+    shutil.copytree(tmp_path / "run", tmp_path / "rerun")
+    meta = json.loads((tmp_path / "rerun" / "run.json").read_text())
+    meta["created"] = "later"
+    (tmp_path / "rerun" / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="already registered as run #1"):
+        register_run(reg, tmp_path / "rerun")
+    assert dump(reg) == before
+
+
+def test_tasks_made_after_registration_are_added_on_reregister(tmp_path):
+    make_run(tmp_path / "run", SPECS_2025, tag="a", with_tasks=False)
+    reg = tmp_path / "reg.gpkg"
+    assert register_run(reg, tmp_path / "run").n_tasks_added == 0
+    make_run(tmp_path / "run", SPECS_2025, tag="a")  # `poppyscan tasks` run later: same plots, a tasks layer
+    again = register_run(reg, tmp_path / "run")
+    assert not again.created and again.n_tasks_added == 4
+    with sqlite3.connect(reg) as conn:
+        linked = conn.execute("SELECT count(*) FROM tasks t JOIN plots p ON p.fid = t.plot_fid").fetchone()[0]
+    assert linked == 4
+
+
+def test_flight_date_missing_is_asked_for_by_option(tmp_path):
+    make_run(tmp_path / "run", SPECS_2025[:1], tag="a", flight_date=None)
+    reg = tmp_path / "reg.gpkg"
+    with pytest.raises(InputError, match="--flight-date"):
+        register_run(reg, tmp_path / "run")
+    with pytest.raises(InputError, match="not a date"):
+        register_run(reg, tmp_path / "run", flight_date="18/04/2026")
+    assert register_run(reg, tmp_path / "run", flight_date="2026-04-18").flight_date == "2026-04-18"
+
+
+def test_not_a_run_dir_and_not_a_register_are_named(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="run.json"):
+        register_run(tmp_path / "reg.gpkg", tmp_path / "empty")
+    other = tmp_path / "other.gpkg"
+    gpd.GeoDataFrame({"a": [1]}, geometry=[box(0, 0, 1, 1)], crs=4326).to_file(other, engine="pyogrio")
+    make_run(tmp_path / "run", SPECS_2025[:1], tag="a")
+    with pytest.raises(InputError, match="not a poppyscan survey register"):
+        register_run(other, tmp_path / "run")
+    reg = tmp_path / "reg.gpkg"
+    register_run(reg, tmp_path / "run")
+    with sqlite3.connect(reg) as conn:
+        conn.execute("UPDATE survey_meta SET value='99' WHERE key='schema_version'")
+    with pytest.raises(InputError, match="newer"):
+        register_run(reg, tmp_path / "run")
+
+
+def test_second_flight_links_plots_to_existing_sites(tmp_path):
+    s = two_year_survey(tmp_path)
+    assert s["reg2026"].n_linked == 2 and s["reg2026"].n_new_sites == 1
+    with sqlite3.connect(s["register"]) as conn:
+        site = dict(
+            conn.execute(
+                "SELECT r.year || '/' || p.plot_id, p.site_id FROM plots p JOIN runs r ON r.fid = p.run_id"
+            )
+        )
+        sites = conn.execute(
+            "SELECT fid, first_seen, last_seen, n_detections FROM sites ORDER BY fid"
+        ).fetchall()
+    assert site["2026/1"] == site["2025/1"]  # overlapping polygon
+    assert (
+        site["2026/2"] == site["2025/3"]
+    )  # 10 m apart, no overlap, within survey.site_link_distance_m (15 m)
+    assert site["2026/3"] not in {site[f"2025/{i}"] for i in range(1, 5)}
+    assert len(sites) == 5
+    assert (site["2025/1"], "2025-04-20", "2026-04-18", 2) in sites
+
+
+def test_link_distance_is_respected_and_close_plots_of_one_run_share_a_site(tmp_path):
+    make_run(tmp_path / "a", [PlotSpec(0, 0)], tag="a", mosaic="a.tif")
+    make_run(
+        tmp_path / "b", [PlotSpec(20, 0), PlotSpec(30, 0)], tag="b", mosaic="b.tif", flight_date="2026-04-01"
+    )
+    reg = tmp_path / "reg.gpkg"
+    register_run(reg, tmp_path / "a", link_distance_m=15)
+    b = register_run(reg, tmp_path / "b", link_distance_m=15)
+    # 20 m from the 2025 plot: a new place; the two 2026 plots are 10 m apart: one site
+    assert b.n_linked == 0 and b.n_new_sites == 1
+
+
+def test_admin_boundaries_split_the_surveyed_area(tmp_path):
+    make_run(tmp_path / "run", SPECS_2025, tag="a")
+    west = box(X0 - 1000, Y0 - 1000, X0, Y0 + 1000)
+    east = box(X0, Y0 - 1000, X0 + 100, Y0 + 1000)  # 100 m wide strip; the rest of the flight is outside
+    units = gpd.GeoDataFrame(
+        {"county": ["勐县", "勐县"], "township": ["甲镇", "乙镇"], "village": ["一村", "二村"]},
+        geometry=[west, east],
+        crs=CRS,
+    ).to_crs(4490)  # CGCS2000, as boundary files come
+    units.to_file(tmp_path / "units.gpkg", engine="pyogrio")
+    reg = tmp_path / "reg.gpkg"
+    register_run(reg, tmp_path / "run", admin=tmp_path / "units.gpkg")
+    with sqlite3.connect(reg) as conn:
+        ha = {r[0]: r[1] for r in conn.execute("SELECT township, surveyed_ha FROM run_units")}
+    assert ha["甲镇"] == pytest.approx(8.0, rel=1e-3)
+    assert ha["乙镇"] == pytest.approx(4.0, rel=1e-3)
+    assert ha[""] == pytest.approx(4.0, rel=1e-3)
+
+
+def test_footprint_from_probability_raster(tmp_path):
+    rasterio = pytest.importorskip("rasterio")
+    import numpy as np
+    from rasterio.transform import from_origin
+
+    make_run(tmp_path / "run", SPECS_2026, tag="p")
+    data = np.full((200, 200), 255, np.uint8)
+    data[:100, :] = 10  # only the northern half was flown: 200 m x 100 m at 1 m/px
+    with rasterio.open(
+        tmp_path / "run" / "probability.tif",
+        "w",
+        driver="GTiff",
+        width=200,
+        height=200,
+        count=1,
+        dtype="uint8",
+        crs=CRS,
+        transform=from_origin(X0 - 100, Y0 + 100, 1, 1),
+        nodata=255,
+    ) as dst:
+        dst.write(data, 1)
+    summary = register_run(tmp_path / "reg.gpkg", tmp_path / "run")
+    assert summary.surveyed_ha == pytest.approx(2.0, rel=1e-3)
