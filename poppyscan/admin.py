@@ -1,0 +1,102 @@
+"""Administrative units for task points by spatial join with a user boundary layer.
+
+The boundary layer may be in any CRS (CGCS2000 EPSG:4490, a Gauss-Krüger zone EPSG:4513–4554, WGS84…):
+the task points are projected into the boundary's CRS (pyproj, ``always_xy``) rather than the other way
+round, so large boundary polygons are never reprojected. A point inside no unit is kept and flagged
+``admin_status = "outside"``; a point on a shared border takes the first unit in file order.
+
+Code columns: for each named field ``f`` the boundary's ``f_code`` or ``fcode`` column, when present,
+is carried along as ``f_code`` (e.g. ``village_code`` with the 12-digit statistical code).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+
+from .errors import InputError
+
+INSIDE, OUTSIDE, NOT_JOINED = "inside", "outside", ""
+
+
+def read_boundaries(path: str | Path, fields: Sequence[str]) -> tuple[gpd.GeoDataFrame, dict[str, str]]:
+    """Read the boundary layer, check ``fields`` exist; return it and ``{field: code column}``.
+
+    Raises :class:`InputError` naming missing fields and the available ones, or an unreadable file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"boundary file '{path}' does not exist; check --admin")
+    try:
+        bnd = pyogrio.read_dataframe(path)
+    except Exception as exc:  # pyogrio raises DataSourceError, DataLayerError, ...
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"boundary file '{path}' cannot be read as a vector layer ({first}); "
+                         "pass a GeoPackage, shapefile or GeoJSON with polygons") from None
+    if not isinstance(bnd, gpd.GeoDataFrame) or bnd.geometry.isna().all():
+        raise InputError(f"boundary file '{path}' has no geometries; pass a polygon layer")
+    if bnd.crs is None:
+        raise InputError(f"boundary file '{path}' has no CRS; define it (e.g. EPSG:4490 for CGCS2000) "
+                         "in QGIS or with ogr2ogr -a_srs, then retry")
+    available = [c for c in bnd.columns if c != bnd.geometry.name]
+    missing = [f for f in fields if f not in available]
+    if missing:
+        raise InputError(f"boundary file '{path}' has no field(s) {', '.join(repr(m) for m in missing)}; "
+                         f"available fields: {', '.join(available) or '(none)'}; pass --admin-fields with "
+                         "names from that list")
+    codes = {}
+    for f in fields:
+        for cand in (f"{f}_code", f"{f}code"):
+            if cand in available and cand not in fields:
+                codes[f] = cand
+                break
+    return bnd, codes
+
+
+def join_admin(lon: Sequence[float], lat: Sequence[float], boundaries: gpd.GeoDataFrame,
+               fields: Sequence[str], codes: dict[str, str]) -> pd.DataFrame:
+    """Admin names (and codes) for WGS84 points.
+
+    Returns a frame with one row per point (same order): each field, ``<field>_code`` for fields with a
+    code column, and ``admin_status`` (``inside`` / ``outside``).
+    """
+    n = len(lon)
+    out_cols = list(fields) + [f"{f}_code" for f in fields if f in codes]
+    if n == 0:
+        frame = pd.DataFrame({c: pd.Series([], dtype=object) for c in out_cols})
+        frame["admin_status"] = pd.Series([], dtype=object)
+        return frame
+    pts = gpd.GeoDataFrame({"_i": np.arange(n)}, geometry=gpd.points_from_xy(lon, lat), crs="EPSG:4326")
+    pts = pts.to_crs(boundaries.crs)
+    keep = list(fields) + [codes[f] for f in fields if f in codes]
+    bnd = boundaries[keep + [boundaries.geometry.name]].copy()
+    bnd = bnd[bnd.geometry.notna() & ~bnd.geometry.is_empty]
+    bnd.geometry = bnd.geometry.make_valid()
+    bnd["_order"] = np.arange(len(bnd))
+    joined = gpd.sjoin(pts, bnd, how="left", predicate="within")
+    joined = joined.sort_values(["_i", "_order"]).drop_duplicates("_i", keep="first").set_index("_i").sort_index()
+    frame = pd.DataFrame(index=range(n))
+    for f in fields:
+        frame[f] = _as_text(joined[f])
+        if f in codes:
+            frame[f"{f}_code"] = _as_text(joined[codes[f]])
+    frame["admin_status"] = np.where(joined["_order"].notna().to_numpy(), INSIDE, OUTSIDE)
+    return frame
+
+
+def _as_text(values: pd.Series) -> np.ndarray:
+    """Names and codes as text (None where missing); integral floats lose their ``.0`` (codes!)."""
+    out = []
+    for v in values:
+        if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
+            out.append(None)
+        elif isinstance(v, (float, np.floating)) and float(v).is_integer():
+            out.append(str(int(v)))
+        else:
+            out.append(str(v))
+    return np.array(out, dtype=object)

@@ -1,0 +1,181 @@
+"""Write a full task package (every format) for a run, and one per unit with ``split_by``.
+
+Layout written by :func:`write_all`::
+
+    RUN_DIR/plots.gpkg            + layer ``tasks`` and ``layer_styles`` (``plots`` untouched)
+    RUN_DIR/tasks.csv, tasks.xlsx, tasks.kmz, tasks.gpx, plots.geojson
+    RUN_DIR/chips/<task_code>.jpg
+    RUN_DIR/work_orders/<unit>.html
+    RUN_DIR/probability.qml       (when probability.tif exists)
+    RUN_DIR/units/<unit>/         (with split_by) plots.gpkg (only the unit's plots + tasks), tasks.csv,
+                                  tasks.xlsx, tasks.kmz, tasks.gpx, plots.geojson, work_order.html, chips/
+
+Every file is written under a temporary name and renamed; the ``chips``, ``work_orders`` and ``units``
+folders are built beside their final names and swapped in whole, so a failed run leaves the previous
+outputs as they were. Without ``split_by`` a stale ``units/`` from an earlier split run is removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+
+from ..config import TasksConfig
+from ..fsutil import atomic_path
+from . import chips as chips_mod
+from .csv_xlsx import write_csv, write_xlsx
+from .geojson import write_geojson
+from .gpkg_styles import write_gpkg, write_probability_style
+from .gpx import write_gpx
+from .kmz import write_kmz
+from .sheet import write_sheet
+
+log = logging.getLogger(__name__)
+
+PLOT_TASK_COLUMNS = ["task_id", "task_code", "unit", "route_seq", "priority", "priority_class", "status"]
+
+
+def safe_name(unit: str) -> str:
+    """File-system-safe folder/file name for a unit (Chinese kept; separators and reserved chars replaced)."""
+    name = re.sub(r'[\\/:*?"<>|\s\x00-\x1f]+', "_", str(unit)).strip("._")
+    return name[:80] or "unit"
+
+
+def _unit_dirs(units: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for u in units:
+        base = name = safe_name(u)
+        k = 2
+        while name.lower() in used:
+            name = f"{base}_{k}"
+            k += 1
+        used.add(name.lower())
+        out[u] = name
+    return out
+
+
+def resolve_mosaics(run_dir: Path, run: dict, names: pd.Series) -> dict[str, Path | None]:
+    """Map each plot ``mosaic`` name to a readable path via ``run.json`` inputs (or the run folder)."""
+    paths = [Path(i["path"]) for i in run.get("inputs") or [] if isinstance(i, dict) and i.get("path")]
+    by_name = {p.name: p for p in paths}
+    out: dict[str, Path | None] = {}
+    for name in set(names):
+        p = by_name.get(name) or by_name.get(Path(str(name)).name)
+        if p is None and len(paths) == 1:
+            p = paths[0]
+        candidates = [p] if p is not None else []
+        if name:
+            candidates.append(run_dir / Path(str(name)).name)
+        if p is not None:
+            candidates.append(run_dir / p.name)
+        out[name] = next((c for c in candidates if c.is_file()), None)
+    return out
+
+
+def plots_with_tasks(plots: gpd.GeoDataFrame, tasks: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """The plots that have tasks, with the task's key attributes joined on ``plot_id``."""
+    extra = [c for c in PLOT_TASK_COLUMNS + tasks.attrs.get("admin_columns", []) + ["admin_status"]
+             if c not in plots.columns or c == "plot_id"]
+    sub = plots[plots["plot_id"].isin(tasks["plot_id"])]
+    merged = sub.merge(pd.DataFrame(tasks[["plot_id", *extra]]), on="plot_id", how="left")
+    return gpd.GeoDataFrame(merged.sort_values(["unit", "route_seq"]).reset_index(drop=True),
+                            geometry=plots.geometry.name, crs=plots.crs)
+
+
+def write_package(dest: Path, tasks: gpd.GeoDataFrame, plots: gpd.GeoDataFrame, *, formats: set[str],
+                  title: str, chip_files: dict[str, Path], gpkg_base: Path | None) -> list[Path]:
+    """Write the tabular/vector formats of one package into ``dest``; return the paths written."""
+    files: list[Path] = []
+    plots_t = plots_with_tasks(plots, tasks)
+    prefixes = tasks.attrs.get("unit_prefixes", {})
+    if "gpkg" in formats:
+        if gpkg_base is not None:
+            files.append(write_gpkg(dest / "plots.gpkg", tasks, base=gpkg_base))
+        else:
+            files.append(write_gpkg(dest / "plots.gpkg", tasks, plots=plots_t))
+    if "csv" in formats:
+        files.append(write_csv(tasks, dest / "tasks.csv"))
+    if "xlsx" in formats:
+        files.append(write_xlsx(tasks, dest / "tasks.xlsx", title=title))
+    if "kmz" in formats or "gpx" in formats or "geojson" in formats:
+        plots_wgs84 = plots_t.to_crs("EPSG:4326") if plots_t.crs is not None else plots_t
+    if "kmz" in formats:
+        fields = [c for c in tasks.columns if c != tasks.geometry.name]
+        files.append(write_kmz(tasks, plots_wgs84, dest / "tasks.kmz", title=title, chip_files=chip_files,
+                               fields=fields))
+    if "gpx" in formats:
+        files.append(write_gpx(tasks, dest / "tasks.gpx", title=title, unit_labels=prefixes))
+    if "geojson" in formats:
+        files.append(write_geojson(plots_wgs84, dest / "plots.geojson"))
+    return files
+
+
+def _sheet(tasks: gpd.GeoDataFrame, path: Path, unit: str, run_name: str, chip_files: dict[str, Path],
+           start) -> Path:
+    return write_sheet(tasks[tasks["unit"] == unit], path, unit=unit, run_name=run_name,
+                       admin_columns=[c for c in tasks.attrs.get("admin_columns", []) if not c.endswith("_code")],
+                       chips=chip_files, start=start)
+
+
+def write_all(run_dir: Path, tasks: gpd.GeoDataFrame, plots: gpd.GeoDataFrame, run: dict, *, cfg: TasksConfig,
+              split_by: str | None, start) -> tuple[list[Path], int]:
+    """Write every output of ``poppyscan tasks`` into ``run_dir``; return (files, chips missing)."""
+    formats = set(cfg.formats)
+    files: list[Path] = []
+    run_name = run_dir.resolve().name
+    units = list(dict.fromkeys(tasks["unit"]))
+    dirs = _unit_dirs(units)
+    with atomic_path(run_dir / "chips", overwrite=True) as chips_tmp:
+        chips_tmp.mkdir()
+        mosaics = resolve_mosaics(run_dir, run, plots["mosaic"] if "mosaic" in plots else pd.Series([""] * len(plots)))
+        geom_by_plot = dict(zip(plots["plot_id"], plots.geometry, strict=True))
+        requests = []
+        for code, pid, m in zip(tasks["task_code"], tasks["plot_id"], tasks["mosaic"], strict=True):
+            path = mosaics.get(m) if m in mosaics else next(iter(mosaics.values()), None)
+            if path is not None and geom_by_plot.get(pid) is not None:
+                requests.append(chips_mod.ChipRequest(code, geom_by_plot[pid], plots.crs, path, code))
+        chip_files = chips_mod.write_chips(requests, chips_tmp, chip_size_m=cfg.chip_size_m, chip_px=cfg.chip_px)
+        missing = len(tasks) - len(chip_files)
+        if missing:
+            log.warning("%d task(s) have no image chip (mosaic not found via run.json inputs)", missing)
+        tasks = tasks.copy()
+        tasks["chip"] = [f"chips/{c}.jpg" if c in chip_files else "" for c in tasks["task_code"]]
+        gpkg = run_dir / "plots.gpkg"
+        files += write_package(run_dir, tasks, plots, formats=formats, title=f"poppyscan tasks {run_name}",
+                               chip_files=chip_files, gpkg_base=gpkg)
+        qml = write_probability_style(run_dir / "probability.tif")
+        if qml:
+            files.append(qml)
+        if "html" in formats:
+            with atomic_path(run_dir / "work_orders", overwrite=True) as wo_tmp:
+                wo_tmp.mkdir()
+                for u in units:
+                    _sheet(tasks, wo_tmp / f"{dirs[u]}.html", u, run_name, chip_files, start)
+            files += [run_dir / "work_orders" / f"{dirs[u]}.html" for u in units]
+        if split_by:
+            with atomic_path(run_dir / "units", overwrite=True) as units_tmp:
+                units_tmp.mkdir()
+                for u in units:
+                    d = units_tmp / dirs[u]
+                    (d / "chips").mkdir(parents=True)
+                    sub = tasks[tasks["unit"] == u].copy()
+                    sub.attrs = dict(tasks.attrs)
+                    own = {c: chip_files[c] for c in sub["task_code"] if c in chip_files}
+                    for p in own.values():
+                        shutil.copy2(p, d / "chips" / p.name)
+                    write_package(d, sub, plots, formats=formats, title=f"poppyscan tasks {run_name} {u}",
+                                  chip_files=own, gpkg_base=None)
+                    if "html" in formats:
+                        _sheet(sub, d / "work_order.html", u, run_name, own, start)
+            files += sorted(p for p in (run_dir / "units").rglob("*") if p.is_file())
+        elif (run_dir / "units").exists():
+            log.info("removing stale '%s' from an earlier --split-by run", run_dir / "units")
+            shutil.rmtree(run_dir / "units")
+    files += sorted((run_dir / "chips").glob("*.jpg"))
+    return files, missing

@@ -1,0 +1,223 @@
+"""build_tasks: task table rules, admin join, stable ids, split packages, empty runs, CLI errors."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import uuid
+
+import numpy as np
+import pandas as pd
+import pyogrio
+import pytest
+from conftest_tasks import make_boundaries, make_run
+
+from poppyscan.cli import main
+from poppyscan.errors import InputError
+from poppyscan.geo.gcj02 import wgs84_to_gcj02
+from poppyscan.tasks import build_tasks
+
+OUTPUTS = ["plots.gpkg", "tasks.csv", "tasks.xlsx", "tasks.kmz", "tasks.gpx", "plots.geojson", "probability.qml"]
+
+
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory):
+    run = make_run(tmp_path_factory.mktemp("plain") / "run", review={3: "rejected", 4: "unsure"})
+    summary = build_tasks(run)
+    return run, summary
+
+
+@pytest.fixture(scope="module")
+def split_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("split")
+    run = make_run(root / "run")
+    bnd = make_boundaries(root / "villages.gpkg", "EPSG:4547")
+    summary = build_tasks(run, admin=bnd, split_by="village", start=(114.0, 23.0))
+    return run, summary
+
+
+def _tasks(path, layer="tasks"):
+    return pyogrio.read_dataframe(path, layer=layer)
+
+
+def test_summary_and_files(plain_run):
+    run, s = plain_run
+    assert (s.n_plots, s.n_tasks, s.n_rejected, s.n_criminal) == (6, 5, 1, 1)
+    assert s.units == {"all": 5} and s.chips_missing == 0
+    for name in OUTPUTS:
+        assert (run / name).is_file(), name
+    assert sorted(p.name for p in (run / "chips").iterdir()) == [f"T{i:04d}.jpg" for i in range(1, 6)]
+    assert (run / "work_orders" / "all.html").is_file()
+    assert not (run / "units").exists()
+    assert not list(run.glob(".*part*")), "temporary files left behind"
+
+
+def test_task_table_fields(plain_run):
+    run, _ = plain_run
+    t = _tasks(run / "plots.gpkg")
+    assert t.crs.to_epsg() == 4326
+    assert 3 not in set(t["plot_id"]), "desk-rejected plot must get no task"
+    assert (t["status"] == "pending").all()
+    for c in ("result", "checked_by", "checked_at", "photo", "notes", "plants_eradicated", "onsite_lon", "onsite_lat"):
+        assert t[c].isna().all(), c
+    assert len(set(t["task_id"])) == len(t)
+    for tid in t["task_id"]:
+        assert uuid.UUID(tid).version == 5
+    assert sorted(t["route_seq"]) == list(range(1, 6))
+    assert list(t["task_code"]) == [f"T{i:04d}" for i in t["route_seq"]]
+    assert dict(zip(t["plot_id"], t["review"], strict=True))[4] == "unsure"
+    # geometry is the WGS84 master position; GCJ-02 columns are the published transform
+    np.testing.assert_allclose(t.geometry.x, t["lon"], atol=1e-9)
+    glon, glat = wgs84_to_gcj02(t["lon"].to_numpy(), t["lat"].to_numpy())
+    np.testing.assert_allclose(t["gcj02_lon"], glon, atol=1e-6)
+    np.testing.assert_allclose(t["gcj02_lat"], glat, atol=1e-6)
+    assert (t["gcj02_lon"] - t["lon"]).abs().min() > 1e-3  # inside China: really offset
+    for lon, lat, amap, baidu in zip(t["lon"], t["lat"], t["nav_amap"], t["nav_baidu"], strict=True):
+        assert amap.startswith("https://uri.amap.com/") and "coordinate=wgs84" in amap and f"{lon:.6f},{lat:.6f}" in amap
+        assert baidu.startswith("https://api.map.baidu.com/") and "coord_type=wgs84" in baidu
+        assert f"location={lat:.6f},{lon:.6f}" in baidu  # Baidu wants lat,lng
+    np.testing.assert_allclose(t["area_mu"], t["area_m2"] / 666.67, atol=1e-3)
+
+
+def test_priority_rule_criminal_first_then_prob_times_area(plain_run):
+    run, _ = plain_run
+    t = _tasks(run / "plots.gpkg").sort_values("priority")
+    assert sorted(t["priority"]) == list(range(1, 6))
+    assert t.iloc[0]["over_500_plants"] and t.iloc[0]["priority_class"] == "criminal" and t.iloc[0]["plot_id"] == 2
+    rest = t.iloc[1:]
+    score = (rest["prob_mean"] * rest["area_m2"]).to_numpy()
+    assert (np.diff(score) <= 1e-9).all()
+
+
+def test_plots_layer_untouched_and_styles_present(plain_run, tmp_path):
+    run, _ = plain_run
+    plots = _tasks(run / "plots.gpkg", "plots")
+    assert len(plots) == 6 and "review" in plots.columns
+    assert {"plots", "tasks", "layer_styles"} <= {n for n, _ in pyogrio.list_layers(run / "plots.gpkg")}
+
+
+def test_task_ids_stable_across_reruns_and_kept_from_existing_layer(tmp_path):
+    run = make_run(tmp_path / "run")
+    build_tasks(run)
+    first = _tasks(run / "plots.gpkg").set_index("plot_id")["task_id"]
+    build_tasks(run)
+    again = _tasks(run / "plots.gpkg").set_index("plot_id")["task_id"]
+    assert again.to_dict() == first.to_dict()
+    # ids handed out earlier (e.g. by another version) are kept when the task is within 3 m
+    t = _tasks(run / "plots.gpkg")
+    handed_out = {pid: str(uuid.uuid4()) for pid in t["plot_id"]}
+    t["task_id"] = [handed_out[p] for p in t["plot_id"]]
+    t.geometry = t.geometry.translate(xoff=1e-5)  # ~1 m east: a slightly different centroid
+    pyogrio.write_dataframe(t, run / "plots.gpkg", layer="tasks")
+    build_tasks(run)
+    kept = _tasks(run / "plots.gpkg").set_index("plot_id")["task_id"].to_dict()
+    assert kept == handed_out
+    # a fresh copy of the same run (no tasks layer) derives the same ids again
+    copy = tmp_path / "copy"
+    make_run(copy)
+    shutil.copy(run / "run.json", copy / "run.json")
+    build_tasks(copy)
+    assert _tasks(copy / "plots.gpkg").set_index("plot_id")["task_id"].to_dict() == first.to_dict()
+
+
+@pytest.mark.parametrize("crs", ["EPSG:4490", "EPSG:4547"])
+def test_admin_join_with_cgcs2000_boundaries_keeps_outside_plots(tmp_path, crs):
+    run = make_run(tmp_path / "run")
+    bnd = make_boundaries(tmp_path / "villages.gpkg", crs)
+    assert pyogrio.read_info(bnd)["crs"] == crs
+    s = build_tasks(run, admin=bnd)
+    t = _tasks(run / "plots.gpkg").set_index("plot_id")
+    assert s.n_tasks == 6 and s.n_outside == 1
+    assert t.loc[6, "admin_status"] == "outside" and pd.isna(t.loc[6, "village"])
+    assert {t.loc[p, "village"] for p in (1, 2, 3)} == {"曼燕村"}
+    assert {t.loc[p, "village"] for p in (4, 5)} == {"曼弄村"}
+    assert t.loc[4, "village_code"] == "532822101202" and t.loc[1, "county"] == "勐海县"
+    assert (t.drop(index=6)["admin_status"] == "inside").all()
+
+
+def test_split_by_writes_one_package_per_unit(split_run):
+    run, s = split_run
+    assert s.units == {"曼弄村": 2, "曼燕村": 3, "outside": 1}
+    top = _tasks(run / "plots.gpkg")
+    units = sorted(p.name for p in (run / "units").iterdir())
+    assert units == sorted(["曼弄村", "曼燕村", "outside"])
+    for unit in units:
+        d = run / "units" / unit
+        t = _tasks(d / "plots.gpkg")
+        mine = top[top["unit"] == unit]
+        assert set(t["task_id"]) == set(mine["task_id"]) and len(t) == len(mine)
+        plots = _tasks(d / "plots.gpkg", "plots")
+        assert set(plots["plot_id"]) == set(mine["plot_id"])
+        with open(d / "tasks.csv", encoding="utf-8-sig", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        assert {r["task_id"] for r in rows} == set(mine["task_id"])
+        assert sorted(int(r["route_seq"]) for r in rows) == list(range(1, len(rows) + 1))
+        assert sorted(p.name for p in (d / "chips").iterdir()) == sorted(f"{c}.jpg" for c in mine["task_code"])
+        assert (d / "work_order.html").is_file() and (run / "work_orders" / f"{unit}.html").is_file()
+        prefix = {c[0] for c in mine["task_code"]}
+        assert len(prefix) == 1 and all(c[1:].isdigit() for c in mine["task_code"])
+    # route starts at the task nearest to --start (the village's north-west corner)
+    west = top[top["unit"] == "曼燕村"].sort_values("route_seq")
+    assert west.iloc[0]["plot_id"] == 1
+
+
+def test_rerun_without_split_removes_stale_units(tmp_path):
+    run = make_run(tmp_path / "run", n=2)
+    bnd = make_boundaries(tmp_path / "v.gpkg", "EPSG:4490")
+    build_tasks(run, admin=bnd, split_by="village")
+    assert (run / "units").is_dir()
+    build_tasks(run, admin=bnd)
+    assert not (run / "units").exists()
+
+
+def test_zero_plots_write_empty_valid_outputs(tmp_path):
+    run = make_run(tmp_path / "run", n=0)
+    s = build_tasks(run)
+    assert s.n_tasks == 0 and s.units == {}
+    for name in OUTPUTS:
+        assert (run / name).is_file(), name
+    assert len(_tasks(run / "plots.gpkg")) == 0
+    assert pyogrio.read_info(run / "plots.gpkg", layer="tasks")["geometry_type"] == "Point"
+    with open(run / "tasks.csv", encoding="utf-8-sig") as fh:
+        assert fh.read().startswith("task_id,task_code,plot_id")
+    assert len(pyogrio.read_dataframe(run / "tasks.gpx", layer="waypoints")) == 0
+
+
+def test_missing_admin_fields_raise_input_error_naming_them(tmp_path):
+    run = make_run(tmp_path / "run", n=2)
+    bnd = make_boundaries(tmp_path / "v.gpkg", "EPSG:4490", fields=("county", "village"))
+    with pytest.raises(InputError, match=r"'township'.*available fields: county, village, village_code"):
+        build_tasks(run, admin=bnd)
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        build_tasks(tmp_path / "nope")
+    run = make_run(tmp_path / "run", n=2)
+    with pytest.raises(InputError, match="'start' must be LON,LAT"):
+        build_tasks(run, start="23.0")
+    with pytest.raises(InputError, match="--split-by field 'village'"):
+        build_tasks(run, split_by="village")
+    with pytest.raises(InputError, match="needs --admin"):
+        build_tasks(run, admin_fields=["village"])
+
+
+def test_cli_runs_and_prints_summary(tmp_path, capsys):
+    run = make_run(tmp_path / "run", n=3)
+    bnd = make_boundaries(tmp_path / "v.gpkg", "EPSG:4547")
+    code = main(["tasks", str(run), "--admin", str(bnd), "--admin-fields", "county,township,village",
+                 "--start", "114.0,23.0", "--split-by", "township"])
+    out = capsys.readouterr().out
+    assert code == 0 and "3 task(s) from 3 plot(s)" in out
+    assert (run / "units" / "勐遮镇" / "tasks.kmz").is_file()
+
+
+def test_cli_one_line_errors(tmp_path, capsys):
+    assert main(["tasks", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("poppyscan: error: run directory") and "does not exist" in err[0]
+    run = make_run(tmp_path / "run", n=1)
+    bnd = make_boundaries(tmp_path / "v.gpkg", "EPSG:4490")
+    assert main(["tasks", str(run), "--admin", str(bnd), "--admin-fields", "county,xiang,cun"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'xiang', 'cun'" in err[0] and "available fields: county, township" in err[0]
