@@ -181,6 +181,14 @@ def _unit_label(table: StatsTable, r: dict) -> str:
     return " / ".join(str(r[c]) for c in table.unit_columns) or "all"
 
 
+def _headroom(ax) -> None:
+    """Integer ticks and room above the bars for the legend."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(0, max(1.0, ax.get_ylim()[1]) * 1.35)
+
+
 def _chart_units(table: StatsTable, path: Path) -> None:
     """Grouped bars per unit for the latest year: found, verified poppy, false positives, eradicated."""
     plt, cjk = _pyplot()
@@ -189,7 +197,7 @@ def _chart_units(table: StatsTable, path: Path) -> None:
         return f" {text}" if cjk else ""
 
     latest = max((r["year"] for r in table.rows), default=None)
-    rows = [r for r in table.rows if r["year"] == latest]
+    rows = [r for r in table.rows if r["year"] == latest and r["plots_found"]]
     keys = ("plots_found", "verified_poppy", "false_positives", "already_eradicated")
     colours = ("#7f8c8d", "#c0392b", "#2980b9", "#8e44ad")
     labels = [_unit_label(table, r) for r in rows] or ["(none)"]
@@ -209,7 +217,8 @@ def _chart_units(table: StatsTable, path: Path) -> None:
     )
     ax.set_ylabel(f"plots{zh('地块')}")
     ax.set_title(f"Plots by {table.by}, {latest if latest is not None else 'no data'}")
-    ax.legend(fontsize=8, frameon=False)
+    _headroom(ax)
+    ax.legend(fontsize=8, frameon=False, loc="upper center", ncols=2)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     fig.savefig(path, format="png")
@@ -253,11 +262,13 @@ def _chart_trend(table: StatsTable, path: Path) -> None:
         for y in years
     ]
     ax2.plot(range(len(years)), prec, "o-", color="#27ae60", label=f"precision{zh('识别准确率')} (%)")
-    ax2.set_ylim(0, 105)
     ax2.set_ylabel("precision %")
     handles = ax.get_legend_handles_labels()
     h2 = ax2.get_legend_handles_labels()
-    ax.legend(handles[0] + h2[0], handles[1] + h2[1], fontsize=8, frameon=False, loc="upper left")
+    _headroom(ax)
+    ax2.set_ylim(0, 140)
+    ax2.set_yticks(range(0, 101, 20))
+    ax.legend(handles[0] + h2[0], handles[1] + h2[1], fontsize=8, frameon=False, loc="upper center", ncols=2)
     ax.set_title(f"Survey results by year{zh('历年结果')}")
     fig.tight_layout()
     fig.savefig(path, format="png")
