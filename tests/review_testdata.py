@@ -44,7 +44,19 @@ class RunFixture:
     priority: tuple[int, ...]  # plot ids in the expected review order
 
 
-def write_mosaic(path: Path, seed: int = 0) -> Path:
+def _grid(crs: str):
+    """Transform of the mosaic grid in ``crs``: the UTM grid, or its lon/lat box for a geographic CRS."""
+    if crs == CRS:
+        return from_origin(ORIGIN[0], ORIGIN[1], GSD, GSD)
+    from rasterio.transform import from_bounds
+    from rasterio.warp import transform_bounds
+
+    left, top = ORIGIN
+    bounds = transform_bounds(CRS, crs, left, top - HEIGHT * GSD, left + WIDTH * GSD, top)
+    return from_bounds(*bounds, WIDTH, HEIGHT)
+
+
+def write_mosaic(path: Path, seed: int = 0, crs: str = CRS) -> Path:
     """A 640 x 400 RGB uint8 GeoTIFF: textured field, pink-flowered plots, a nodata strip on the left."""
     rng = np.random.default_rng(seed)
     img = np.empty((HEIGHT, WIDTH, 3), np.uint8)
@@ -64,7 +76,7 @@ def write_mosaic(path: Path, seed: int = 0) -> Path:
         img[(mask > 0)] = (120, 150, 140)  # glaucous leaves
         img[(mask > 0) & flowers] = (225, 70, 110)  # pink/red flowers
     img[:, :16] = 0  # outside the flight footprint
-    transform = from_origin(ORIGIN[0], ORIGIN[1], GSD, GSD)
+    transform = _grid(crs)
     with rasterio.open(
         path,
         "w",
@@ -73,7 +85,7 @@ def write_mosaic(path: Path, seed: int = 0) -> Path:
         height=HEIGHT,
         count=3,
         dtype="uint8",
-        crs=CRS,
+        crs=crs,
         transform=transform,
         nodata=0,
         tiled=True,
@@ -86,10 +98,13 @@ def write_mosaic(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def make_run(root: Path, *, name: str = "run", seed: int = 0) -> RunFixture:
-    """Write ``root/mosaic.tif`` and ``root/<name>/`` with ``plots.gpkg`` and ``run.json``."""
+def make_run(root: Path, *, name: str = "run", seed: int = 0, crs: str = CRS) -> RunFixture:
+    """Write ``root/mosaic.tif`` and ``root/<name>/`` with ``plots.gpkg`` and ``run.json``.
+
+    With a geographic ``crs`` (e.g. CGCS2000 ``EPSG:4490``) the mosaic and the plots are in lon/lat.
+    """
     root.mkdir(parents=True, exist_ok=True)
-    mosaic = write_mosaic(root / "mosaic.tif", seed=seed)
+    mosaic = write_mosaic(root / "mosaic.tif", seed=seed, crs=crs)
     run_dir = root / name
     run_dir.mkdir()
     geoms, rows = [], []
@@ -116,6 +131,7 @@ def make_run(root: Path, *, name: str = "run", seed: int = 0) -> RunFixture:
     wgs = gdf.geometry.centroid.to_crs("EPSG:4326")
     gdf.insert(8, "lon", wgs.x)
     gdf.insert(9, "lat", wgs.y)
+    gdf = gdf.to_crs(crs)  # detect writes plots in the CRS of the (first) mosaic
     gdf.to_file(run_dir / "plots.gpkg", layer="plots", driver="GPKG")
     with rasterio.open(mosaic) as src:
         bounds = list(src.bounds)
@@ -125,14 +141,14 @@ def make_run(root: Path, *, name: str = "run", seed: int = 0) -> RunFixture:
         "inputs": [
             {
                 "path": str(mosaic.resolve()),
-                "crs": CRS,
+                "crs": crs,
                 "gsd_m": GSD,
                 "width": WIDTH,
                 "height": HEIGHT,
                 "bounds": bounds,
             }
         ],
-        "crs": CRS,
+        "crs": crs,
         "model": {"path": "models/test", "version": "test-0.1", "gsd_m": GSD},
         "config": {},
         "counts": {"plots": len(rows)},

@@ -225,6 +225,23 @@ def test_chips_and_overview_are_cut_from_the_mosaic_and_cached(run):
     assert yellow.sum() > 100
 
 
+def test_geographic_mosaic_cgcs2000(tmp_path):
+    geo = make_run(tmp_path, crs="EPSG:4490")
+    with running_server(geo.run_dir) as server:
+        _, data, _ = _request(server.url + "api/run")
+        status, jpg, _ = _request(server.url + "api/chip/5.jpg")
+    assert [p["plot_id"] for p in data["plots"]] == list(geo.priority)
+    assert data["crs"] == "EPSG:4490" and 110 < data["plots"][0]["x"] < 112
+    import cv2
+    import numpy as np
+
+    img = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)
+    yellow = (img[..., 2] > 200) & (img[..., 1] > 180) & (img[..., 0] < 90)
+    rows, cols = np.nonzero(yellow)
+    # plot 5 is a 2 m disc in the middle of a 16 m chip: about 60 px across, not stretched by degrees
+    assert 45 < np.ptp(cols) < 80 and 45 < np.ptp(rows) < 80 and abs(np.ptp(cols) - np.ptp(rows)) < 8
+
+
 def test_missing_mosaic_still_serves_a_placeholder_chip(run):
     shutil.move(run.mosaic, run.mosaic.with_suffix(".moved"))
     with running_server(run.run_dir) as server:

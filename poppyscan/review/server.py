@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import shapely
 from shapely.geometry import box
 
 from ..errors import InputError
@@ -158,7 +159,7 @@ class ReviewRun:
     def summary(self) -> dict[str, Any]:
         doc = store.read_review(self.run_dir)
         decisions = doc["decisions"]
-        centroids = self.plots.geometry.centroid if len(self.plots) else []
+        centroids = shapely.centroid(self.plots.geometry.values)  # plain shapely: no geographic-CRS warning
         records = []
         rows = zip(self.plots.itertuples(index=False), centroids, self.over_500, strict=False)
         for rank, (row, c, over) in enumerate(rows):
@@ -168,7 +169,8 @@ class ReviewRun:
                 rec[f] = _num(getattr(row, f, None))
             rec["over_500_plants"] = over
             rec["mosaic"] = str(getattr(row, "mosaic", "") or "")
-            rec["x"], rec["y"] = _num(c.x), _num(c.y)
+            empty = c is None or c.is_empty
+            rec["x"], rec["y"] = (None, None) if empty else (_num(c.x), _num(c.y))
             entry = decisions.get(str(pid))
             rec["decision"] = entry["decision"] if entry else None
             rec["reviewer"] = entry["reviewer"] if entry else None
