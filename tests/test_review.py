@@ -48,7 +48,8 @@ def _request(
 def _post(server, obj, **headers):
     body = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
     hdrs = {"Content-Type": "application/json", **headers}
-    return _request(server.url + "api/decision", body, hdrs, "POST")
+    base = getattr(server, "url", server)  # a ReviewServer or its URL
+    return _request(base + "api/decision", body, hdrs, "POST")
 
 
 # ---- store ----------------------------------------------------------------------------------------
@@ -272,6 +273,32 @@ def test_cli_missing_run_dir_is_one_line_error(tmp_path, capsys):
     assert main(["review", str(tmp_path / "nope"), "--no-browser", "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("poppyscan: error: run directory") and err.count("\n") == 1
+
+
+def test_cli_serves_until_interrupted(run):
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "poppyscan", "review", str(run.run_dir), "--no-browser", "--port", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        assert url, line + proc.stderr.read()
+        assert "Reviewing 6 plot(s)" in line
+        status, data, _ = _request(url.group(0) + "api/run")
+        assert status == 200 and data["total"] == 6
+        assert _post(url.group(0), {"plot_id": 4, "decision": "rejected"})[0] == 200
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "Stopped. 1 of 6 plot(s) reviewed" in out
+    assert store.rejected_plot_ids(run.run_dir) == {4}
 
 
 def test_cli_exports_hard_negatives(run, tmp_path, capsys):
