@@ -1,5 +1,8 @@
 """``tasks.gpx``: GPX 1.1 waypoints (short ASCII names = task codes) and one route per unit.
 
+A unit with a single task gets its waypoint but no route (a one-point route is a degenerate line that
+GDAL/QGIS refuse to read).
+
 Handheld GPS units and phone apps (OsmAnd, 2bulu, Garmin) truncate or mangle long / non-ASCII names,
 so ``<name>`` is the task code (e.g. ``A007``) and the details go in ``<desc>``. Child elements follow
 the order the GPX 1.1 schema requires.
@@ -58,7 +61,8 @@ def write_gpx(tasks: pd.DataFrame, final: str | Path, *, title: str, unit_labels
         _sub(wpt, "desc", describe(row))
         _sub(wpt, "sym", "Flag, Red" if bool(row.over_500_plants) else "Flag, Blue")
         _sub(wpt, "type", str(row.priority_class))
-    for number, (unit, group) in enumerate(tasks.groupby("unit", sort=False), start=1):
+    groups = [(u, g) for u, g in tasks.groupby("unit", sort=False) if len(g) >= 2]  # 1 point is no route
+    for number, (unit, group) in enumerate(groups, start=1):
         rte = _sub(root, "rte")
         label = unit_labels.get(unit, "")
         _sub(rte, "name", _ascii(f"Route {label}".strip(), f"Route {number}"))
