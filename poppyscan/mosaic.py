@@ -65,7 +65,7 @@ def ground_pixel_size(crs: rasterio.crs.CRS, transform: Affine, width: int, heig
         from pyproj import CRS
 
         geod = CRS.from_wkt(crs.to_wkt()).get_geod()
-        lon, lat = transform * (width / 2, height / 2)
+        lon, lat = transform @ (width / 2, height / 2)
         if not (-90 < lat < 90):
             raise InputError(f"mosaic centre latitude {lat:.3f} is outside (-90, 90); the geotransform is wrong")
         d = 1e-4
@@ -93,6 +93,11 @@ class Mosaic:
         else:
             self.rgb = (1, 2, 3)
         self.alpha = interp.index(ColorInterp.alpha) + 1 if ColorInterp.alpha in interp else None
+        if self.alpha is None and ds.count == 4 and interp[3] == ColorInterp.undefined and self.rgb == (1, 2, 3):
+            values = np.unique(self._sample([4]))
+            if set(values.tolist()) <= {0, 255, 65535} and values.max(initial=0) > 0:
+                self.alpha = 4  # RGBA written without the alpha flag (ExtraSamples): 0/255 values only
+                log.info("%s: band 4 has only 0/full values; using it as alpha", path)
         flags = ds.mask_flag_enums[self.rgb[0] - 1]
         self.nodata = ds.nodata
         if self.alpha is not None:
@@ -155,7 +160,7 @@ class Mosaic:
         if width < 1 or height < 1:
             raise InputError(f"mosaic '{self.path}' is smaller than one model pixel ({gsd_m} m); "
                              "it cannot be analysed")
-        return ModelGrid(width, height, self.transform * Affine.scale(sx, sy), gsd_m, (sx, sy))
+        return ModelGrid(width, height, self.transform @ Affine.scale(sx, sy), gsd_m, (sx, sy))
 
     def read_strip(self, grid: ModelGrid, row: int, nrows: int) -> tuple[np.ndarray, np.ndarray]:
         """Read model-grid rows ``[row, row + nrows)`` over the full width.

@@ -106,7 +106,7 @@ def taper(length: int, overlap: int, start_edge: bool, end_edge: bool) -> np.nda
     an end lying on the raster border (``start_edge``/``end_edge``) is not tapered. Weights are
     strictly positive, so every covered pixel gets a defined blended value.
 
-    >>> np.round(taper(8, 2, False, True), 3).tolist()
+    >>> [round(float(v), 3) for v in taper(8, 2, False, True)]
     [0.146, 0.854, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
     """
     w = np.ones(length, np.float32)

@@ -112,7 +112,7 @@ def write_scene(path: Path, *, plots_px: list[Polygon], size: tuple[int, int] = 
     if mask == "alpha":
         alpha = np.where(valid, np.iinfo(data.dtype).max if dtype == "uint8" else 255, 0).astype(data.dtype)
         data = np.concatenate([data, alpha[None]])
-        profile.update(count=4, photometric="RGB")
+        profile.update(count=4, photometric="RGB", alpha="YES")
     else:
         profile.update(count=3, photometric="RGB")
     if mask in ("nodata", "black"):
@@ -122,7 +122,4 @@ def write_scene(path: Path, *, plots_px: list[Polygon], size: tuple[int, int] = 
     profile["dtype"] = data.dtype.name
     with rasterio.open(path, "w", **profile) as ds:
         ds.write(data)
-        if mask == "alpha":
-            ds.colorinterp = [rasterio.enums.ColorInterp.red, rasterio.enums.ColorInterp.green,
-                              rasterio.enums.ColorInterp.blue, rasterio.enums.ColorInterp.alpha]
     return Scene(Path(path), transform, crs, list(plots_px))

@@ -1,0 +1,285 @@
+"""End-to-end ``detect`` on small painted GeoTIFFs.
+
+Geometry tests use :class:`detect_scenes.ColourPredictor` (magenta = poppy) in place of the network, so
+what is tested is the pipeline: tiling, resampling, blending, seams, masks, CRSs, merging, outputs.
+One CLI test runs the real default bundle to check the wiring and the output contract.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from detect_scenes import ColourPredictor, write_scene
+from pyproj import Geod, Transformer
+from rasterio.windows import Window
+from shapely import affinity
+from shapely.geometry import Point, box
+
+from poppyscan.cli import main
+from poppyscan.config import load_config
+from poppyscan.detect import detect
+from poppyscan.errors import OutputExistsError
+from poppyscan.plots import COLUMNS
+
+REPO = Path(__file__).resolve().parent.parent
+GEOD = Geod(ellps="WGS84")
+
+
+def cfg(**detect_keys):
+    keys = {"detect.window_rows": 256, "detect.run_tasks": False}
+    keys.update({f"detect.{k}": v for k, v in detect_keys.items()})
+    return load_config(overrides=keys)
+
+
+def run(paths, out, **kw):
+    kw.setdefault("config", cfg())
+    kw.setdefault("model", ColourPredictor())
+    return detect([paths] if isinstance(paths, Path) else paths, out, progress=False, **kw)
+
+
+def read_plots(run_dir: Path) -> gpd.GeoDataFrame:
+    return gpd.read_file(run_dir / "plots.gpkg", layer="plots")
+
+
+def lonlat(geom, crs):
+    c = geom.centroid
+    if crs == "EPSG:4326":
+        return c.x, c.y
+    return Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(c.x, c.y)
+
+
+def to_lonlat(geom, crs):
+    if crs == "EPSG:4326":
+        return geom
+    tr = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    return shapely.transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+
+
+def test_plot_across_tile_and_window_borders_is_one_polygon_with_the_right_area(tmp_path):
+    # tiles 128 px with 32 px overlap start every 96 px; windows of 256 rows
+    plot = box(70, 200, 150, 330)  # crosses tile columns 96/128, tile rows 192..320, window seam 256
+    scene = write_scene(tmp_path / "m.tif", plots_px=[plot], size=(600, 600), gsd=0.05)
+    summary = run(scene.path, tmp_path / "run")
+    plots = read_plots(tmp_path / "run")
+    assert summary.plots == len(plots) == 1
+    assert plots.area_m2[0] == pytest.approx(80 * 130 * 0.05**2, rel=0.01)
+    assert plots.geometry[0].symmetric_difference(scene.plots_crs()[0]).area < 0.02 * 26
+    assert plots.prob_max[0] == 1.0 and plots.prob_mean[0] > 0.95
+
+
+SHAPES = [Point(150, 160).buffer(30), affinity.rotate(box(300, 100, 380, 150), 33),
+          affinity.scale(Point(170, 420).buffer(40), 1.0, 0.6), box(390, 380, 470, 470)]
+
+
+@pytest.mark.parametrize("crs", ["EPSG:4547", "EPSG:32649", "EPSG:4326"])
+def test_centroids_match_truth_within_half_a_metre(tmp_path, crs):
+    scene = write_scene(tmp_path / "m.tif", plots_px=SHAPES, size=(560, 560), crs=crs, gsd=0.04)  # resampled
+    run(scene.path, tmp_path / "run")
+    plots = read_plots(tmp_path / "run")
+    assert len(plots) == len(SHAPES)
+    assert plots.crs.to_string() == crs
+    geod_area = [abs(GEOD.geometry_area_perimeter(
+        to_lonlat(g, crs))[0])
+        for g in scene.plots_crs()]
+    for truth, area in zip(scene.plots_crs(), geod_area, strict=True):
+        lon, lat = lonlat(truth, crs)
+        dist = [GEOD.inv(lon, lat, x, y)[2] for x, y in zip(plots.lon, plots.lat, strict=True)]
+        i = int(np.argmin(dist))
+        assert dist[i] < 0.5, f"centroid off by {dist[i]:.3f} m"
+        assert plots.area_m2[i] == pytest.approx(area, rel=0.05)
+    assert plots.plot_id.tolist() == list(range(1, len(SHAPES) + 1))
+
+
+@pytest.mark.parametrize("mask", ["alpha", "nodata", "black"])
+def test_nothing_is_detected_outside_the_footprint(tmp_path, mask):
+    foot = affinity.rotate(box(80, 60, 520, 440), 12)
+    inside = [Point(300, 250).buffer(30)]
+    across = [box(60, 200, 140, 260)]  # cut by the footprint edge
+    outside = [box(5, 5, 60, 40), Point(570, 420).buffer(20)]  # magenta, but in nodata
+    scene = write_scene(tmp_path / "m.tif", plots_px=inside + across, paint_outside=outside, size=(480, 600),
+                        mask=mask, footprint_px=foot)
+    run(scene.path, tmp_path / "run")
+    plots = read_plots(tmp_path / "run")
+    assert len(plots) == 2
+    t = scene.transform
+    foot_crs = shapely.transform(foot, lambda xy: xy @ np.array([[t.a, t.d], [t.b, t.e]]) + np.array([t.c, t.f]))
+    assert all(foot_crs.buffer(0.05).contains(g) for g in plots.geometry)  # within 1 px of the footprint
+    cut = plots.geometry[plots.area_m2.idxmin()]
+    assert cut.area < scene.plots_crs()[1].area * 0.9
+    with rasterio.open(tmp_path / "run" / "probability.tif") as ds:
+        prob = ds.read(1)
+        assert ds.nodata == 255
+    assert (prob[10:30, 10:50] == 255).all() and (prob[240:260, 290:310] == 100).all()
+
+
+def test_uint16_mosaic_gives_the_same_plots_as_uint8(tmp_path):
+    a = write_scene(tmp_path / "a.tif", plots_px=SHAPES, size=(560, 560), dtype="uint8")
+    b = write_scene(tmp_path / "b.tif", plots_px=SHAPES, size=(560, 560), dtype="uint16")
+    run(a.path, tmp_path / "ra")
+    run(b.path, tmp_path / "rb")
+    pa, pb = read_plots(tmp_path / "ra"), read_plots(tmp_path / "rb")
+    assert len(pa) == len(pb) == len(SHAPES)
+    np.testing.assert_allclose(pa.area_m2, pb.area_m2, rtol=0.01)
+
+
+def test_mosaic_smaller_than_one_tile(tmp_path):
+    scene = write_scene(tmp_path / "m.tif", plots_px=[Point(40, 30).buffer(15)], size=(70, 90))
+    summary = run(scene.path, tmp_path / "run")
+    assert summary.tiles == 1
+    plots = read_plots(tmp_path / "run")
+    assert len(plots) == 1 and plots.area_m2[0] == pytest.approx(np.pi * 15**2 * 0.0025, rel=0.05)
+    with rasterio.open(tmp_path / "run" / "probability.tif") as ds:
+        assert (ds.width, ds.height) == (90, 70)
+
+
+def _crop(src: Path, dst: Path, cols: tuple[int, int]) -> Path:
+    with rasterio.open(src) as ds:
+        win = Window(cols[0], 0, cols[1] - cols[0], ds.height)
+        profile = ds.profile | {"width": win.width, "transform": ds.window_transform(win)}
+        with rasterio.open(dst, "w", **profile) as out:
+            out.write(ds.read(window=win))
+    return dst
+
+
+def test_two_overlapping_mosaics_give_each_plot_once(tmp_path):
+    shapes = [Point(100, 150).buffer(25),  # only in A
+              box(420, 300, 480, 360),  # in the overlap (both)
+              box(480, 100, 560, 140),  # cut by A's right edge at 520, whole in B
+              Point(800, 200).buffer(30)]  # only in B
+    full = write_scene(tmp_path / "full.tif", plots_px=shapes, size=(400, 900))
+    a = _crop(full.path, tmp_path / "a.tif", (0, 520))
+    b = _crop(full.path, tmp_path / "b.tif", (380, 900))
+    summary = run([a, b], tmp_path / "run")
+    plots = read_plots(tmp_path / "run")
+    assert summary.mosaics == 2 and len(plots) == 4
+    for truth in full.plots_crs():
+        hits = plots[plots.intersects(truth)]
+        assert len(hits) == 1
+        assert hits.area_m2.iloc[0] == pytest.approx(truth.area, rel=0.03)
+    assert set(plots.mosaic) == {"a.tif", "b.tif"}
+    assert (tmp_path / "run" / "probability_2.tif").is_file()
+    run_json = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert [Path(i["path"]).name for i in run_json["inputs"]] == ["a.tif", "b.tif"]
+    assert run_json["counts"]["detections"] == 6 and run_json["counts"]["plots"] == 4
+
+
+def _digest(run_dir: Path) -> dict[str, tuple[str, int]]:
+    return {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(run_dir.iterdir())}
+
+
+class _Failing(ColourPredictor):
+    def __call__(self, batch):
+        if self.calls >= 2:
+            raise RuntimeError("simulated crash mid-run")
+        return super().__call__(batch)
+
+
+def test_existing_output_is_refused_and_left_intact_and_failures_never_touch_it(tmp_path):
+    scene = write_scene(tmp_path / "m.tif", plots_px=[Point(300, 300).buffer(30)], size=(600, 600))
+    out = tmp_path / "run"
+    run(scene.path, out)
+    before = _digest(out)
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        run(scene.path, out)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(scene.path, out, model=_Failing(), overwrite=True)
+    assert _digest(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tif", "run"]  # no temp leftovers
+    run(scene.path, out, overwrite=True, config=cfg(threshold=0.4))
+    assert json.loads((out / "run.json").read_text())["params"]["threshold"] == 0.4
+
+
+def test_outputs_follow_the_contract(tmp_path):
+    scene = write_scene(tmp_path / "m.tif", plots_px=SHAPES, size=(560, 560), crs="EPSG:4547", mask="alpha",
+                        footprint_px=box(0, 0, 560, 540))
+    run(scene.path, tmp_path / "run")
+    plots = read_plots(tmp_path / "run")
+    assert list(plots.columns) == COLUMNS + ["geometry"]
+    assert (plots.area_mu == (plots.area_m2 / 666.67).round(5)).all()
+    assert (plots.est_plants == (plots.area_m2 * 6.0).round().astype(int)).all()
+    assert plots.model_version.unique().tolist() == ["test-colour"] and (plots.mosaic == "m.tif").all()
+    assert (plots.geometry.geom_type == "Polygon").all() and plots.is_valid.all()
+    with rasterio.open(tmp_path / "run" / "probability.tif") as ds, rasterio.open(scene.path) as src:
+        assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert ds.dtypes[0] == "uint8" and ds.nodata == 255 and ds.crs == src.crs
+        assert ds.transform.a == pytest.approx(0.05) and ds.bounds.left == src.bounds.left
+        prob = ds.read(1)
+        assert prob[prob != 255].max() == 100 and (prob[-20:] == 255).all() and (prob[:-20] != 255).all()
+    r = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert {"poppyscan_version", "created", "inputs", "crs", "model", "config", "counts", "timings"} <= set(r)
+    assert r["crs"] == "EPSG:4547" and r["inputs"][0]["mask"] == "alpha"
+    assert r["model"]["version"] == "test-colour" and r["config"]["detect"]["window_rows"] == 256
+    assert r["counts"]["plots"] == len(plots) and r["timings"]["total_s"] > 0
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+
+
+def cli(capsys, *args):
+    code = main(["detect", *map(str, args)])
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+@pytest.fixture
+def small_scene(tmp_path):
+    return write_scene(tmp_path / "m.tif", plots_px=[], size=(64, 64)).path
+
+
+@pytest.mark.parametrize(("make_args", "code", "message"), [
+    (lambda d, m: [d / "missing.tif", "--out", d / "o"], 2, "mosaic '.*missing.tif' does not exist"),
+    (lambda d, m: [d / "notes.txt", "--out", d / "o"], 2, "is not a raster GDAL can read"),
+    (lambda d, m: [d / "nocrs.tif", "--out", d / "o"], 2, "has no CRS; assign one"),
+    (lambda d, m: [m, "--out", d / "o", "--threshold", "1.5"], 2, "'--threshold' must be a probability in \\(0, 1\\), got '1.5'"),
+    (lambda d, m: [m, "--out", d / "o", "--threshold", "abc"], 2, "'--threshold' must be a probability"),
+    (lambda d, m: [m, "--out", d / "o", "--device", "tpu"], 2, "'--device' must be auto, cpu or cuda, got 'tpu'"),
+    (lambda d, m: [m], 2, "'--out' is required"),
+    (lambda d, m: ["--out", d / "o"], 2, "no MOSAIC given"),
+    (lambda d, m: [m, "--out", d / "full"], 3, "already exists and is not empty; pass --overwrite"),
+    (lambda d, m: [m, "--out", d / "o", "--model", d / "nobundle"], 4, "model bundle '.*nobundle' does not exist"),
+])
+def test_cli_errors_are_one_line_with_exit_codes(tmp_path, capsys, small_scene, make_args, code, message):
+    (tmp_path / "notes.txt").write_text("hello")
+    with rasterio.open(tmp_path / "nocrs.tif", "w", driver="GTiff", width=4, height=4, count=3, dtype="uint8",
+                       transform=rasterio.Affine(1, 0, 0, 0, -1, 4)) as ds:
+        ds.write(np.zeros((3, 4, 4), np.uint8))
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "run.json").write_text("{}")
+    got_code, err = cli(capsys, *make_args(tmp_path, small_scene))
+    assert got_code == code, err
+    assert "Traceback" not in err
+    last = err.splitlines()[-1]
+    assert last.startswith("poppyscan: error: ")
+    assert re.search(message, last), last
+    assert (tmp_path / "full" / "run.json").read_text() == "{}"
+
+
+def test_cli_runs_the_default_bundle_end_to_end(tmp_path, capsys):
+    scene = write_scene(tmp_path / "m.tif", plots_px=[Point(100, 100).buffer(20)], size=(200, 260), gsd=0.05)
+    conf = tmp_path / "c.yaml"
+    conf.write_text("detect:\n  run_tasks: false\n")
+    out = tmp_path / "run"
+    code = main(["detect", str(scene.path), "--out", str(out), "--model", str(REPO / "models/poppyscan-default"),
+                 "--config", str(conf), "--device", "cpu", "--threshold", "0.5"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "plots" in captured.out and str(out) in captured.out
+    assert sorted(p.name for p in out.iterdir()) == ["plots.gpkg", "probability.tif", "run.json"]
+    plots = read_plots(out)
+    assert list(plots.columns) == COLUMNS + ["geometry"]
+    r = json.loads((out / "run.json").read_text())
+    assert r["model"]["path"] == str((REPO / "models/poppyscan-default").resolve())
+    bundle = json.loads((REPO / "models/poppyscan-default/bundle.json").read_text())
+    assert r["model"]["device"] == "cpu" and r["params"]["tile_size"] == bundle["tile_size"]
+    assert r["model"]["version"] == bundle["version"] == plots.model_version.iloc[0] if len(plots) else True
+    with rasterio.open(out / "probability.tif") as ds:
+        assert (ds.width, ds.height) == (260, 200)
