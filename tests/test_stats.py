@@ -164,3 +164,57 @@ def test_stats_do_not_change_the_register(survey):
     compute_stats(survey["register"])
     with sqlite3.connect(survey["register"]) as conn:
         assert conn.execute("SELECT count(*) FROM status_history").fetchone()[0] == before
+
+
+def test_real_detect_tasks_register_import_stats_chain(tmp_path):
+    """The real chain: detect (colour stand-in model) -> tasks -> register -> results back (CSV, QField GPKG)
+    -> import -> stats, over two flights of the same place a year apart."""
+    import geopandas as gpd
+    from detect_scenes import ColourPredictor, write_scene
+    from shapely.geometry import box
+    from survey_helpers import fill_csv, fill_gpkg
+
+    from poppyscan.detect import detect
+    from poppyscan.survey import import_results, register_run
+
+    painted = {
+        2025: {"A": box(100, 100, 160, 160), "B": box(300, 300, 380, 350), "C": box(450, 80, 500, 130)},
+        2026: {"A": box(110, 105, 170, 165), "D": box(450, 450, 500, 500)},  # A again (overlaps), D new
+    }
+    reg = tmp_path / "register.gpkg"
+    task_of = {}
+    for year, plots in painted.items():
+        scene = write_scene(tmp_path / f"m{year}.tif", plots_px=list(plots.values()), seed=year)
+        run_dir = tmp_path / f"run{year}"
+        detect([scene.path], run_dir, model=ColourPredictor(), progress=False)  # builds the tasks too
+        assert (run_dir / "tasks.csv").is_file()
+        summary = register_run(reg, run_dir, flight_date=f"{year}-04-20", link_distance_m=3)
+        assert summary.n_plots == len(plots) and summary.n_tasks_added == len(plots)
+        found = gpd.read_file(run_dir / "plots.gpkg", layer="plots", engine="pyogrio")
+        tasks = gpd.read_file(run_dir / "plots.gpkg", layer="tasks", engine="pyogrio")
+        for name, poly in zip(plots, scene.plots_crs(), strict=True):
+            pid = int(found.loc[found.intersects(poly), "plot_id"].iloc[0])
+            task_of[(year, name)] = tasks.loc[tasks["plot_id"] == pid, "task_id"].iloc[0]
+    assert register_run(reg, tmp_path / "run2026", flight_date="2026-04-20").n_new_sites == 0  # idempotent
+
+    fill_csv(tmp_path / "run2025" / "tasks.csv", tmp_path / "back2025.csv", {
+        task_of[(2025, "A")]: {"result": "poppy", "plants_eradicated": 50, "checked_by": "王", "checked_at": "2025-05-01"},
+        task_of[(2025, "B")]: {"result": "not_poppy", "checked_by": "王", "checked_at": "2025-05-01"},
+        task_of[(2025, "C")]: {"result": "already_eradicated", "checked_by": "李", "checked_at": "2025-05-02"}})
+    fill_gpkg(tmp_path / "run2026" / "plots.gpkg", tmp_path / "back2026.gpkg", {
+        task_of[(2026, "A")]: {"result": "poppy", "plants_eradicated": 30, "checked_by": "王", "checked_at": "2026-05-01"},
+        task_of[(2026, "D")]: {"result": "not_reached", "checked_by": "李", "checked_at": "2026-05-01"}})
+    for back in ("back2025.csv", "back2026.gpkg"):
+        report = import_results(reg, tmp_path / back)
+        assert not report.rejected and report.n_changed_rows >= 2, report.describe()
+        assert import_results(reg, tmp_path / back).n_changed_rows == 0
+
+    t25, t26 = compute_stats(reg, by="all").rows
+    assert (t25["plots_found"], t25["checked"], t25["verified_poppy"], t25["false_positives"],
+            t25["already_eradicated"], t25["plants_eradicated"]) == (3, 3, 1, 1, 1, 50)
+    assert t25["precision"] == pytest.approx(2 / 3)
+    assert (t26["plots_found"], t26["sites"], t26["repeat_sites"], t26["verified_poppy"], t26["not_reached"],
+            t26["plants_eradicated"]) == (2, 2, 1, 1, 1, 30)
+    assert t26["yoy_plots_found_pct"] == pytest.approx(-100 / 3)
+    assert t26["surveyed_ha"] == pytest.approx(t25["surveyed_ha"]) and t26["yoy_surveyed_ha_pct"] == pytest.approx(0)
+    assert t25["surveyed_ha"] == pytest.approx(0.09, rel=0.02)  # 30 m x 30 m mosaic, from probability.tif

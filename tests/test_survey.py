@@ -121,7 +121,7 @@ def test_second_flight_links_plots_to_existing_sites(tmp_path):
     assert (site["2025/1"], "2025-04-20", "2026-04-18", 2) in sites
 
 
-def test_link_distance_is_respected_and_close_plots_of_one_run_share_a_site(tmp_path):
+def test_link_distance_is_respected_and_plots_of_one_run_stay_separate_sites(tmp_path):
     make_run(tmp_path / "a", [PlotSpec(0, 0)], tag="a", mosaic="a.tif")
     make_run(
         tmp_path / "b", [PlotSpec(20, 0), PlotSpec(30, 0)], tag="b", mosaic="b.tif", flight_date="2026-04-01"
@@ -129,8 +129,14 @@ def test_link_distance_is_respected_and_close_plots_of_one_run_share_a_site(tmp_
     reg = tmp_path / "reg.gpkg"
     register_run(reg, tmp_path / "a", link_distance_m=15)
     b = register_run(reg, tmp_path / "b", link_distance_m=15)
-    # 20 m from the 2025 plot: a new place; the two 2026 plots are 10 m apart: one site
-    assert b.n_linked == 0 and b.n_new_sites == 1
+    # 20 m from the 2025 plot: a new place; the two 2026 plots 10 m apart are two places
+    assert b.n_linked == 0 and b.n_new_sites == 2
+    # a plot 12 m from the 2025 plot and 8 m from the first 2026 plot joins the nearer one's site
+    make_run(tmp_path / "c", [PlotSpec(12, 0)], tag="c", mosaic="c.tif", flight_date="2027-04-01")
+    assert register_run(reg, tmp_path / "c", link_distance_m=15).n_linked == 1
+    with sqlite3.connect(reg) as conn:
+        site = dict(conn.execute("SELECT r.year || '/' || p.plot_id, p.site_id FROM plots p JOIN runs r ON r.fid = p.run_id"))
+    assert site["2027/1"] == site["2026/1"] != site["2025/1"]
 
 
 def test_admin_boundaries_split_the_surveyed_area(tmp_path):

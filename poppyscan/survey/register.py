@@ -2,8 +2,8 @@
 
 A **site** is one place across flights and years. A new plot joins an existing site when its polygon
 overlaps one of the site's plots or its centroid lies within ``link_distance_m`` of one of their
-centroids; plots of the same run that touch each other that way form one site. When several sites
-qualify the plot joins the one it overlaps most (else the nearest). A plot whose site was already seen
+centroids; otherwise it starts a new site (separate plots of one flight are separate sites, even when
+close together). When several sites qualify the plot joins the one it overlaps most (else the nearest). A plot whose site was already seen
 on an earlier flight date is a *repeat*.
 """
 
@@ -170,56 +170,29 @@ def _link_sites(conn: sqlite3.Connection, run: RunData, d: float) -> tuple[list[
         old_c = shapely.centroid(old_m)
         old_tree = STRtree(old_m)
 
-    # union-find over this run's plots that overlap or lie within d of each other
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    new_tree = STRtree(new_m)
-    for i in range(n):
-        for j in new_tree.query(shapely.buffer(new_m[i], d)):
-            j = int(j)
-            if j > i and _linked(new_m[i], new_c[i], new_m[j], new_c[j], d)[0]:
-                parent[find(j)] = find(i)
-
     # best existing site per plot: (overlap first, larger overlap, then nearer centroid)
     best: dict[int, tuple[tuple[int, float], int]] = {}
     if rows:
         for i in range(n):
             for k in old_tree.query(shapely.buffer(new_m[i], d)):
                 ok, score = _linked(new_m[i], new_c[i], old_m[k], old_c[k], d)
-                if ok:
-                    root = find(i)
-                    if root not in best or score < best[root][0]:
-                        best[root] = (score, int(old_sites[k]))
+                if ok and (i not in best or score < best[i][0]):
+                    best[i] = (score, int(old_sites[k]))
 
-    site_of_root: dict[int, int] = {}
-    n_new = 0
+    site_ids: list[int] = []
     for i in range(n):
-        root = find(i)
-        if root in site_of_root:
+        if i in best:
+            site_ids.append(best[i][1])
             continue
-        if root in best:
-            site_of_root[root] = best[root][1]
-        else:
-            c = shapely.centroid(plots.geometry.iloc[i])
-            cur = conn.execute(
-                "INSERT INTO sites (geom, site_code, first_seen, last_seen, n_detections, minx, miny, maxx, maxy) "
-                "VALUES (?, '', ?, ?, 0, ?, ?, ?, ?)",
-                (to_blob(c), run.flight_date, run.flight_date, c.x, c.y, c.x, c.y),
-            )
-            conn.execute(
-                "UPDATE sites SET site_code = ? WHERE fid = ?", (f"S{cur.lastrowid:06d}", cur.lastrowid)
-            )
-            site_of_root[root] = cur.lastrowid
-            n_new += 1
-    site_ids = [site_of_root[find(i)] for i in range(n)]
-    n_linked = sum(1 for i in range(n) if find(i) in best)
-    return site_ids, n_new, n_linked
+        c = shapely.centroid(plots.geometry.iloc[i])
+        cur = conn.execute(
+            "INSERT INTO sites (geom, site_code, first_seen, last_seen, n_detections, minx, miny, maxx, maxy) "
+            "VALUES (?, '', ?, ?, 0, ?, ?, ?, ?)",
+            (to_blob(c), run.flight_date, run.flight_date, c.x, c.y, c.x, c.y),
+        )
+        conn.execute("UPDATE sites SET site_code = ? WHERE fid = ?", (f"S{cur.lastrowid:06d}", cur.lastrowid))
+        site_ids.append(cur.lastrowid)
+    return site_ids, n - len(best), len(best)
 
 
 def _linked(a, ac, b, bc, d: float) -> tuple[bool, tuple[int, float]]:
