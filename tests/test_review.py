@@ -243,6 +243,18 @@ def test_geographic_mosaic_cgcs2000(tmp_path):
     assert 45 < np.ptp(cols) < 80 and 45 < np.ptp(rows) < 80 and abs(np.ptp(cols) - np.ptp(rows)) < 8
 
 
+def test_uint16_mosaics_use_detects_value_scale():
+    import numpy as np
+
+    from poppyscan.review.imagery import to_uint8_rgb
+
+    data = np.stack([np.full((4, 4), v, np.uint16) for v in (4095, 2048, 0)])
+    valid = np.ones((4, 4), bool)
+    assert to_uint8_rgb(data, valid, 255 / 4095)[0, 0].tolist() == [255, 128, 0]
+    stretched = to_uint8_rgb(data, valid)  # no scale known: 2-98 % stretch
+    assert stretched.dtype == np.uint8 and stretched[0, 0, 0] == 255 and stretched[0, 0, 2] == 0
+
+
 def test_missing_mosaic_still_serves_a_placeholder_chip(run):
     shutil.move(run.mosaic, run.mosaic.with_suffix(".moved"))
     with running_server(run.run_dir) as server:

@@ -38,14 +38,20 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def to_uint8_rgb(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Bands-first raster data -> (H, W, 3) uint8 RGB; non-uint8 data is stretched 2-98 %."""
+def to_uint8_rgb(data: np.ndarray, valid: np.ndarray, value_scale: float | None = None) -> np.ndarray:
+    """Bands-first raster data -> (H, W, 3) uint8 RGB.
+
+    Non-uint8 data is multiplied by ``value_scale`` (detect's uint16 scale from ``run.json``, the same
+    for every chip) or, without one, stretched 2-98 % over the valid pixels.
+    """
     if data.shape[0] >= 3:
         rgb = data[:3]
     else:
         rgb = np.repeat(data[:1], 3, axis=0)
     rgb = np.moveaxis(rgb, 0, -1)
-    if rgb.dtype != np.uint8:
+    if rgb.dtype != np.uint8 and value_scale:
+        rgb = np.clip(rgb.astype(np.float32) * value_scale + 0.5, 0, 255).astype(np.uint8)
+    elif rgb.dtype != np.uint8:
         vals = rgb[valid] if valid.any() else rgb.reshape(-1, 3)
         lo, hi = np.percentile(vals, [2, 98]) if vals.size else (0.0, 1.0)
         scale = 255.0 / max(float(hi - lo), 1e-9)
@@ -115,6 +121,7 @@ def render_chip(
     size_m: float = 24.0,
     px: int = 320,
     neighbours: list[BaseGeometry] = (),
+    value_scale: float | None = None,
 ) -> bytes:
     """JPEG bytes of the mosaic around ``geom`` (given in the mosaic's CRS) with its outline drawn.
 
@@ -130,6 +137,8 @@ def render_chip(
         Chip width and height in pixels.
     neighbours
         Other plots to outline thinly for context (mosaic CRS).
+    value_scale
+        Factor from uint16 to uint8 values (``run.json`` ``inputs[].value_scale``); see :func:`to_uint8_rgb`.
     """
     import rasterio
     from rasterio.enums import Resampling
@@ -152,7 +161,7 @@ def render_chip(
             1, window=window, out_shape=(px, px), boundless=True, resampling=Resampling.nearest
         )
     valid = mask > 0
-    rgb = to_uint8_rgb(data, valid)
+    rgb = to_uint8_rgb(data, valid, value_scale)
     rgb[~valid] = (60, 60, 60)
     img = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     for other in neighbours:
@@ -181,7 +190,7 @@ def placeholder_chip(text: str, px: int = 320) -> bytes:
     return cv2.imencode(".jpg", img)[1].tobytes()
 
 
-def render_overview(mosaic: str | Path, max_px: int = 1024) -> bytes:
+def render_overview(mosaic: str | Path, max_px: int = 1024, value_scale: float | None = None) -> bytes:
     """PNG (RGBA, transparent outside the valid data) of the whole mosaic, at most ``max_px`` wide/high.
 
     Reads through the raster's overviews where it has them; otherwise GDAL decimates while reading.
@@ -196,7 +205,7 @@ def render_overview(mosaic: str | Path, max_px: int = 1024) -> bytes:
         data = src.read(indexes, out_shape=(len(indexes), h, w), resampling=Resampling.average)
         mask = src.read_masks(1, out_shape=(h, w), resampling=Resampling.nearest)
     valid = mask > 0
-    rgb = to_uint8_rgb(data, valid)
+    rgb = to_uint8_rgb(data, valid, value_scale)
     bgra = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA)
     bgra[..., 3] = np.where(valid, 255, 0).astype(np.uint8)
     return cv2.imencode(".png", bgra)[1].tobytes()

@@ -151,6 +151,7 @@ class ReviewRun:
                     "bounds": run_bounds,
                     "exists": path.is_file(),
                     "geographic": geographic,
+                    "value_scale": _num(item.get("value_scale")),
                 }
             )
         return out
@@ -245,7 +246,12 @@ class ReviewRun:
             bounds = imagery.chip_bounds(geom, size_m=self.chip_size_m, geographic=item["geographic"])
             others = [geoms.iloc[j] for j in sindex.query(box(*bounds)) if j != i]
             data = imagery.render_chip(
-                item["path"], geom, size_m=self.chip_size_m, px=self.chip_px, neighbours=others
+                item["path"],
+                geom,
+                size_m=self.chip_size_m,
+                px=self.chip_px,
+                neighbours=others,
+                value_scale=item["value_scale"],
             )
         except Exception as exc:  # noqa: BLE001 - a broken chip must not break the review
             log.warning("chip for plot %s failed: %s", plot_id, exc)
@@ -260,7 +266,8 @@ class ReviewRun:
         cache = self.run_dir / imagery.OVERVIEW_DIR / f"{index}.png"
         if cache.is_file():
             return cache.read_bytes()
-        data = imagery.render_overview(self.inputs[index]["path"])
+        item = self.inputs[index]
+        data = imagery.render_overview(item["path"], value_scale=item["value_scale"])
         imagery.write_bytes_atomic(cache, data)
         return data
 
