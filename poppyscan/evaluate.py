@@ -246,3 +246,41 @@ def format_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
             cells.append(f"{'-' if v is None else fmt.format(v):>11}")
         lines.append(name.ljust(width) + "".join(cells))
     return "\n".join(lines)
+
+
+def evaluate_scenes(bundle, sources: list[str | Path], *, device: str = "auto", threads: int = 0,  # noqa: ANN001
+                    threshold: float | None = None, min_area_m2: float = 1.0, iou_min: float = 0.25,
+                    progress=None) -> dict[str, Any]:  # noqa: ANN001
+    """Run ``bundle`` over labelled scenes and score each one (see :func:`poppyscan.traindata.find_scenes`).
+
+    Returns ``{"model", "threshold", "scenes": [per-scene reports], "total", "poppy_scenes",
+    "poppy_free_scenes"}``; the aggregates sum counts and areas over scenes.
+    """
+    import geopandas as gpd
+
+    from .bundle import load_bundle, make_predictor
+    from .scene_predict import predict_scene
+    from .traindata import find_scenes, read_labels
+
+    if not hasattr(bundle, "meta"):
+        bundle = load_bundle(bundle)
+    predict = make_predictor(bundle, device=device, threads=threads)
+    thr = bundle.meta.threshold if threshold is None else threshold
+    scenes, agg = [], {"total": None, "poppy_scenes": None, "poppy_free_scenes": None}
+    for mosaic, truth in find_scenes(sources):
+        sp = predict_scene(predict, bundle, mosaic, threshold=thr, min_area_m2=min_area_m2)
+        positives = read_labels(truth, sp.crs)[0] if truth else []
+        score = score_polygons(gpd.GeoDataFrame(geometry=sp.polygons, crs=sp.crs),
+                               gpd.GeoDataFrame(geometry=positives, crs=sp.crs),
+                               valid_area_m2=sp.valid_area_m2, iou_min=iou_min)
+        name = mosaic.parent.name if mosaic.name == "mosaic.tif" else mosaic.stem
+        rep = {"scene": name, "mosaic": str(mosaic), "truth": str(truth) if truth else None,
+               "seconds": round(sp.seconds, 2), **score.report()}
+        scenes.append(rep)
+        for key in ("total", "poppy_scenes" if positives else "poppy_free_scenes"):
+            agg[key] = score if agg[key] is None else agg[key] + score
+        if progress:
+            progress(f"{name}: tp {score.tp} fp {score.fp} fn {score.fn} ({sp.seconds:.1f} s)")
+    return {"model": str(bundle.path), "model_version": bundle.meta.version, "threshold": thr, "iou_min": iou_min,
+            "min_area_m2": min_area_m2, "scenes": scenes,
+            **{k: (v.report() if v is not None else None) for k, v in agg.items()}}

@@ -148,7 +148,8 @@ def _fmt(v: Any) -> str:
 def train(sources: list[str | Path], out_dir: str | Path, config: TrainConfig | None = None, *,
           resume: bool = False, overwrite: bool = False, init: str | Path | None = None,
           bundle_out: str | Path | None = None, name: str = "poppyscan-custom", version: str = "0.1.0",
-          progress: Callable[[str], None] | None = None, log_every: int = 25) -> TrainResult:
+          progress: Callable[[str], None] | None = None, log_every: int = 25,
+          stop_after: int | None = None) -> TrainResult:
     """Train a bundle on ``sources`` (see :func:`poppyscan.traindata.find_scenes`).
 
     Parameters
@@ -169,6 +170,11 @@ def train(sources: list[str | Path], out_dir: str | Path, config: TrainConfig | 
         Also write the final bundle here (replacing it).
     progress
         Called with each progress line (default: ``logging.info``).
+    log_every
+        Steps between progress lines within an epoch (0: only per-epoch lines).
+    stop_after
+        Stop after this many epochs in this session (checkpoint kept, bundle written from the best epoch
+        so far); ``resume=True`` later continues on the same schedule.
     """
     cfg = config or TrainConfig()
     say = progress or log.info
@@ -236,13 +242,16 @@ def train(sources: list[str | Path], out_dir: str | Path, config: TrainConfig | 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
 
     t_start = time.time()
-    for epoch in range(start_epoch, cfg.epochs):
+    end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
+    for epoch in range(start_epoch, end_epoch):
         model.train()
         rng = np.random.default_rng([cfg.seed, epoch])
         torch.manual_seed(cfg.seed * 100_003 + epoch)
-        t0, run_loss, n_loss = time.time(), 0.0, 0
+        t0, run_loss, n_loss, t_data = time.time(), 0.0, 0, 0.0
         for step in range(cfg.steps_per_epoch):
+            td = time.time()
             x, y = _batch(sampler, rng, cfg.batch_size, aug=True)
+            t_data += time.time() - td
             loss = seg_loss(model(_normalise(x, mean, std)), y, meta0.poppy_class)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -252,7 +261,8 @@ def train(sources: list[str | Path], out_dir: str | Path, config: TrainConfig | 
             n_loss += 1
             if log_every and (step + 1) % log_every == 0 and step + 1 < cfg.steps_per_epoch:
                 say(f"epoch {epoch + 1}/{cfg.epochs} step {step + 1}/{cfg.steps_per_epoch} "
-                    f"loss {run_loss / n_loss:.4f} ({(time.time() - t0) / (step + 1):.2f} s/step)")
+                    f"loss {run_loss / n_loss:.4f} ({(time.time() - t0) / (step + 1):.2f} s/step, "
+                    f"{t_data / (step + 1):.2f} s data)")
         rec: dict[str, Any] = {"epoch": epoch + 1, "loss": run_loss / n_loss, "lr": sched.get_last_lr()[0],
                                "seconds": round(time.time() - t0, 1)}
         if val_tiles is not None:

@@ -1,0 +1,127 @@
+"""A small whole-scene predictor for evaluation: mosaic -> blended probability -> plot polygons.
+
+Used by ``poppyscan evaluate --model`` and the model benchmarks on rendered scenes. It reads the whole
+scene into memory at the bundle GSD, so it is meant for evaluation scenes (up to ~100 Mpx at model GSD);
+``poppyscan detect`` is the streaming, production path for real mosaics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.features import shapes
+from shapely.geometry import Polygon, shape
+
+from .bundle import Bundle, Predictor
+from .errors import InputError
+from .traindata import _rgb_bands, pixel_size_m
+
+MAX_PIXELS = 100_000_000
+
+
+@dataclass
+class ScenePrediction:
+    polygons: list[Polygon]       # mosaic CRS
+    prob_max: list[float]
+    crs: object
+    valid_area_m2: float
+    prob: np.ndarray              # float32 (H, W) at model GSD, NaN outside the valid area
+    seconds: float
+
+
+def _taper(n: int, ov: int) -> np.ndarray:
+    w = np.ones(n, np.float32)
+    if ov > 0:
+        ramp = (np.arange(ov, dtype=np.float32) + 0.5) / ov
+        w[:ov] = np.minimum(w[:ov], ramp)
+        w[-ov:] = np.minimum(w[-ov:], ramp[::-1])
+    return w
+
+
+def _starts(n: int, t: int, stride: int) -> list[int]:
+    if n <= t:
+        return [0]
+    s = list(range(0, n - t, stride))
+    return s + [n - t]
+
+
+def predict_array(predict: Predictor, rgb: np.ndarray, tile: int, overlap: float, batch: int = 4) -> np.ndarray:
+    """Blend tiled predictions of an ``(H, W, 3)`` uint8 image into ``(H, W)`` float32 probability."""
+    h, w = rgb.shape[:2]
+    ph, pw = max(0, tile - h), max(0, tile - w)
+    if ph or pw:
+        rgb = np.pad(rgb, ((0, ph), (0, pw), (0, 0)))
+    H, W = rgb.shape[:2]
+    ov = int(round(tile * overlap))
+    stride = max(1, tile - ov)
+    acc = np.zeros((H, W), np.float32)
+    wsum = np.zeros((H, W), np.float32)
+    wt = np.outer(_taper(tile, ov), _taper(tile, ov))
+    boxes = [(r, c) for r in _starts(H, tile, stride) for c in _starts(W, tile, stride)]
+    for i in range(0, len(boxes), batch):
+        chunk = boxes[i:i + batch]
+        prob = predict(np.stack([rgb[r:r + tile, c:c + tile] for r, c in chunk]))
+        for (r, c), p in zip(chunk, prob, strict=True):
+            acc[r:r + tile, c:c + tile] += p * wt
+            wsum[r:r + tile, c:c + tile] += wt
+    return (acc / np.maximum(wsum, 1e-6))[:h, :w]
+
+
+def predict_scene(predict: Predictor, bundle: Bundle, mosaic: str | Path, *, threshold: float | None = None,
+                  min_area_m2: float = 1.0, max_hole_m2: float = 1.0, morph_radius_px: int = 1,
+                  batch: int = 4) -> ScenePrediction:
+    """Predict plot polygons for one mosaic (see the module docstring)."""
+    import time
+
+    t0 = time.perf_counter()
+    meta = bundle.meta
+    thr = meta.threshold if threshold is None else threshold
+    with rasterio.open(mosaic) as ds:
+        src_gsd = pixel_size_m(ds)
+        scale = src_gsd / meta.gsd_m
+        h, w = max(1, round(ds.height * scale)), max(1, round(ds.width * scale))
+        if h * w > MAX_PIXELS:
+            raise InputError(f"mosaic '{mosaic}' is {h}x{w} px at the model GSD; too big for the evaluation "
+                             "predictor: run `poppyscan detect` and evaluate its plots.gpkg instead")
+        rgb = ds.read(list(_rgb_bands(ds)), out_shape=(3, h, w), resampling=Resampling.bilinear).transpose(1, 2, 0)
+        valid = ds.read_masks(1, out_shape=(h, w), resampling=Resampling.nearest) > 0
+        transform = ds.transform * rasterio.Affine.scale(ds.width / w, ds.height / h)
+        crs = ds.crs
+        px_area = (src_gsd * ds.width / w) * (src_gsd * ds.height / h)
+    prob = predict_array(predict, np.ascontiguousarray(rgb), meta.tile_size, meta.overlap, batch)
+    mask = ((prob >= thr) & valid).astype(np.uint8)
+    if morph_radius_px > 0:
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * morph_radius_px + 1,) * 2)
+        mask = cv2.morphologyEx(cv2.morphologyEx(mask, cv2.MORPH_OPEN, k), cv2.MORPH_CLOSE, k) & valid
+    min_px = min_area_m2 / px_area
+    hole_px = max_hole_m2 / px_area
+    polys, pmax = [], []
+    _, labels = cv2.connectedComponents(mask, connectivity=4)
+    for geom, val in shapes(labels.astype(np.int32), mask=mask.astype(bool), connectivity=4):
+        poly = shape(geom)
+        if poly.area < min_px:
+            continue
+        poly = Polygon(poly.exterior, [r for r in poly.interiors if Polygon(r).area >= hole_px])
+        poly = poly.simplify(0.5)
+        polys.append(_apply(poly, transform))
+        pmax.append(float(prob[labels == int(val)].max()))
+    prob = np.where(valid, prob, np.nan).astype(np.float32)
+    return ScenePrediction(polys, pmax, crs, float(valid.sum() * px_area), prob, time.perf_counter() - t0)
+
+
+def _apply(poly: Polygon, t: rasterio.Affine) -> Polygon:
+    from shapely import affinity
+
+    return affinity.affine_transform(poly, [t.a, t.b, t.d, t.e, t.c, t.f])
+
+
+def scene_gsd_m(mosaic: str | Path) -> float:
+    with rasterio.open(mosaic) as ds:
+        return pixel_size_m(ds)
+
+

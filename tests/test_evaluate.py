@@ -1,0 +1,112 @@
+"""Object-level evaluation: hand-built cases with known TP/FP/FN, CRS handling, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import geopandas as gpd
+import numpy as np
+import pytest
+from shapely.geometry import box
+
+from poppyscan.cli import main
+from poppyscan.evaluate import evaluate_files, match_masks, match_polygons, prf, score_polygons
+
+CRS = "EPSG:32649"
+X0, Y0 = 500_000.0, 4_000_000.0
+
+
+def sq(x, y, s=4.0):
+    return box(X0 + x, Y0 + y, X0 + x + s, Y0 + y + s)
+
+
+@pytest.fixture
+def case():
+    """Truth: 3 plots. Pred: one exact, one shifted 0.5 m east, one far-away false plot; truth #3 missed."""
+    truth = gpd.GeoDataFrame({"plot_id": [1, 2, 3]}, geometry=[sq(0, 0), sq(20, 0), sq(40, 0)], crs=CRS)
+    pred = gpd.GeoDataFrame({"plot_id": [1, 2, 3]}, geometry=[sq(0, 0), sq(20.5, 0), sq(0, 30)], crs=CRS)
+    return pred, truth
+
+
+def test_known_tp_fp_fn(case):
+    pred, truth = case
+    rep = score_polygons(pred, truth, valid_area_m2=10_000.0).report()
+    assert (rep["tp"], rep["fp"], rep["fn"]) == (2, 1, 1)
+    assert rep["precision"] == pytest.approx(2 / 3)
+    assert rep["recall"] == pytest.approx(2 / 3)
+    assert rep["f1"] == pytest.approx(2 / 3)
+    assert rep["centroid_error_m"]["mean"] == pytest.approx(0.25)
+    assert rep["centroid_error_m"]["max"] == pytest.approx(0.5)
+    assert rep["area_ratio"] == pytest.approx(1.0)
+    # union areas: pred 48, truth 48, intersection 16 + 14 = 30
+    assert rep["pixel_iou"] == pytest.approx(30 / (48 + 48 - 30))
+    assert rep["false_plots_per_ha"] == pytest.approx(1.0)
+
+
+def test_matching_is_one_to_one_and_needs_iou_025():
+    truth = [sq(0, 0)]
+    two = [sq(0, 0), sq(0.5, 0)]
+    assert len(match_polygons(two, truth)) == 1
+    far = [sq(3.0, 0)]  # IoU = 4/28 < 0.25
+    assert match_polygons(far, truth) == []
+    near = [sq(2.0, 0)]  # IoU = 8/24 = 0.33
+    assert len(match_polygons(near, truth)) == 1
+
+
+def test_geographic_crs_scores_in_metres(case):
+    pred, truth = case
+    rep = score_polygons(pred.to_crs("EPSG:4326"), truth.to_crs("EPSG:4490")).report()
+    assert (rep["tp"], rep["fp"], rep["fn"]) == (2, 1, 1)
+    assert rep["centroid_error_m"]["mean"] == pytest.approx(0.25, abs=0.02)
+
+
+def test_empty_cases():
+    empty = gpd.GeoDataFrame(geometry=[], crs=CRS)
+    one = gpd.GeoDataFrame(geometry=[sq(0, 0)], crs=CRS)
+    rep = score_polygons(one, empty, valid_area_m2=5_000.0).report()  # poppy-free scene, one false plot
+    assert (rep["tp"], rep["fp"], rep["fn"], rep["recall"]) == (0, 1, 0, None)
+    assert rep["false_plots_per_ha"] == pytest.approx(2.0)
+    assert prf(0, 0, 0) == {"precision": None, "recall": None, "f1": None}
+
+
+def test_match_masks_counts_components():
+    truth = np.zeros((40, 40), bool)
+    truth[2:10, 2:10] = True
+    truth[20:30, 20:30] = True
+    pred = np.zeros_like(truth)
+    pred[3:10, 2:10] = True  # matches the first
+    pred[32:38, 2:8] = True  # false
+    assert match_masks(pred, truth) == (1, 1, 1)
+    assert match_masks(pred, truth, min_px=40) == (1, 0, 1)  # the 36 px false component is dropped
+
+
+def _write(tmp_path, pred, truth):
+    p, t = tmp_path / "plots.gpkg", tmp_path / "truth.gpkg"
+    pred.to_file(p, layer="plots")
+    truth.to_file(t, layer="plots")
+    return p, t
+
+
+def test_evaluate_files_and_cli(case, tmp_path, capsys):
+    p, t = _write(tmp_path, *case)
+    rep = evaluate_files(p, t)
+    assert (rep["tp"], rep["fp"], rep["fn"]) == (2, 1, 1)
+    out = tmp_path / "report.json"
+    assert main(["evaluate", str(p), str(t), "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "precision" in table and "plots.gpkg" in table
+    assert json.loads(out.read_text())["f1"] == pytest.approx(2 / 3)
+    assert main(["evaluate", str(p), str(t), "--json", str(out)]) == 3  # exists, no --overwrite
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["evaluate"], "give PRED"),
+    (["evaluate", "a.gpkg", "b.gpkg", "--iou-min", "2"], "'--iou-min'"),
+    (["evaluate", "missing.gpkg", "missing2.gpkg"], "does not exist"),
+    (["evaluate", "--model", "m"], "'--model' needs '--scenes'"),
+])
+def test_cli_bad_options_give_one_line_errors(argv, msg, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("poppyscan: error:") and msg in err and "\n" not in err
