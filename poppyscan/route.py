@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import numpy as np
 
 EARTH_RADIUS_M = 6371008.8
-# Above this many points 2-opt (O(n²) per pass) is skipped and the nearest-neighbour tour is used.
-MAX_TWO_OPT_POINTS = 2500
+# Above this many points the n×n matrix (and 2-opt, O(n²) per pass) is skipped: greedy tour only.
+MAX_TWO_OPT_POINTS = 2000
 
 
 def haversine_matrix(lon: Sequence[float], lat: Sequence[float]) -> np.ndarray:
@@ -31,6 +31,41 @@ def haversine_matrix(lon: Sequence[float], lat: Sequence[float]) -> np.ndarray:
     dlam = lam[:, None] - lam[None, :]
     a = np.sin(dphi / 2) ** 2 + np.cos(phi)[:, None] * np.cos(phi)[None, :] * np.sin(dlam / 2) ** 2
     return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+
+
+def haversine_to(lon0: float, lat0: float, lon: Sequence[float], lat: Sequence[float]) -> np.ndarray:
+    """Great-circle distances in metres from one point to many (no n×n matrix)."""
+    lam, phi = np.radians(np.asarray(lon, dtype="float64")), np.radians(np.asarray(lat, dtype="float64"))
+    lam0, phi0 = np.radians(lon0), np.radians(lat0)
+    a = np.sin((phi - phi0) / 2) ** 2 + np.cos(phi0) * np.cos(phi) * np.sin((lam - lam0) / 2) ** 2
+    return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+
+
+def _open_length(lon: np.ndarray, lat: np.ndarray, order: Sequence[int], start) -> float:
+    idx = np.asarray(order, dtype=int)
+    x, y = lon[idx], lat[idx]
+    if start:
+        x, y = np.r_[start[0], x], np.r_[start[1], y]
+    if len(x) < 2:
+        return 0.0
+    return float(sum(haversine_to(x[i], y[i], x[i + 1 : i + 2], y[i + 1 : i + 2])[0] for i in range(len(x) - 1)))
+
+
+def _nearest_neighbour_lazy(lon: np.ndarray, lat: np.ndarray, start) -> list[int]:
+    """Nearest-neighbour tour computing one row of distances per step (memory O(n), for large n)."""
+    remaining = np.arange(len(lon))
+    if start:
+        cx, cy = start
+    else:
+        cx, cy = lon[0], lat[0]
+    tour: list[int] = []
+    while remaining.size:
+        k = int(np.argmin(haversine_to(cx, cy, lon[remaining], lat[remaining])))
+        node = int(remaining[k])
+        tour.append(node)
+        cx, cy = lon[node], lat[node]
+        remaining = np.delete(remaining, k)
+    return tour
 
 
 def path_length(order: Sequence[int], dist: np.ndarray, start: int | None = None) -> float:
@@ -115,6 +150,10 @@ def route_order(lon: Sequence[float], lat: Sequence[float], start: tuple[float, 
     n = len(lon)
     if n == 0:
         return []
+    if n > MAX_TWO_OPT_POINTS:  # no n×n matrix: greedy tour only, kept if shorter than the input order
+        x, y = np.asarray(lon, dtype="float64"), np.asarray(lat, dtype="float64")
+        cands = [list(range(n)), _nearest_neighbour_lazy(x, y, start)]
+        return min(cands, key=lambda c: _open_length(x, y, c, start))
     lons = list(lon) + ([start[0]] if start else [])
     lats = list(lat) + ([start[1]] if start else [])
     dist = haversine_matrix(lons, lats)

@@ -192,7 +192,7 @@ def _keep_existing_ids(gpkg: Path, ids: list[str], lon: np.ndarray, lat: np.ndar
     for i, t in enumerate(ids):
         if t in used or not free:
             continue
-        d = route.haversine_matrix(np.r_[lon[i], ox], np.r_[lat[i], oy])[0, 1:]
+        d = route.haversine_to(lon[i], lat[i], ox, oy)
         k = int(np.argmin(d))
         if d[k] <= MATCH_EXISTING_M:
             out[i] = old_ids[free[k]]
@@ -338,7 +338,7 @@ def build_tasks(run_dir, *, config=None, admin=None, admin_fields=None, start=No
                             criminal_plants=criminal_plants, decisions=decisions, admin=admin,
                             admin_fields=admin_fields, start=start_xy, split_by=split_by)
     if start_xy and len(tasks):
-        d = route.haversine_matrix(np.r_[start_xy[0], tasks["lon"]], np.r_[start_xy[1], tasks["lat"]])[0, 1:]
+        d = route.haversine_to(start_xy[0], start_xy[1], tasks["lon"], tasks["lat"])
         if d.min() > 100_000:
             log.warning("start %s is %.0f km from the nearest task: is it LON,LAT (not LAT,LON)?",
                         start_xy, d.min() / 1000)

@@ -55,3 +55,15 @@ def test_small_and_empty_inputs():
     assert route_order([103.0], [25.0], start=(103.1, 25.0)) == [0]
     dist = haversine_matrix([103.0, 103.1], [25.0, 25.0])
     assert nearest_neighbour(dist, []) == []
+
+
+def test_large_inputs_use_the_greedy_tour_without_a_matrix(monkeypatch):
+    import poppyscan.route as r
+
+    monkeypatch.setattr(r, "MAX_TWO_OPT_POINTS", 50)
+    monkeypatch.setattr(r, "haversine_matrix", None)  # must not be called
+    rng = np.random.default_rng(1)
+    lon, lat = 103 + rng.random(200) * 0.1, 25 + rng.random(200) * 0.1
+    order = route_order(lon, lat, start=(103.0, 25.0))
+    assert sorted(order) == list(range(200))
+    assert r._open_length(lon, lat, order, (103.0, 25.0)) <= r._open_length(lon, lat, range(200), (103.0, 25.0))

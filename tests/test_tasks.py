@@ -221,3 +221,26 @@ def test_cli_one_line_errors(tmp_path, capsys):
     assert main(["tasks", str(run), "--admin", str(bnd), "--admin-fields", "county,xiang,cun"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'xiang', 'cun'" in err[0] and "available fields: county, township" in err[0]
+
+
+def test_geographic_plots_layer_and_missing_optional_columns(tmp_path):
+    """Plots stored in CGCS2000 lon/lat (mosaic in UTM), without lon/lat/area columns: computed in metres."""
+    run = make_run(tmp_path / "run", n=3)
+    plots = _tasks(run / "plots.gpkg", "plots")
+    ref = plots.set_index("plot_id")
+    geo = plots.drop(columns=["lon", "lat", "area_m2", "area_mu"]).to_crs("EPSG:4490")
+    pyogrio.write_dataframe(geo, run / "plots.gpkg", layer="plots")
+    s = build_tasks(run)
+    assert s.n_tasks == 3 and s.chips_missing == 0
+    t = _tasks(run / "plots.gpkg").set_index("plot_id")
+    np.testing.assert_allclose(t["area_m2"], ref.loc[t.index, "area_m2"], rtol=1e-3)
+    np.testing.assert_allclose(t["lon"], ref.loc[t.index, "lon"], atol=1e-6)
+    np.testing.assert_allclose(t["lat"], ref.loc[t.index, "lat"], atol=1e-6)
+    # the outline is drawn (yellow) around the chip centre, i.e. the reprojection to the mosaic is right
+    import cv2
+
+    img = cv2.imread(str(run / "chips" / f"{t.loc[3, 'task_code']}.jpg")).astype(int)
+    yellow = (img[:, :, 2] > 180) & (img[:, :, 1] > 180) & (img[:, :, 0] < 110)
+    rows, cols = np.nonzero(yellow[30:-30, :])
+    assert len(rows) > 50
+    assert abs(cols.mean() - 160) < 20 and abs(rows.mean() + 30 - 160) < 20

@@ -16,10 +16,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import rasterio
+import shapely
 from pyproj import CRS, Transformer
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.windows import from_bounds
-from shapely import ops
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def cut_chip(src: rasterio.io.DatasetReader, req: ChipRequest, chip_size_m: floa
     geom = req.geometry
     if req.crs is not None and src.crs is not None and not CRS.from_user_input(req.crs).equals(src.crs.to_wkt()):
         tr = Transformer.from_crs(req.crs, src.crs.to_wkt(), always_xy=True)
-        geom = ops.transform(tr.transform, geom)
+        geom = shapely.transform(geom, lambda x, y: tr.transform(x, y), interleaved=False)
     c = geom.centroid
     if src.crs is not None and src.crs.is_geographic:
         mx, my = 111_320.0 * max(math.cos(math.radians(c.y)), 1e-6), 110_574.0  # metres per degree
