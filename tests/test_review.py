@@ -322,7 +322,14 @@ def test_cli_exports_hard_negatives(run, tmp_path, capsys):
 
 
 # ---- the page in a real browser -------------------------------------------------------------------
-CHROMIUM = os.environ.get("POPPYSCAN_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = os.environ.get("POPPYSCAN_CHROMIUM") or next(
+    (
+        p
+        for p in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"))
+        if p and Path(p).is_file()
+    ),
+    "/usr/bin/chromium",
+)
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -381,6 +388,11 @@ def test_review_page_end_to_end(run, browser, tmp_path):
         page.select_option("#decision-filter", "undecided")
         assert page.locator(".card:not([hidden])").count() == 3
         page.select_option("#decision-filter", "all")
+        page.locator("#min-prob").fill("0.9")  # probability filter: plots 3 (0.97) and 5 (0.91)
+        shown_ids = page.locator(".card:not([hidden])").evaluate_all("cs => cs.map(c => +c.dataset.id)")
+        assert sorted(shown_ids) == [3, 5]
+        assert page.locator("#shown-count").inner_text() == "showing 2 of 6 plots"
+        page.locator("#min-prob").fill("0")
         # closing the browser loses nothing: reload and the decisions are back
         page.reload()
         page.wait_for_selector(".card.rejected")
