@@ -191,6 +191,26 @@ def test_server_rejects_invalid_decisions_and_writes_nothing(run):
         assert _request(server.url + "api/chip/999.jpg")[0] == 404
 
 
+def test_refused_post_does_not_poison_a_kept_alive_connection(run):
+    import http.client
+
+    with running_server(run.run_dir) as server:
+        host, port = server.server_address[:2]
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        body = json.dumps({"plot_id": 3, "decision": "rejected"})
+        conn.request("POST", "/api/decision", body, {"Content-Type": "text/plain"})
+        r = conn.getresponse()
+        assert r.status == 415 and json.loads(r.read())["error"]
+        conn.request("GET", "/api/run")  # reconnects if the server closed; never reads the old body
+        r = conn.getresponse()
+        assert r.status == 200 and json.loads(r.read())["total"] == 6
+        conn.request("POST", "/api/decision", body, {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        assert r.status == 200 and json.loads(r.read())["ok"]
+        conn.close()
+    assert store.load_decisions(run.run_dir) == {3: "rejected"}
+
+
 def test_saved_decisions_survive_a_server_restart(run):
     with running_server(run.run_dir) as server:
         assert _post(server, {"plot_id": 2, "decision": "confirmed"})[0] == 200

@@ -305,6 +305,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", cache)
         self.send_header("X-Content-Type-Options", "nosniff")
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -315,6 +317,8 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _error(self, status: int, message: str) -> None:
+        # a refused request may leave its body unread: never parse that as the next request
+        self.close_connection = True
         self._json(status, {"error": message})
 
     def _host_ok(self) -> bool:
