@@ -170,6 +170,8 @@ def test_real_detect_tasks_register_import_stats_chain(tmp_path):
     """The real chain: detect (colour stand-in model) -> tasks -> register -> results back (CSV, QField GPKG)
     -> import -> stats, over two flights of the same place a year apart."""
     import geopandas as gpd
+    import numpy as np
+    import shapely
     from detect_scenes import ColourPredictor, write_scene
     from shapely.geometry import box
     from survey_helpers import fill_csv, fill_gpkg
@@ -218,3 +220,24 @@ def test_real_detect_tasks_register_import_stats_chain(tmp_path):
     assert t26["yoy_plots_found_pct"] == pytest.approx(-100 / 3)
     assert t26["surveyed_ha"] == pytest.approx(t25["surveyed_ha"]) and t26["yoy_surveyed_ha_pct"] == pytest.approx(0)
     assert t25["surveyed_ha"] == pytest.approx(0.09, rel=0.02)  # 30 m x 30 m mosaic, from probability.tif
+
+    # retraining input: verified poppy -> positives, false positives -> hard negatives, the rest ignored
+    from poppyscan.survey.labels import export_training_labels
+    from poppyscan.traindata import find_scenes, open_scene
+
+    exported = export_training_labels(reg, tmp_path / "labels")
+    assert (exported.scenes, exported.positives, exported.hard_negatives, exported.ignored) == (2, 2, 1, 2)
+    scenes = [open_scene(m, lab) for m, lab in find_scenes([exported.scenes_csv])]
+    assert sorted(sc.mosaic.name for sc in scenes) == ["m2025.tif", "m2026.tif"]
+    s25 = next(sc for sc in scenes if sc.mosaic.name == "m2025.tif")
+    assert (len(s25.positives), len(s25.negatives), len(s25.ignored)) == (1, 1, 1)
+    b_poly = box(300, 300, 380, 350)  # painted B, the false positive, in pixels
+    import rasterio
+
+    with rasterio.open(s25.mosaic) as ds:
+        t = ds.transform
+    px = shapely.transform(s25.negatives[0], lambda xy: np.column_stack([(xy[:, 0] - t.c) / t.a, (xy[:, 1] - t.f) / t.e]))
+    assert px.intersection(b_poly).area > 0.5 * b_poly.area
+    with pytest.raises(OutputExistsError):
+        export_training_labels(reg, tmp_path / "labels")
+    assert main(["results", "export-labels", str(tmp_path / "labels"), "--overwrite", "--register", str(reg)]) == 0

@@ -120,3 +120,19 @@ class RejectedRowsError(PoppyscanError):
     """Some rows of a results file were rejected (the valid ones were applied); exit status 1."""
 
     exit_code = 1
+
+
+@results.command("export-labels")
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--year", type=int, help="Only flights of this year.")
+@click.option("--overwrite", is_flag=True, help="Replace label files and scenes.csv already in OUT_DIR.")
+@REGISTER_OPTION
+@CONFIG_OPTION
+def export_labels_cmd(out_dir: str, year: int | None, overwrite: bool, register_path: str | None,
+                      config_path: str | None) -> None:
+    """Write training labels from verified results: verified poppy as positives, false positives as hard
+    negatives, unverified plots ignored; OUT_DIR/scenes.csv feeds 'poppyscan train'."""
+    from ..survey.labels import export_training_labels
+
+    _, register = resolve_register(config_path, register_path)
+    click.echo(export_training_labels(register, out_dir, year=year, overwrite=overwrite).describe())

@@ -109,9 +109,10 @@ def _register(conn: sqlite3.Connection, run: RunData, link_distance_m: float) ->
     fp = run.footprint
     bounds = fp.bounds if fp is not None else (None,) * 4
     cur = conn.execute(
-        "INSERT INTO runs (geom, run_key, run_dir, flight_date, year, mosaics, mosaic_key, model_version, crs, "
+        "INSERT INTO runs (geom, run_key, run_dir, flight_date, year, mosaics, mosaic_paths, mosaic_key, "
+        "model_version, crs, "
         "surveyed_ha, n_plots, n_tasks, registered_at, minx, miny, maxx, maxy) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)",
         (
             to_blob(fp),
             run.run_key,
@@ -119,6 +120,7 @@ def _register(conn: sqlite3.Connection, run: RunData, link_distance_m: float) ->
             run.flight_date,
             int(run.flight_date[:4]),
             json.dumps(run.mosaics, ensure_ascii=False),
+            json.dumps(run.mosaic_paths, ensure_ascii=False),
             run.mosaic_key,
             run.model_version,
             run.crs,

@@ -42,7 +42,8 @@ class RunData:
     run_key: str
     mosaic_key: str
     flight_date: str
-    mosaics: list[str]
+    mosaics: list[str]  # file names
+    mosaic_paths: list[str]  # as run.json records them (absolute), for training from the register
     model_version: str | None
     crs: str | None
     footprint: BaseGeometry | None
@@ -102,7 +103,8 @@ def read_run(
         raise InputError(f"'{gpkg}' layer 'plots' has no 'plot_id' column; re-run detect")
 
     inputs = meta.get("inputs") or []
-    mosaics = [Path(str(i.get("path", ""))).name for i in inputs if isinstance(i, dict)]
+    mosaic_paths = [str(i.get("path", "")) for i in inputs if isinstance(i, dict) and i.get("path")]
+    mosaics = [Path(p).name for p in mosaic_paths]
     if not mosaics and "mosaic" in plots.columns:
         mosaics = sorted({str(m) for m in plots["mosaic"].dropna()})
     flight = _flight_date(flight_date, meta, inputs, plots, run_dir)
@@ -140,6 +142,7 @@ def read_run(
         mosaic_key=mosaic_key,
         flight_date=flight,
         mosaics=mosaics,
+        mosaic_paths=mosaic_paths,
         model_version=model_version,
         crs=meta.get("crs"),
         footprint=footprint,

@@ -34,7 +34,7 @@ _DDL = """
 CREATE TABLE IF NOT EXISTS survey_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
   fid INTEGER PRIMARY KEY AUTOINCREMENT, geom BLOB, run_key TEXT NOT NULL UNIQUE, run_dir TEXT NOT NULL,
-  flight_date TEXT NOT NULL, year INTEGER NOT NULL, mosaics TEXT NOT NULL, mosaic_key TEXT NOT NULL,
+  flight_date TEXT NOT NULL, year INTEGER NOT NULL, mosaics TEXT NOT NULL, mosaic_paths TEXT NOT NULL DEFAULT '[]', mosaic_key TEXT NOT NULL,
   model_version TEXT, crs TEXT, surveyed_ha REAL, n_plots INTEGER NOT NULL, n_tasks INTEGER NOT NULL DEFAULT 0,
   registered_at TEXT NOT NULL, minx REAL, miny REAL, maxx REAL, maxy REAL);
 CREATE TABLE IF NOT EXISTS run_units (
