@@ -263,6 +263,17 @@ def test_geographic_mosaic_cgcs2000(tmp_path):
     assert 45 < np.ptp(cols) < 80 and 45 < np.ptp(rows) < 80 and abs(np.ptp(cols) - np.ptp(rows)) < 8
 
 
+def test_run_and_mosaic_copied_elsewhere_still_show_chips(run, tmp_path):
+    laptop = tmp_path / "laptop"
+    laptop.mkdir()
+    shutil.copytree(run.run_dir, laptop / "run")
+    shutil.copy(run.mosaic, laptop / run.mosaic.name)
+    run.mosaic.unlink()  # the path in run.json no longer exists
+    with running_server(laptop / "run") as server:
+        assert _request(server.url + "api/chip/2.jpg")[0] == 200
+    assert list((laptop / "run" / "review" / "chips").glob("2_*.jpg"))  # a real chip: cached
+
+
 def test_uint16_mosaics_use_detects_value_scale():
     import numpy as np
 

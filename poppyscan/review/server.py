@@ -111,7 +111,7 @@ class ReviewRun:
         order = keys.sort_values(["over", "score", "plot_id"], ascending=[False, False, True]).index
         self.plots = plots.loc[order].reset_index(drop=True)
         self.over_500 = [bool(v) for v in keys.loc[order, "over"]]
-        self.ids = set(self.plots["plot_id"])
+        self.ids = {int(v) for v in self.plots["plot_id"]}
         self.inputs = self._inputs()
         self._by_id = {int(pid): i for i, pid in enumerate(self.plots["plot_id"])}
         self._in_crs: dict[int, Any] = {}
@@ -133,6 +133,10 @@ class ReviewRun:
         out = []
         for i, item in enumerate(self.meta.get("inputs") or []):
             path = Path(str(item.get("path", "")))
+            if not path.is_file():  # run and mosaic copied elsewhere (e.g. to a laptop): look beside the run
+                near = (self.run_dir / path.name, self.run_dir.parent / path.name)
+                moved = [c for c in near if c.is_file()]
+                path = moved[0] if path.name and moved else path
             bounds = item.get("bounds")
             crs = item.get("crs") or self.meta.get("crs")
             run_bounds = None
