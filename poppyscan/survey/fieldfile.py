@@ -47,14 +47,11 @@ def _clean(value: Any) -> Any:
     if isinstance(value, str):
         value = value.strip()
         return value or None
-    try:
-        import pandas as pd
+    import pandas as pd
 
-        if value is pd.NaT:
-            return None
-    except ImportError:  # pragma: no cover
-        pass
-    return value
+    if value is pd.NaT or value is pd.NA:
+        return None
+    return value.item() if hasattr(value, "item") and not hasattr(value, "to_pydatetime") else value
 
 
 def read_field_table(path: str | Path, *, layer: str | None = None) -> FieldTable:
