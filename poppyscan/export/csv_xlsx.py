@@ -80,9 +80,8 @@ def write_xlsx(tasks: pd.DataFrame, final: str | Path, *, title: str = "tasks",
         cell.font = bold
         cell.fill = fill
     link_idx = {df.columns.get_loc(c) for c in link_columns if c in df.columns}
-    for row in df.itertuples(index=False, name=None):
+    for r, row in enumerate(df.itertuples(index=False, name=None), start=2):
         ws.append([_cell_value(v) for v in row])
-        r = ws.max_row
         for j, v in enumerate(row):
             cell = ws.cell(row=r, column=j + 1)
             if isinstance(cell.value, str) and cell.value.startswith("="):
@@ -93,7 +92,7 @@ def write_xlsx(tasks: pd.DataFrame, final: str | Path, *, title: str = "tasks",
                 cell.style = "Hyperlink"
     ws.freeze_panes = "C2"
     if len(df.columns):
-        ws.auto_filter.ref = f"A1:{get_column_letter(len(df.columns))}{max(ws.max_row, 1)}"
+        ws.auto_filter.ref = f"A1:{get_column_letter(len(df.columns))}{len(df) + 1}"
     for j, col in enumerate(df.columns, start=1):
         values = [str(col)] + [str(v) for v in df[col].head(200) if v is not None]
         width = min(max(len(v) for v in values) + 2, 40) if j - 1 not in link_idx else 8

@@ -155,7 +155,8 @@ def build_kml(tasks: pd.DataFrame, plots_wgs84: gpd.GeoDataFrame, *, title: str,
 def write_kmz(tasks: pd.DataFrame, plots_wgs84: gpd.GeoDataFrame, final: str | Path, *, title: str,
               chip_files: dict[str, Path], fields: list[str]) -> Path:
     """Write ``final`` (a KMZ: ``doc.kml`` first, then chips under ``files/``), atomically."""
-    inside = {code: f"files/{Path(p).name}" for code, p in chip_files.items() if code in set(tasks["task_code"])}
+    codes = set(tasks["task_code"])
+    inside = {code: f"files/{Path(p).name}" for code, p in chip_files.items() if code in codes}
     kml = build_kml(tasks, plots_wgs84, title=title, chips=inside, fields=fields)
     with atomic_path(Path(final), overwrite=True) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
