@@ -18,16 +18,20 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyogrio
+import shapely
 
 from .errors import InputError
 
 INSIDE, OUTSIDE, NOT_JOINED = "inside", "outside", ""
 
 
-def read_boundaries(path: str | Path, fields: Sequence[str]) -> tuple[gpd.GeoDataFrame, dict[str, str]]:
+def read_boundaries(path: str | Path, fields: Sequence[str], *,
+                    gcj02: bool = False) -> tuple[gpd.GeoDataFrame, dict[str, str]]:
     """Read the boundary layer, check ``fields`` exist; return it and ``{field: code column}``.
 
-    Raises :class:`InputError` naming missing fields and the available ones, or an unreadable file.
+    With ``gcj02`` the layer's lon/lat are GCJ-02 (digitised on Amap/Tencent, whatever its label says)
+    and are converted to WGS84 first. Raises :class:`InputError` naming missing fields and the
+    available ones, or an unreadable file.
     """
     path = Path(path)
     if not path.exists():
@@ -49,6 +53,11 @@ def read_boundaries(path: str | Path, fields: Sequence[str]) -> tuple[gpd.GeoDat
         raise InputError(f"boundary file '{path}' has no field(s) {', '.join(repr(m) for m in missing)}; "
                          f"available fields: {', '.join(available) or '(none)'}; pass --admin-fields with "
                          "names from that list")
+    if gcj02:
+        from .geo.gcj02 import gcj02_to_wgs84
+
+        bnd = bnd.to_crs("EPSG:4326")
+        bnd.geometry = shapely.transform(bnd.geometry.values, lambda x, y: gcj02_to_wgs84(x, y), interleaved=False)
     codes = {}
     for f in fields:
         for cand in (f"{f}_code", f"{f}code"):

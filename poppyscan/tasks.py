@@ -217,7 +217,8 @@ def _parse_start(start) -> tuple[float, float] | None:
 
 def make_task_table(run_dir: Path, plots: gpd.GeoDataFrame, run: dict, *, cfg: TasksConfig,
                     plants_per_m2: float, criminal_plants: int, decisions: dict[int, str],
-                    admin=None, admin_fields=None, start=None, split_by=None) -> gpd.GeoDataFrame:
+                    admin=None, admin_fields=None, admin_gcj02=False, start=None,
+                    split_by=None) -> gpd.GeoDataFrame:
     """Build the task table (WGS84 points, sorted by unit and ``route_seq``) for the kept plots."""
     n = len(plots)
     lon, lat = _centroids_wgs84(plots)
@@ -238,7 +239,7 @@ def make_task_table(run_dir: Path, plots: gpd.GeoDataFrame, run: dict, *, cfg: T
         clash = sorted(set(fields) & RESERVED)
         if clash:
             raise InputError(f"--admin-fields {clash} clash with task columns; rename them in the boundary file")
-        bnd, codes = admin_mod.read_boundaries(admin, fields)
+        bnd, codes = admin_mod.read_boundaries(admin, fields, gcj02=admin_gcj02)
         joined = admin_mod.join_admin(lon, lat, bnd, fields, codes)
         for c in joined.columns:
             t[c] = joined[c].to_numpy()
@@ -302,7 +303,7 @@ def make_task_table(run_dir: Path, plots: gpd.GeoDataFrame, run: dict, *, cfg: T
 
 
 def build_tasks(run_dir, *, config=None, admin=None, admin_fields=None, start=None, split_by=None,
-                include_rejected: bool | None = None) -> TasksSummary:
+                include_rejected: bool | None = None, admin_gcj02: bool = False) -> TasksSummary:
     """Turn a detect run into field-verification tasks and write every export into ``run_dir``.
 
     Parameters
@@ -320,6 +321,8 @@ def build_tasks(run_dir, *, config=None, admin=None, admin_fields=None, start=No
         A task column (usually an admin field) — one package per value under ``units/``.
     include_rejected
         Also make tasks for desk-rejected plots (default ``config.tasks.include_rejected``).
+    admin_gcj02
+        The boundary layer's coordinates are GCJ-02 (digitised on Amap/Tencent); convert them first.
     """
     from .export import package  # heavy imports (cv2, openpyxl) only when writing
 
@@ -336,7 +339,8 @@ def build_tasks(run_dir, *, config=None, admin=None, admin_fields=None, start=No
     kept = plots if include else plots[~rejected].reset_index(drop=True)
     tasks = make_task_table(run_dir, kept, run, cfg=cfg, plants_per_m2=plants_per_m2,
                             criminal_plants=criminal_plants, decisions=decisions, admin=admin,
-                            admin_fields=admin_fields, start=start_xy, split_by=split_by)
+                            admin_fields=admin_fields, admin_gcj02=admin_gcj02, start=start_xy,
+                            split_by=split_by)
     if start_xy and len(tasks):
         d = route.haversine_to(start_xy[0], start_xy[1], tasks["lon"], tasks["lat"])
         if d.min() > 100_000:

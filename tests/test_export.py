@@ -212,5 +212,7 @@ def test_chips_and_work_orders(run, tasks):
     assert set(tasks["chip"]) == {f"chips/{c}.jpg" for c in tasks["task_code"]}
     html = (run / "work_orders" / "曼燕村.html").read_text(encoding="utf-8")
     assert "<svg" in html and "<polyline" in html and html.count("data:image/jpeg;base64,") == 3
+    svg = ET.fromstring(html[html.index("<svg"): html.index("</svg>") + 6])  # well-formed inline SVG
+    assert len(svg.findall("{http://www.w3.org/2000/svg}circle")) == 3
     assert "曼燕村" in html
     assert not re.search(r"""<(script|link|img)[^>]+(src|href)=["']https?:""", html), "no internet assets"

@@ -244,3 +244,19 @@ def test_geographic_plots_layer_and_missing_optional_columns(tmp_path):
     rows, cols = np.nonzero(yellow[30:-30, :])
     assert len(rows) > 50
     assert abs(cols.mean() - 160) < 20 and abs(rows.mean() + 30 - 160) < 20
+
+
+def test_gcj02_boundaries_are_shifted_back_with_admin_gcj02(tmp_path):
+    """A boundary layer digitised on Amap is GCJ-02 (~500 m off): joined raw, every plot falls outside."""
+    import shapely
+
+    run = make_run(tmp_path / "run", n=5)
+    bnd = make_boundaries(tmp_path / "v.gpkg", "EPSG:4326")
+    gdf = pyogrio.read_dataframe(bnd)
+    gdf.geometry = shapely.transform(gdf.geometry.values, lambda x, y: wgs84_to_gcj02(x, y), interleaved=False)
+    pyogrio.write_dataframe(gdf, tmp_path / "v_gcj.gpkg")
+    assert build_tasks(run, admin=tmp_path / "v_gcj.gpkg").n_outside == 5
+    s = build_tasks(run, admin=tmp_path / "v_gcj.gpkg", admin_gcj02=True)
+    assert s.n_outside == 0
+    t = _tasks(run / "plots.gpkg").set_index("plot_id")
+    assert t.loc[1, "village"] == "曼燕村" and t.loc[4, "village"] == "曼弄村"

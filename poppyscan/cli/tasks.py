@@ -16,6 +16,9 @@ import click
 @click.option("--admin-fields", "admin_fields", metavar="F1,F2,...",
               help="Name fields to copy from BOUNDARIES [default: config tasks.admin_fields, "
                    "county,township,village].")
+@click.option("--admin-gcj02", "admin_gcj02", is_flag=True,
+              help="BOUNDARIES were digitised on Amap/Tencent (GCJ-02 lon/lat, whatever the label): shift "
+                   "them back to WGS84 before the join.")
 @click.option("--start", metavar="LON,LAT", help="WGS84 point where each unit's route starts (team base).")
 @click.option("--split-by", "split_by", metavar="FIELD",
               help="Write one package per value of FIELD (e.g. township) under RUN_DIR/units/.")
@@ -24,8 +27,9 @@ import click
 @click.option("--config", "config_file", metavar="FILE", help="YAML config with the keys to change.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary line.")
 @click.pass_context
-def tasks(ctx: click.Context, run_dir: str, admin: str | None, admin_fields: str | None, start: str | None,
-          split_by: str | None, include_rejected: bool | None, config_file: str | None, quiet: bool) -> None:
+def tasks(ctx: click.Context, run_dir: str, admin: str | None, admin_fields: str | None, admin_gcj02: bool,
+          start: str | None, split_by: str | None, include_rejected: bool | None, config_file: str | None,
+          quiet: bool) -> None:
     """Turn a detect run into field-verification tasks: GPKG layer + QGIS styles, CSV, XLSX, KMZ, GPX,
     GeoJSON, image chips and printable work orders."""
     from ..config import load_config
@@ -37,7 +41,8 @@ def tasks(ctx: click.Context, run_dir: str, admin: str | None, admin_fields: str
     if admin_fields is not None:
         fields = [f.strip() for f in admin_fields.split(",") if f.strip()]
     summary = build_tasks(run_dir, config=config, admin=admin, admin_fields=fields, start=start,
-                          split_by=split_by, include_rejected=include_rejected or None)
+                          split_by=split_by, include_rejected=include_rejected or None,
+                          admin_gcj02=admin_gcj02)
     if not quiet:
         units = f", {len(summary.units)} unit(s)" if len(summary.units) > 1 or split_by else ""
         outside = f", {summary.n_outside} outside every admin unit" if admin else ""
