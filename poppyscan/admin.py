@@ -25,8 +25,9 @@ from .errors import InputError
 INSIDE, OUTSIDE, NOT_JOINED = "inside", "outside", ""
 
 
-def read_boundaries(path: str | Path, fields: Sequence[str], *,
-                    gcj02: bool = False) -> tuple[gpd.GeoDataFrame, dict[str, str]]:
+def read_boundaries(
+    path: str | Path, fields: Sequence[str], *, gcj02: bool = False
+) -> tuple[gpd.GeoDataFrame, dict[str, str]]:
     """Read the boundary layer, check ``fields`` exist; return it and ``{field: code column}``.
 
     With ``gcj02`` the layer's lon/lat are GCJ-02 (digitised on Amap/Tencent, whatever its label says)
@@ -40,24 +41,32 @@ def read_boundaries(path: str | Path, fields: Sequence[str], *,
         bnd = pyogrio.read_dataframe(path)
     except Exception as exc:  # pyogrio raises DataSourceError, DataLayerError, ...
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"boundary file '{path}' cannot be read as a vector layer ({first}); "
-                         "pass a GeoPackage, shapefile or GeoJSON with polygons") from None
+        raise InputError(
+            f"boundary file '{path}' cannot be read as a vector layer ({first}); "
+            "pass a GeoPackage, shapefile or GeoJSON with polygons"
+        ) from None
     if not isinstance(bnd, gpd.GeoDataFrame) or bnd.geometry.isna().all():
         raise InputError(f"boundary file '{path}' has no geometries; pass a polygon layer")
     if bnd.crs is None:
-        raise InputError(f"boundary file '{path}' has no CRS; define it (e.g. EPSG:4490 for CGCS2000) "
-                         "in QGIS or with ogr2ogr -a_srs, then retry")
+        raise InputError(
+            f"boundary file '{path}' has no CRS; define it (e.g. EPSG:4490 for CGCS2000) "
+            "in QGIS or with ogr2ogr -a_srs, then retry"
+        )
     available = [c for c in bnd.columns if c != bnd.geometry.name]
     missing = [f for f in fields if f not in available]
     if missing:
-        raise InputError(f"boundary file '{path}' has no field(s) {', '.join(repr(m) for m in missing)}; "
-                         f"available fields: {', '.join(available) or '(none)'}; pass --admin-fields with "
-                         "names from that list")
+        raise InputError(
+            f"boundary file '{path}' has no field(s) {', '.join(repr(m) for m in missing)}; "
+            f"available fields: {', '.join(available) or '(none)'}; pass --admin-fields with "
+            "names from that list"
+        )
     if gcj02:
         from .geo.gcj02 import gcj02_to_wgs84
 
         bnd = bnd.to_crs("EPSG:4326")
-        bnd.geometry = shapely.transform(bnd.geometry.values, lambda x, y: gcj02_to_wgs84(x, y), interleaved=False)
+        bnd.geometry = shapely.transform(
+            bnd.geometry.values, lambda x, y: gcj02_to_wgs84(x, y), interleaved=False
+        )
     codes = {}
     for f in fields:
         for cand in (f"{f}_code", f"{f}code"):
@@ -67,8 +76,13 @@ def read_boundaries(path: str | Path, fields: Sequence[str], *,
     return bnd, codes
 
 
-def join_admin(lon: Sequence[float], lat: Sequence[float], boundaries: gpd.GeoDataFrame,
-               fields: Sequence[str], codes: dict[str, str]) -> pd.DataFrame:
+def join_admin(
+    lon: Sequence[float],
+    lat: Sequence[float],
+    boundaries: gpd.GeoDataFrame,
+    fields: Sequence[str],
+    codes: dict[str, str],
+) -> pd.DataFrame:
     """Admin names (and codes) for WGS84 points.
 
     Returns a frame with one row per point (same order): each field, ``<field>_code`` for fields with a
@@ -88,7 +102,9 @@ def join_admin(lon: Sequence[float], lat: Sequence[float], boundaries: gpd.GeoDa
     bnd.geometry = bnd.geometry.make_valid()
     bnd["_order"] = np.arange(len(bnd))
     joined = gpd.sjoin(pts, bnd, how="left", predicate="within")
-    joined = joined.sort_values(["_i", "_order"]).drop_duplicates("_i", keep="first").set_index("_i").sort_index()
+    joined = (
+        joined.sort_values(["_i", "_order"]).drop_duplicates("_i", keep="first").set_index("_i").sort_index()
+    )
     frame = pd.DataFrame(index=range(n))
     for f in fields:
         frame[f] = _as_text(joined[f])

@@ -48,7 +48,9 @@ def _open_length(lon: np.ndarray, lat: np.ndarray, order: Sequence[int], start) 
         x, y = np.r_[start[0], x], np.r_[start[1], y]
     if len(x) < 2:
         return 0.0
-    return float(sum(haversine_to(x[i], y[i], x[i + 1 : i + 2], y[i + 1 : i + 2])[0] for i in range(len(x) - 1)))
+    return float(
+        sum(haversine_to(x[i], y[i], x[i + 1 : i + 2], y[i + 1 : i + 2])[0] for i in range(len(x) - 1))
+    )
 
 
 def _nearest_neighbour_lazy(lon: np.ndarray, lat: np.ndarray, start) -> list[int]:
@@ -97,7 +99,9 @@ def nearest_neighbour(dist: np.ndarray, nodes: Sequence[int], start: int | None 
     return tour
 
 
-def two_opt(order: Sequence[int], dist: np.ndarray, start: int | None = None, max_passes: int = 50) -> list[int]:
+def two_opt(
+    order: Sequence[int], dist: np.ndarray, start: int | None = None, max_passes: int = 50
+) -> list[int]:
     """Improve an open path by reversing segments while that shortens it (first-improvement per i).
 
     With ``start`` the path is anchored at that node (which is not in ``order``); otherwise both ends
@@ -131,7 +135,9 @@ def two_opt(order: Sequence[int], dist: np.ndarray, start: int | None = None, ma
     return [int(x) for x in p[1:-1]]
 
 
-def route_order(lon: Sequence[float], lat: Sequence[float], start: tuple[float, float] | None = None) -> list[int]:
+def route_order(
+    lon: Sequence[float], lat: Sequence[float], start: tuple[float, float] | None = None
+) -> list[int]:
     """Visit order (indices into ``lon``/``lat``) for one team.
 
     Parameters

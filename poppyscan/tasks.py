@@ -50,11 +50,38 @@ log = logging.getLogger(__name__)
 TASK_ID_NAMESPACE = uuid.UUID("f885bc62-fde5-5a3d-862b-3ba74d82d7b8")  # uuid5(URL, "https://poppyscan/tasks")
 MATCH_EXISTING_M = 3.0
 SQM_PER_MU = 666.67
-RESULT_COLUMNS = ["status", "result", "plants_eradicated", "checked_by", "checked_at", "onsite_lon",
-                  "onsite_lat", "photo", "notes"]
-HEAD_COLUMNS = ["task_id", "task_code", "plot_id", "unit", "route_seq", "priority", "priority_class",
-                "lon", "lat", "gcj02_lon", "gcj02_lat", "nav_amap", "nav_baidu", "area_m2", "area_mu",
-                "prob_mean", "prob_max", "est_plants", "over_500_plants"]
+RESULT_COLUMNS = [
+    "status",
+    "result",
+    "plants_eradicated",
+    "checked_by",
+    "checked_at",
+    "onsite_lon",
+    "onsite_lat",
+    "photo",
+    "notes",
+]
+HEAD_COLUMNS = [
+    "task_id",
+    "task_code",
+    "plot_id",
+    "unit",
+    "route_seq",
+    "priority",
+    "priority_class",
+    "lon",
+    "lat",
+    "gcj02_lon",
+    "gcj02_lat",
+    "nav_amap",
+    "nav_baidu",
+    "area_m2",
+    "area_mu",
+    "prob_mean",
+    "prob_max",
+    "est_plants",
+    "over_500_plants",
+]
 TAIL_COLUMNS = ["admin_name", "admin_status", "review", "mosaic", "chip"]
 RESERVED = set(HEAD_COLUMNS + TAIL_COLUMNS + RESULT_COLUMNS + ["geometry"])
 
@@ -95,15 +122,20 @@ def _read_run_json(run_dir: Path) -> dict:
 
 def _read_plots(run_dir: Path) -> gpd.GeoDataFrame:
     if not run_dir.is_dir():
-        raise InputError(f"run directory '{run_dir}' does not exist; pass the --out folder of a "
-                         "`poppyscan detect` run")
+        raise InputError(
+            f"run directory '{run_dir}' does not exist; pass the --out folder of a `poppyscan detect` run"
+        )
     path = run_dir / "plots.gpkg"
     if not path.is_file():
-        raise InputError(f"run directory '{run_dir}' has no plots.gpkg; run `poppyscan detect --out {run_dir}` first")
+        raise InputError(
+            f"run directory '{run_dir}' has no plots.gpkg; run `poppyscan detect --out {run_dir}` first"
+        )
     layers = [name for name, _ in pyogrio.list_layers(path)]
     if "plots" not in layers:
-        raise InputError(f"'{path}' has no layer 'plots' (layers: {', '.join(layers) or 'none'}); "
-                         "it is not a detect output")
+        raise InputError(
+            f"'{path}' has no layer 'plots' (layers: {', '.join(layers) or 'none'}); "
+            "it is not a detect output"
+        )
     plots = pyogrio.read_dataframe(path, layer="plots")
     if "plot_id" not in plots.columns:
         raise InputError(f"layer 'plots' of '{path}' has no 'plot_id' column; it is not a detect output")
@@ -155,10 +187,14 @@ def _letters(i: int) -> str:
 
 def _nav_links(lon: float, lat: float, code: str) -> tuple[str, str]:
     name = quote(code)
-    amap = (f"https://uri.amap.com/navigation?to={lon:.6f},{lat:.6f},{name}&mode=car&src=poppyscan"
-            "&coordinate=wgs84&callnative=1")
-    baidu = (f"https://api.map.baidu.com/marker?location={lat:.6f},{lon:.6f}&title={name}&content={name}"
-             "&output=html&coord_type=wgs84&src=webapp.poppyscan.tasks")
+    amap = (
+        f"https://uri.amap.com/navigation?to={lon:.6f},{lat:.6f},{name}&mode=car&src=poppyscan"
+        "&coordinate=wgs84&callnative=1"
+    )
+    baidu = (
+        f"https://api.map.baidu.com/marker?location={lat:.6f},{lon:.6f}&title={name}&content={name}"
+        "&output=html&coord_type=wgs84&src=webapp.poppyscan.tasks"
+    )
     return amap, baidu
 
 
@@ -215,10 +251,21 @@ def _parse_start(start) -> tuple[float, float] | None:
     return float(start[0]), float(start[1])
 
 
-def make_task_table(run_dir: Path, plots: gpd.GeoDataFrame, run: dict, *, cfg: TasksConfig,
-                    plants_per_m2: float, criminal_plants: int, decisions: dict[int, str],
-                    admin=None, admin_fields=None, admin_gcj02=False, start=None,
-                    split_by=None) -> gpd.GeoDataFrame:
+def make_task_table(
+    run_dir: Path,
+    plots: gpd.GeoDataFrame,
+    run: dict,
+    *,
+    cfg: TasksConfig,
+    plants_per_m2: float,
+    criminal_plants: int,
+    decisions: dict[int, str],
+    admin=None,
+    admin_fields=None,
+    admin_gcj02=False,
+    start=None,
+    split_by=None,
+) -> gpd.GeoDataFrame:
     """Build the task table (WGS84 points, sorted by unit and ``route_seq``) for the kept plots."""
     n = len(plots)
     lon, lat = _centroids_wgs84(plots)
@@ -230,15 +277,20 @@ def make_task_table(run_dir: Path, plots: gpd.GeoDataFrame, run: dict, *, cfg: T
         t[c] = np.round(plots[c].to_numpy(float), 3) if c in plots else np.nan
     est = plots["est_plants"].to_numpy(float) if "est_plants" in plots else area * plants_per_m2
     t["est_plants"] = np.round(np.nan_to_num(est)).astype("int64")
-    t["over_500_plants"] = (plots["over_500_plants"].astype(bool).to_numpy() if "over_500_plants" in plots
-                            else t["est_plants"].to_numpy() >= criminal_plants)
+    t["over_500_plants"] = (
+        plots["over_500_plants"].astype(bool).to_numpy()
+        if "over_500_plants" in plots
+        else t["est_plants"].to_numpy() >= criminal_plants
+    )
     t["priority_class"] = np.where(t["over_500_plants"], "criminal", "administrative")
     fields: list[str] = []
     if admin is not None:
         fields = list(admin_fields if admin_fields is not None else cfg.admin_fields)
         clash = sorted(set(fields) & RESERVED)
         if clash:
-            raise InputError(f"--admin-fields {clash} clash with task columns; rename them in the boundary file")
+            raise InputError(
+                f"--admin-fields {clash} clash with task columns; rename them in the boundary file"
+            )
         bnd, codes = admin_mod.read_boundaries(admin, fields, gcj02=admin_gcj02)
         joined = admin_mod.join_admin(lon, lat, bnd, fields, codes)
         for c in joined.columns:
@@ -252,16 +304,22 @@ def make_task_table(run_dir: Path, plots: gpd.GeoDataFrame, run: dict, *, cfg: T
     # units
     if split_by:
         if split_by not in t.columns:
-            raise InputError(f"--split-by field '{split_by}' is not a task column; choose one of "
-                             f"{', '.join(fields + ['admin_status', 'mosaic', 'priority_class', 'review'])}")
+            raise InputError(
+                f"--split-by field '{split_by}' is not a task column; choose one of "
+                f"{', '.join(fields + ['admin_status', 'mosaic', 'priority_class', 'review'])}"
+            )
         outside = t["admin_status"].eq(admin_mod.OUTSIDE)
         vals = t[split_by].astype(object)
-        t["unit"] = [("outside" if o else "unassigned") if v is None or str(v) in ("", "nan", "None") else str(v)
-                     for v, o in zip(vals, outside, strict=True)]
+        t["unit"] = [
+            ("outside" if o else "unassigned") if v is None or str(v) in ("", "nan", "None") else str(v)
+            for v, o in zip(vals, outside, strict=True)
+        ]
     else:
         t["unit"] = "all"
     # priority: criminal first, then prob x area, then plot_id
-    score = np.nan_to_num(t["prob_mean"].fillna(t["prob_max"]).to_numpy(float), nan=0.0) * t["area_m2"].to_numpy()
+    score = (
+        np.nan_to_num(t["prob_mean"].fillna(t["prob_max"]).to_numpy(float), nan=0.0) * t["area_m2"].to_numpy()
+    )
     order = np.lexsort((t["plot_id"].to_numpy(), -score, ~t["over_500_plants"].to_numpy(bool)))
     t["priority"] = 0
     t.loc[t.index[order], "priority"] = np.arange(1, n + 1)
@@ -276,8 +334,10 @@ def make_task_table(run_dir: Path, plots: gpd.GeoDataFrame, run: dict, *, cfg: T
     t["_u"] = t["unit"].map({u: i for i, u in enumerate(units)})
     t = t.sort_values(["_u", "route_seq"]).drop(columns="_u").reset_index(drop=True)
     width = max(3 if split_by else 4, len(str(t.groupby("unit").size().max() if n else 0)))
-    t["task_code"] = [f"{prefixes[u] if split_by else 'T'}{s:0{width}d}" for u, s in zip(t["unit"], t["route_seq"],
-                                                                                          strict=True)]
+    t["task_code"] = [
+        f"{prefixes[u] if split_by else 'T'}{s:0{width}d}"
+        for u, s in zip(t["unit"], t["route_seq"], strict=True)
+    ]
     # ids, coordinates, links
     t["lon"], t["lat"] = np.round(t["lon"], 7), np.round(t["lat"], 7)
     ids = _derived_ids(run, run_dir, t["mosaic"], t["lon"].to_numpy(), t["lat"].to_numpy())
@@ -302,8 +362,17 @@ def make_task_table(run_dir: Path, plots: gpd.GeoDataFrame, run: dict, *, cfg: T
     return gdf
 
 
-def build_tasks(run_dir, *, config=None, admin=None, admin_fields=None, start=None, split_by=None,
-                include_rejected: bool | None = None, admin_gcj02: bool = False) -> TasksSummary:
+def build_tasks(
+    run_dir,
+    *,
+    config=None,
+    admin=None,
+    admin_fields=None,
+    start=None,
+    split_by=None,
+    include_rejected: bool | None = None,
+    admin_gcj02: bool = False,
+) -> TasksSummary:
     """Turn a detect run into field-verification tasks and write every export into ``run_dir``.
 
     Parameters
@@ -337,22 +406,48 @@ def build_tasks(run_dir, *, config=None, admin=None, admin_fields=None, start=No
     decisions = _review(run_dir, plots)
     rejected = plots["plot_id"].map(lambda p: decisions.get(int(p)) == "rejected").to_numpy(bool)
     kept = plots if include else plots[~rejected].reset_index(drop=True)
-    tasks = make_task_table(run_dir, kept, run, cfg=cfg, plants_per_m2=plants_per_m2,
-                            criminal_plants=criminal_plants, decisions=decisions, admin=admin,
-                            admin_fields=admin_fields, admin_gcj02=admin_gcj02, start=start_xy,
-                            split_by=split_by)
+    tasks = make_task_table(
+        run_dir,
+        kept,
+        run,
+        cfg=cfg,
+        plants_per_m2=plants_per_m2,
+        criminal_plants=criminal_plants,
+        decisions=decisions,
+        admin=admin,
+        admin_fields=admin_fields,
+        admin_gcj02=admin_gcj02,
+        start=start_xy,
+        split_by=split_by,
+    )
     if start_xy and len(tasks):
         d = route.haversine_to(start_xy[0], start_xy[1], tasks["lon"], tasks["lat"])
         if d.min() > 100_000:
-            log.warning("start %s is %.0f km from the nearest task: is it LON,LAT (not LAT,LON)?",
-                        start_xy, d.min() / 1000)
-    files, chips_missing = package.write_all(run_dir, tasks, kept, run, cfg=cfg, split_by=split_by, start=start_xy)
+            log.warning(
+                "start %s is %.0f km from the nearest task: is it LON,LAT (not LAT,LON)?",
+                start_xy,
+                d.min() / 1000,
+            )
+    files, chips_missing = package.write_all(
+        run_dir, tasks, kept, run, cfg=cfg, split_by=split_by, start=start_xy
+    )
     summary = TasksSummary(
-        run_dir=run_dir, n_plots=len(plots), n_tasks=len(tasks), n_rejected=int(rejected.sum()) if not include else 0,
+        run_dir=run_dir,
+        n_plots=len(plots),
+        n_tasks=len(tasks),
+        n_rejected=int(rejected.sum()) if not include else 0,
         n_outside=int((tasks["admin_status"] == admin_mod.OUTSIDE).sum()),
         n_criminal=int(tasks["over_500_plants"].sum()),
         units={str(k): int(v) for k, v in tasks.groupby("unit", sort=False).size().items()},
-        files=tuple(files), chips_missing=chips_missing)
-    log.info("tasks: %d task(s) from %d plot(s) (%d rejected at the desk), %d unit(s), %d outside",
-             summary.n_tasks, summary.n_plots, summary.n_rejected, len(summary.units), summary.n_outside)
+        files=tuple(files),
+        chips_missing=chips_missing,
+    )
+    log.info(
+        "tasks: %d task(s) from %d plot(s) (%d rejected at the desk), %d unit(s), %d outside",
+        summary.n_tasks,
+        summary.n_plots,
+        summary.n_rejected,
+        len(summary.units),
+        summary.n_outside,
+    )
     return summary

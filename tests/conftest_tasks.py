@@ -29,12 +29,12 @@ CREATED = "2025-04-01T09:00:00+00:00"
 
 # (x0, y0, x1, y1) in metres from the mosaic's top-left corner (x east, y south) and prob_mean
 PLOT_BOXES = [
-    (5, 5, 9, 8, 0.91),      # 1: 12 m2, west, north
+    (5, 5, 9, 8, 0.91),  # 1: 12 m2, west, north
     (12, 60, 22, 69, 0.72),  # 2: 90 m2 -> 540 plants: criminal-size
     (30, 30, 33, 34, 0.66),  # 3: 12 m2, west (rejected in some tests)
     (50, 20, 54, 23, 0.85),  # 4: 12 m2, east
     (62, 55, 66, 60, 0.58),  # 5: 20 m2, east (with a hole)
-    (70, 2, 74, 5, 0.95),    # 6: 12 m2, north-east strip: outside every village
+    (70, 2, 74, 5, 0.95),  # 6: 12 m2, north-east strip: outside every village
 ]
 
 
@@ -72,12 +72,32 @@ def make_plots(n: int | None = None, review: dict[int, str] | None = None) -> gp
     gdf["model_version"] = "test-0"
     if review is not None:
         gdf["review"] = [review.get(int(p), "") for p in gdf["plot_id"]]
-    return gdf[["plot_id", "area_m2", "area_mu", "prob_mean", "prob_max", "est_plants", "over_500_plants", "lon",
-                "lat", "mosaic", "model_version", *(["review"] if review is not None else []), "geometry"]]
+    return gdf[
+        [
+            "plot_id",
+            "area_m2",
+            "area_mu",
+            "prob_mean",
+            "prob_max",
+            "est_plants",
+            "over_500_plants",
+            "lon",
+            "lat",
+            "mosaic",
+            "model_version",
+            *(["review"] if review is not None else []),
+            "geometry",
+        ]
+    ]
 
 
-def make_run(run_dir: Path, *, n: int | None = None, review: dict[int, str] | None = None,
-             mosaic_elsewhere: Path | None = None) -> Path:
+def make_run(
+    run_dir: Path,
+    *,
+    n: int | None = None,
+    review: dict[int, str] | None = None,
+    mosaic_elsewhere: Path | None = None,
+) -> Path:
     """Write a detect-like run directory and return it."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -90,23 +110,59 @@ def make_run(run_dir: Path, *, n: int | None = None, review: dict[int, str] | No
     img[2] = 60 + rng.integers(0, 30, (SIZE, SIZE))
     mosaic = (mosaic_elsewhere or run_dir) / "mosaic.tif"
     mosaic.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(mosaic, "w", driver="GTiff", width=SIZE, height=SIZE, count=3, dtype="uint8", crs=CRS,
-                       transform=transform, photometric="RGB", tiled=True, blockxsize=256, blockysize=256) as dst:
+    with rasterio.open(
+        mosaic,
+        "w",
+        driver="GTiff",
+        width=SIZE,
+        height=SIZE,
+        count=3,
+        dtype="uint8",
+        crs=CRS,
+        transform=transform,
+        photometric="RGB",
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+    ) as dst:
         dst.write(img)
     prob = np.full((SIZE // 4, SIZE // 4), 10, np.uint8)
     prob[:5, :] = 255
-    with rasterio.open(run_dir / "probability.tif", "w", driver="GTiff", width=SIZE // 4, height=SIZE // 4,
-                       count=1, dtype="uint8", crs=CRS, transform=from_origin(ox, oy, GSD * 4, GSD * 4),
-                       nodata=255) as dst:
+    with rasterio.open(
+        run_dir / "probability.tif",
+        "w",
+        driver="GTiff",
+        width=SIZE // 4,
+        height=SIZE // 4,
+        count=1,
+        dtype="uint8",
+        crs=CRS,
+        transform=from_origin(ox, oy, GSD * 4, GSD * 4),
+        nodata=255,
+    ) as dst:
         dst.write(prob, 1)
     plots = make_plots(n, review)
-    pyogrio.write_dataframe(plots, run_dir / "plots.gpkg", layer="plots", driver="GPKG", promote_to_multi=True)
+    pyogrio.write_dataframe(
+        plots, run_dir / "plots.gpkg", layer="plots", driver="GPKG", promote_to_multi=True
+    )
     run = {
-        "poppyscan_version": "0.1.0", "created": CREATED, "crs": CRS,
-        "inputs": [{"path": str(mosaic.resolve()), "crs": CRS, "gsd_m": GSD, "width": SIZE, "height": SIZE,
-                    "bounds": [ox, oy - SIZE * GSD, ox + SIZE * GSD, oy]}],
+        "poppyscan_version": "0.1.0",
+        "created": CREATED,
+        "crs": CRS,
+        "inputs": [
+            {
+                "path": str(mosaic.resolve()),
+                "crs": CRS,
+                "gsd_m": GSD,
+                "width": SIZE,
+                "height": SIZE,
+                "bounds": [ox, oy - SIZE * GSD, ox + SIZE * GSD, oy],
+            }
+        ],
         "model": {"path": "models/test", "version": "test-0", "gsd_m": GSD},
-        "config": {}, "counts": {"plots": len(plots)}, "timings": {},
+        "config": {},
+        "counts": {"plots": len(plots)},
+        "timings": {},
     }
     (run_dir / "run.json").write_text(json.dumps(run, indent=2), encoding="utf-8")
     return run_dir

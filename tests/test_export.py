@@ -54,8 +54,10 @@ def test_layer_styles_table(run):
         assert tuple(cols) == LAYER_STYLES_COLUMNS
         kind = con.execute("SELECT data_type FROM gpkg_contents WHERE table_name = 'layer_styles'").fetchone()
         assert kind == ("attributes",)
-        rows = con.execute("SELECT f_table_name, f_geometry_column, styleQML, useAsDefault FROM layer_styles "
-                           "ORDER BY f_table_name").fetchall()
+        rows = con.execute(
+            "SELECT f_table_name, f_geometry_column, styleQML, useAsDefault FROM layer_styles "
+            "ORDER BY f_table_name"
+        ).fetchall()
     finally:
         con.close()
     assert [(r[0], r[1], r[3]) for r in rows] == [("plots", "geom", 1), ("tasks", "geom", 1)]
@@ -124,7 +126,10 @@ def test_kmz_zip_and_kml(run, tasks):
         kml = zf.read("doc.kml")
         for code in tasks["task_code"]:
             assert f"files/{code}.jpg" in names
-            assert cv2.imdecode(np.frombuffer(zf.read(f"files/{code}.jpg"), np.uint8), cv2.IMREAD_COLOR) is not None
+            assert (
+                cv2.imdecode(np.frombuffer(zf.read(f"files/{code}.jpg"), np.uint8), cv2.IMREAD_COLOR)
+                is not None
+            )
     root = ET.fromstring(kml)
     colours = [c.text for c in root.iter(f"{KML}color")]
     assert colours and all(re.fullmatch(r"[0-9a-f]{8}", c) for c in colours)
@@ -168,7 +173,7 @@ def test_gpx_via_gdal(run, tasks):
     sizes = tasks.groupby("unit").size()
     assert len(routes) == (sizes >= 2).sum()  # a one-task unit has a waypoint but no route
     rpts = pyogrio.read_dataframe(run / "tasks.gpx", layer="route_points")
-    for rid, group in rpts.groupby("route_fid"):
+    for _, group in rpts.groupby("route_fid"):
         codes = list(group.sort_values("route_point_id")["name"])
         unit = tasks.set_index("task_code").loc[codes[0], "unit"]
         expected = list(tasks[tasks["unit"] == unit].sort_values("route_seq")["task_code"])
@@ -212,7 +217,7 @@ def test_chips_and_work_orders(run, tasks):
     assert set(tasks["chip"]) == {f"chips/{c}.jpg" for c in tasks["task_code"]}
     html = (run / "work_orders" / "曼燕村.html").read_text(encoding="utf-8")
     assert "<svg" in html and "<polyline" in html and html.count("data:image/jpeg;base64,") == 3
-    svg = ET.fromstring(html[html.index("<svg"): html.index("</svg>") + 6])  # well-formed inline SVG
+    svg = ET.fromstring(html[html.index("<svg") : html.index("</svg>") + 6])  # well-formed inline SVG
     assert len(svg.findall("{http://www.w3.org/2000/svg}circle")) == 3
     assert "曼燕村" in html
     assert not re.search(r"""<(script|link|img)[^>]+(src|href)=["']https?:""", html), "no internet assets"

@@ -66,4 +66,6 @@ def test_large_inputs_use_the_greedy_tour_without_a_matrix(monkeypatch):
     lon, lat = 103 + rng.random(200) * 0.1, 25 + rng.random(200) * 0.1
     order = route_order(lon, lat, start=(103.0, 25.0))
     assert sorted(order) == list(range(200))
-    assert r._open_length(lon, lat, order, (103.0, 25.0)) <= r._open_length(lon, lat, range(200), (103.0, 25.0))
+    assert r._open_length(lon, lat, order, (103.0, 25.0)) <= r._open_length(
+        lon, lat, range(200), (103.0, 25.0)
+    )

@@ -17,7 +17,15 @@ from poppyscan.errors import InputError
 from poppyscan.geo.gcj02 import wgs84_to_gcj02
 from poppyscan.tasks import build_tasks
 
-OUTPUTS = ["plots.gpkg", "tasks.csv", "tasks.xlsx", "tasks.kmz", "tasks.gpx", "plots.geojson", "probability.qml"]
+OUTPUTS = [
+    "plots.gpkg",
+    "tasks.csv",
+    "tasks.xlsx",
+    "tasks.kmz",
+    "tasks.gpx",
+    "plots.geojson",
+    "probability.qml",
+]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +66,16 @@ def test_task_table_fields(plain_run):
     assert t.crs.to_epsg() == 4326
     assert 3 not in set(t["plot_id"]), "desk-rejected plot must get no task"
     assert (t["status"] == "pending").all()
-    for c in ("result", "checked_by", "checked_at", "photo", "notes", "plants_eradicated", "onsite_lon", "onsite_lat"):
+    for c in (
+        "result",
+        "checked_by",
+        "checked_at",
+        "photo",
+        "notes",
+        "plants_eradicated",
+        "onsite_lon",
+        "onsite_lat",
+    ):
         assert t[c].isna().all(), c
     assert len(set(t["task_id"])) == len(t)
     for tid in t["task_id"]:
@@ -73,7 +90,11 @@ def test_task_table_fields(plain_run):
     np.testing.assert_allclose(t["gcj02_lat"], glat, atol=1e-6)
     assert (t["gcj02_lon"] - t["lon"]).abs().min() > 1e-3  # inside China: really offset
     for lon, lat, amap, baidu in zip(t["lon"], t["lat"], t["nav_amap"], t["nav_baidu"], strict=True):
-        assert amap.startswith("https://uri.amap.com/") and "coordinate=wgs84" in amap and f"{lon:.6f},{lat:.6f}" in amap
+        assert (
+            amap.startswith("https://uri.amap.com/")
+            and "coordinate=wgs84" in amap
+            and f"{lon:.6f},{lat:.6f}" in amap
+        )
         assert baidu.startswith("https://api.map.baidu.com/") and "coord_type=wgs84" in baidu
         assert f"location={lat:.6f},{lon:.6f}" in baidu  # Baidu wants lat,lng
     np.testing.assert_allclose(t["area_mu"], t["area_m2"] / 666.67, atol=1e-3)
@@ -83,7 +104,11 @@ def test_priority_rule_criminal_first_then_prob_times_area(plain_run):
     run, _ = plain_run
     t = _tasks(run / "plots.gpkg").sort_values("priority")
     assert sorted(t["priority"]) == list(range(1, 6))
-    assert t.iloc[0]["over_500_plants"] and t.iloc[0]["priority_class"] == "criminal" and t.iloc[0]["plot_id"] == 2
+    assert (
+        t.iloc[0]["over_500_plants"]
+        and t.iloc[0]["priority_class"] == "criminal"
+        and t.iloc[0]["plot_id"] == 2
+    )
     rest = t.iloc[1:]
     score = (rest["prob_mean"] * rest["area_m2"]).to_numpy()
     assert (np.diff(score) <= 1e-9).all()
@@ -152,7 +177,9 @@ def test_split_by_writes_one_package_per_unit(split_run):
             rows = list(csv.DictReader(fh))
         assert {r["task_id"] for r in rows} == set(mine["task_id"])
         assert sorted(int(r["route_seq"]) for r in rows) == list(range(1, len(rows) + 1))
-        assert sorted(p.name for p in (d / "chips").iterdir()) == sorted(f"{c}.jpg" for c in mine["task_code"])
+        assert sorted(p.name for p in (d / "chips").iterdir()) == sorted(
+            f"{c}.jpg" for c in mine["task_code"]
+        )
         assert (d / "work_order.html").is_file() and (run / "work_orders" / f"{unit}.html").is_file()
         prefix = {c[0] for c in mine["task_code"]}
         assert len(prefix) == 1 and all(c[1:].isdigit() for c in mine["task_code"])
@@ -205,8 +232,20 @@ def test_bad_inputs(tmp_path):
 def test_cli_runs_and_prints_summary(tmp_path, capsys):
     run = make_run(tmp_path / "run", n=3)
     bnd = make_boundaries(tmp_path / "v.gpkg", "EPSG:4547")
-    code = main(["tasks", str(run), "--admin", str(bnd), "--admin-fields", "county,township,village",
-                 "--start", "114.0,23.0", "--split-by", "township"])
+    code = main(
+        [
+            "tasks",
+            str(run),
+            "--admin",
+            str(bnd),
+            "--admin-fields",
+            "county,township,village",
+            "--start",
+            "114.0,23.0",
+            "--split-by",
+            "township",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "3 task(s) from 3 plot(s)" in out
     assert (run / "units" / "勐遮镇" / "tasks.kmz").is_file()
@@ -215,7 +254,9 @@ def test_cli_runs_and_prints_summary(tmp_path, capsys):
 def test_cli_one_line_errors(tmp_path, capsys):
     assert main(["tasks", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("poppyscan: error: run directory") and "does not exist" in err[0]
+    assert (
+        len(err) == 1 and err[0].startswith("poppyscan: error: run directory") and "does not exist" in err[0]
+    )
     run = make_run(tmp_path / "run", n=1)
     bnd = make_boundaries(tmp_path / "v.gpkg", "EPSG:4490")
     assert main(["tasks", str(run), "--admin", str(bnd), "--admin-fields", "county,xiang,cun"]) == 2
@@ -253,7 +294,9 @@ def test_gcj02_boundaries_are_shifted_back_with_admin_gcj02(tmp_path):
     run = make_run(tmp_path / "run", n=5)
     bnd = make_boundaries(tmp_path / "v.gpkg", "EPSG:4326")
     gdf = pyogrio.read_dataframe(bnd)
-    gdf.geometry = shapely.transform(gdf.geometry.values, lambda x, y: wgs84_to_gcj02(x, y), interleaved=False)
+    gdf.geometry = shapely.transform(
+        gdf.geometry.values, lambda x, y: wgs84_to_gcj02(x, y), interleaved=False
+    )
     pyogrio.write_dataframe(gdf, tmp_path / "v_gcj.gpkg")
     assert build_tasks(run, admin=tmp_path / "v_gcj.gpkg").n_outside == 5
     s = build_tasks(run, admin=tmp_path / "v_gcj.gpkg", admin_gcj02=True)

@@ -11,25 +11,53 @@ import click
 
 @click.command("tasks")
 @click.argument("run_dir", metavar="RUN_DIR")
-@click.option("--admin", "admin", metavar="BOUNDARIES",
-              help="Admin boundary layer (GPKG/SHP/GeoJSON, any CRS, e.g. CGCS2000 EPSG:4490/4547).")
-@click.option("--admin-fields", "admin_fields", metavar="F1,F2,...",
-              help="Name fields to copy from BOUNDARIES [default: config tasks.admin_fields, "
-                   "county,township,village].")
-@click.option("--admin-gcj02", "admin_gcj02", is_flag=True,
-              help="BOUNDARIES were digitised on Amap/Tencent (GCJ-02 lon/lat, whatever the label): shift "
-                   "them back to WGS84 before the join.")
+@click.option(
+    "--admin",
+    "admin",
+    metavar="BOUNDARIES",
+    help="Admin boundary layer (GPKG/SHP/GeoJSON, any CRS, e.g. CGCS2000 EPSG:4490/4547).",
+)
+@click.option(
+    "--admin-fields",
+    "admin_fields",
+    metavar="F1,F2,...",
+    help="Name fields to copy from BOUNDARIES [default: config tasks.admin_fields, county,township,village].",
+)
+@click.option(
+    "--admin-gcj02",
+    "admin_gcj02",
+    is_flag=True,
+    help="BOUNDARIES were digitised on Amap/Tencent (GCJ-02 lon/lat, whatever the label): shift "
+    "them back to WGS84 before the join.",
+)
 @click.option("--start", metavar="LON,LAT", help="WGS84 point where each unit's route starts (team base).")
-@click.option("--split-by", "split_by", metavar="FIELD",
-              help="Write one package per value of FIELD (e.g. township) under RUN_DIR/units/.")
-@click.option("--include-rejected", is_flag=True, default=None,
-              help="Also make tasks for plots rejected at the desk review.")
+@click.option(
+    "--split-by",
+    "split_by",
+    metavar="FIELD",
+    help="Write one package per value of FIELD (e.g. township) under RUN_DIR/units/.",
+)
+@click.option(
+    "--include-rejected",
+    is_flag=True,
+    default=None,
+    help="Also make tasks for plots rejected at the desk review.",
+)
 @click.option("--config", "config_file", metavar="FILE", help="YAML config with the keys to change.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary line.")
 @click.pass_context
-def tasks(ctx: click.Context, run_dir: str, admin: str | None, admin_fields: str | None, admin_gcj02: bool,
-          start: str | None, split_by: str | None, include_rejected: bool | None, config_file: str | None,
-          quiet: bool) -> None:
+def tasks(
+    ctx: click.Context,
+    run_dir: str,
+    admin: str | None,
+    admin_fields: str | None,
+    admin_gcj02: bool,
+    start: str | None,
+    split_by: str | None,
+    include_rejected: bool | None,
+    config_file: str | None,
+    quiet: bool,
+) -> None:
     """Turn a detect run into field-verification tasks: GPKG layer + QGIS styles, CSV, XLSX, KMZ, GPX,
     GeoJSON, image chips and printable work orders."""
     from ..config import load_config
@@ -40,11 +68,20 @@ def tasks(ctx: click.Context, run_dir: str, admin: str | None, admin_fields: str
     fields = None
     if admin_fields is not None:
         fields = [f.strip() for f in admin_fields.split(",") if f.strip()]
-    summary = build_tasks(run_dir, config=config, admin=admin, admin_fields=fields, start=start,
-                          split_by=split_by, include_rejected=include_rejected or None,
-                          admin_gcj02=admin_gcj02)
+    summary = build_tasks(
+        run_dir,
+        config=config,
+        admin=admin,
+        admin_fields=fields,
+        start=start,
+        split_by=split_by,
+        include_rejected=include_rejected or None,
+        admin_gcj02=admin_gcj02,
+    )
     if not quiet:
         units = f", {len(summary.units)} unit(s)" if len(summary.units) > 1 or split_by else ""
         outside = f", {summary.n_outside} outside every admin unit" if admin else ""
-        click.echo(f"{summary.n_tasks} task(s) from {summary.n_plots} plot(s) ({summary.n_rejected} rejected at "
-                   f"the desk, {summary.n_criminal} criminal-size){units}{outside} -> {summary.run_dir}")
+        click.echo(
+            f"{summary.n_tasks} task(s) from {summary.n_plots} plot(s) ({summary.n_rejected} rejected at "
+            f"the desk, {summary.n_criminal} criminal-size){units}{outside} -> {summary.run_dir}"
+        )

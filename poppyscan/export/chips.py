@@ -1,8 +1,9 @@
 """Image chips: a north-up crop of the orthomosaic around each plot with its outline drawn.
 
-A chip is ``chip_size_m`` wide on the ground (more when the plot needs it: 1.25 × its extent), resampled to ``chip_px`` pixels (a windowed, boundless
-read — GDAL uses the mosaic's overviews when they exist, so memory is one chip at a time), with the
-plot outline in yellow, the task code and a scale bar. Written as JPEG.
+A chip is ``chip_size_m`` wide on the ground (more when the plot needs it: 1.25 × its extent),
+resampled to ``chip_px`` pixels (a windowed, boundless read — GDAL uses the mosaic's overviews when they
+exist, so memory is one chip at a time), with the plot outline in yellow, the task code and a scale
+bar. Written as JPEG.
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ def _scale_bar(img: np.ndarray, chip_size_m: float) -> None:
     x1 = x0 + int(round(length_m * px_per_m))
     cv2.rectangle(img, (x0 - 4, y0 - 18), (x1 + 40, y0 + 8), (255, 255, 255), -1)
     cv2.line(img, (x0, y0), (x1, y0), (0, 0, 0), 3)
-    cv2.putText(img, f"{length_m} m", (x1 + 4, y0 + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(
+        img, f"{length_m} m", (x1 + 4, y0 + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA
+    )
 
 
 def _rings(geom) -> Iterable[np.ndarray]:
@@ -81,10 +84,16 @@ def _rings(geom) -> Iterable[np.ndarray]:
             yield np.asarray(hole.coords)[:, :2]
 
 
-def cut_chip(src: rasterio.io.DatasetReader, req: ChipRequest, chip_size_m: float, chip_px: int) -> np.ndarray:
+def cut_chip(
+    src: rasterio.io.DatasetReader, req: ChipRequest, chip_size_m: float, chip_px: int
+) -> np.ndarray:
     """Return the BGR uint8 chip for ``req`` cut from the open mosaic ``src``."""
     geom = req.geometry
-    if req.crs is not None and src.crs is not None and not CRS.from_user_input(req.crs).equals(src.crs.to_wkt()):
+    if (
+        req.crs is not None
+        and src.crs is not None
+        and not CRS.from_user_input(req.crs).equals(src.crs.to_wkt())
+    ):
         tr = Transformer.from_crs(req.crs, src.crs.to_wkt(), always_xy=True)
         geom = shapely.transform(geom, lambda x, y: tr.transform(x, y), interleaved=False)
     c = geom.centroid
@@ -98,12 +107,24 @@ def cut_chip(src: rasterio.io.DatasetReader, req: ChipRequest, chip_size_m: floa
     left, right, bottom, top = c.x - hx, c.x + hx, c.y - hy, c.y + hy
     window = from_bounds(left, bottom, right, top, transform=src.transform)
     rgb_idx, alpha_idx = _rgb_indexes(src)
-    data = src.read(rgb_idx, window=window, out_shape=(3, chip_px, chip_px), boundless=True, fill_value=0,
-                    resampling=Resampling.bilinear)
+    data = src.read(
+        rgb_idx,
+        window=window,
+        out_shape=(3, chip_px, chip_px),
+        boundless=True,
+        fill_value=0,
+        resampling=Resampling.bilinear,
+    )
     img = np.ascontiguousarray(np.transpose(_to_uint8(data), (1, 2, 0))[:, :, ::-1])  # RGB -> BGR
     if alpha_idx is not None:
-        alpha = src.read(alpha_idx, window=window, out_shape=(chip_px, chip_px), boundless=True, fill_value=0,
-                         resampling=Resampling.nearest)
+        alpha = src.read(
+            alpha_idx,
+            window=window,
+            out_shape=(chip_px, chip_px),
+            boundless=True,
+            fill_value=0,
+            resampling=Resampling.nearest,
+        )
         img[alpha == 0] = (235, 235, 235)
     for ring in _rings(geom):
         cols = (ring[:, 0] - left) / (right - left) * chip_px
@@ -116,8 +137,9 @@ def cut_chip(src: rasterio.io.DatasetReader, req: ChipRequest, chip_size_m: floa
     return img
 
 
-def write_chips(requests: list[ChipRequest], out_dir: str | Path, *, chip_size_m: float, chip_px: int,
-                quality: int = 85) -> dict[str, Path]:
+def write_chips(
+    requests: list[ChipRequest], out_dir: str | Path, *, chip_size_m: float, chip_px: int, quality: int = 85
+) -> dict[str, Path]:
     """Cut every chip into ``out_dir`` (``<name>.jpg``); return ``{name: path}`` for those written.
 
     Chips whose mosaic is missing or unreadable are skipped with a warning (the task keeps no chip).

@@ -61,8 +61,13 @@ def _cell_value(value):
     return value
 
 
-def write_xlsx(tasks: pd.DataFrame, final: str | Path, *, title: str = "tasks",
-               link_columns: Sequence[str] = ("nav_amap", "nav_baidu")) -> Path:
+def write_xlsx(
+    tasks: pd.DataFrame,
+    final: str | Path,
+    *,
+    title: str = "tasks",
+    link_columns: Sequence[str] = ("nav_amap", "nav_baidu"),
+) -> Path:
     """Write ``tasks`` as an Excel workbook (sheet ``tasks`` + ``about``), atomically."""
     from openpyxl import Workbook
     from openpyxl.styles import Font, PatternFill

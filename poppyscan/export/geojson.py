@@ -53,11 +53,13 @@ def write_geojson(features: gpd.GeoDataFrame, final: str | Path) -> Path:
     props_cols = [c for c in gdf.columns if c != gdf.geometry.name]
     out = []
     for geom, props in zip(gdf.geometry, gdf[props_cols].itertuples(index=False, name=None), strict=True):
-        out.append({
-            "type": "Feature",
-            "properties": {k: _json_value(v) for k, v in zip(props_cols, props, strict=True)},
-            "geometry": rfc7946_geometry(geom),
-        })
+        out.append(
+            {
+                "type": "Feature",
+                "properties": {k: _json_value(v) for k, v in zip(props_cols, props, strict=True)},
+                "geometry": rfc7946_geometry(geom),
+            }
+        )
     doc = {"type": "FeatureCollection", "features": out}
     with atomic_path(Path(final), overwrite=True) as tmp:
         tmp.write_text(json.dumps(doc, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")

@@ -72,9 +72,21 @@ CREATE TABLE IF NOT EXISTS layer_styles (
     update_time DATETIME DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
 )
 """
-LAYER_STYLES_COLUMNS = ("id", "f_table_catalog", "f_table_schema", "f_table_name", "f_geometry_column",
-                        "styleName", "styleQML", "styleSLD", "useAsDefault", "description", "owner", "ui",
-                        "update_time")
+LAYER_STYLES_COLUMNS = (
+    "id",
+    "f_table_catalog",
+    "f_table_schema",
+    "f_table_name",
+    "f_geometry_column",
+    "styleName",
+    "styleQML",
+    "styleSLD",
+    "useAsDefault",
+    "description",
+    "owner",
+    "ui",
+    "update_time",
+)
 
 
 def _opt(name: str, value: str) -> str:
@@ -82,38 +94,67 @@ def _opt(name: str, value: str) -> str:
 
 
 def _ddp() -> str:
-    return ('<data_defined_properties><Option type="Map"><Option name="name" type="QString" value=""/>'
-            '<Option name="properties"/><Option name="type" type="QString" value="collection"/></Option>'
-            '</data_defined_properties>')
+    return (
+        '<data_defined_properties><Option type="Map"><Option name="name" type="QString" value=""/>'
+        '<Option name="properties"/><Option name="type" type="QString" value="collection"/></Option>'
+        "</data_defined_properties>"
+    )
 
 
 def _fill_symbol(name: str, fill: str, outline: str, width_mm: float = 0.5) -> str:
-    opts = "".join([
-        _opt("border_width_map_unit_scale", "3x:0,0,0,0,0,0"), _opt("color", fill), _opt("joinstyle", "bevel"),
-        _opt("offset", "0,0"), _opt("offset_map_unit_scale", "3x:0,0,0,0,0,0"), _opt("offset_unit", "MM"),
-        _opt("outline_color", outline), _opt("outline_style", "solid"), _opt("outline_width", f"{width_mm:g}"),
-        _opt("outline_width_unit", "MM"), _opt("style", "solid"),
-    ])
-    return (f'<symbol type="fill" name="{name}" alpha="1" clip_to_extent="1" force_rhr="0" '
-            f'frame_rate="10" is_animated="0">{_ddp()}'
-            f'<layer class="SimpleFill" enabled="1" locked="0" pass="0"><Option type="Map">{opts}</Option>'
-            f'{_ddp()}</layer></symbol>')
+    opts = "".join(
+        [
+            _opt("border_width_map_unit_scale", "3x:0,0,0,0,0,0"),
+            _opt("color", fill),
+            _opt("joinstyle", "bevel"),
+            _opt("offset", "0,0"),
+            _opt("offset_map_unit_scale", "3x:0,0,0,0,0,0"),
+            _opt("offset_unit", "MM"),
+            _opt("outline_color", outline),
+            _opt("outline_style", "solid"),
+            _opt("outline_width", f"{width_mm:g}"),
+            _opt("outline_width_unit", "MM"),
+            _opt("style", "solid"),
+        ]
+    )
+    return (
+        f'<symbol type="fill" name="{name}" alpha="1" clip_to_extent="1" force_rhr="0" '
+        f'frame_rate="10" is_animated="0">{_ddp()}'
+        f'<layer class="SimpleFill" enabled="1" locked="0" pass="0"><Option type="Map">{opts}</Option>'
+        f"{_ddp()}</layer></symbol>"
+    )
 
 
 def _marker_symbol(name: str, fill: str, size_mm: float = 3.4) -> str:
-    opts = "".join([
-        _opt("angle", "0"), _opt("cap_style", "square"), _opt("color", fill), _opt("horizontal_anchor_point", "1"),
-        _opt("joinstyle", "bevel"), _opt("name", "circle"), _opt("offset", "0,0"),
-        _opt("offset_map_unit_scale", "3x:0,0,0,0,0,0"), _opt("offset_unit", "MM"),
-        _opt("outline_color", "35,35,35,255"), _opt("outline_style", "solid"), _opt("outline_width", "0.4"),
-        _opt("outline_width_map_unit_scale", "3x:0,0,0,0,0,0"), _opt("outline_width_unit", "MM"),
-        _opt("scale_method", "diameter"), _opt("size", f"{size_mm:g}"),
-        _opt("size_map_unit_scale", "3x:0,0,0,0,0,0"), _opt("size_unit", "MM"), _opt("vertical_anchor_point", "1"),
-    ])
-    return (f'<symbol type="marker" name="{name}" alpha="1" clip_to_extent="1" force_rhr="0" '
-            f'frame_rate="10" is_animated="0">{_ddp()}'
-            f'<layer class="SimpleMarker" enabled="1" locked="0" pass="0"><Option type="Map">{opts}</Option>'
-            f'{_ddp()}</layer></symbol>')
+    opts = "".join(
+        [
+            _opt("angle", "0"),
+            _opt("cap_style", "square"),
+            _opt("color", fill),
+            _opt("horizontal_anchor_point", "1"),
+            _opt("joinstyle", "bevel"),
+            _opt("name", "circle"),
+            _opt("offset", "0,0"),
+            _opt("offset_map_unit_scale", "3x:0,0,0,0,0,0"),
+            _opt("offset_unit", "MM"),
+            _opt("outline_color", "35,35,35,255"),
+            _opt("outline_style", "solid"),
+            _opt("outline_width", "0.4"),
+            _opt("outline_width_map_unit_scale", "3x:0,0,0,0,0,0"),
+            _opt("outline_width_unit", "MM"),
+            _opt("scale_method", "diameter"),
+            _opt("size", f"{size_mm:g}"),
+            _opt("size_map_unit_scale", "3x:0,0,0,0,0,0"),
+            _opt("size_unit", "MM"),
+            _opt("vertical_anchor_point", "1"),
+        ]
+    )
+    return (
+        f'<symbol type="marker" name="{name}" alpha="1" clip_to_extent="1" force_rhr="0" '
+        f'frame_rate="10" is_animated="0">{_ddp()}'
+        f'<layer class="SimpleMarker" enabled="1" locked="0" pass="0"><Option type="Map">{opts}</Option>'
+        f"{_ddp()}</layer></symbol>"
+    )
 
 
 def _labeling(field: str) -> str:
@@ -129,7 +170,7 @@ def _labeling(field: str) -> str:
         '<placement placement="6" dist="1.5" distUnits="MM" offsetType="0" quadOffset="2" priority="5"/>'
         '<rendering scaleVisibility="1" scaleMin="0" scaleMax="50000" obstacle="1" drawLabels="1" '
         'displayAll="0" upsidedownLabels="0" limitNumLabels="0" maxNumLabels="2000"/>'
-        '</settings></labeling>'
+        "</settings></labeling>"
     )
 
 
@@ -137,20 +178,23 @@ def plots_qml() -> str:
     """QML for the ``plots`` polygons: graduated colours by ``prob_max``."""
     ranges = "".join(
         f'<range lower="{lo:.6f}" upper="{hi:.6f}" symbol="{i}" label={quoteattr(lab)} render="true"/>'
-        for i, (lo, hi, lab, _, _) in enumerate(PLOT_CLASSES))
-    symbols = "".join(_fill_symbol(str(i), fill, line) for i, (_, _, _, fill, line) in enumerate(PLOT_CLASSES))
+        for i, (lo, hi, lab, _, _) in enumerate(PLOT_CLASSES)
+    )
+    symbols = "".join(
+        _fill_symbol(str(i), fill, line) for i, (_, _, _, fill, line) in enumerate(PLOT_CLASSES)
+    )
     return (
         f'{QML_HEAD}<qgis version="{QGIS_VERSION}" styleCategories="Symbology|Labeling" labelsEnabled="0">'
         '<renderer-v2 type="graduatedSymbol" attr="prob_max" graduatedMethod="GraduatedColor" '
         'symbollevels="0" forceraster="0" enableorderby="0" referencescale="-1">'
-        f'<ranges>{ranges}</ranges><symbols>{symbols}</symbols>'
-        f'<source-symbol>{_fill_symbol("0", "227,26,28,120", "180,0,0,255")}</source-symbol>'
+        f"<ranges>{ranges}</ranges><symbols>{symbols}</symbols>"
+        f"<source-symbol>{_fill_symbol('0', '227,26,28,120', '180,0,0,255')}</source-symbol>"
         '<classificationMethod id="EqualInterval"><symmetricMode enabled="0" symmetrypoint="0" astride="0"/>'
         '<labelFormat format="%1 - %2" trimtrailingzeroes="1" labelprecision="2"/>'
-        '<parameters><Option/></parameters><extraInformation/></classificationMethod>'
-        '<rotation/><sizescale/></renderer-v2>'
-        '<blendMode>0</blendMode><featureBlendMode>0</featureBlendMode><layerGeometryType>2</layerGeometryType>'
-        '</qgis>\n'
+        "<parameters><Option/></parameters><extraInformation/></classificationMethod>"
+        "<rotation/><sizescale/></renderer-v2>"
+        "<blendMode>0</blendMode><featureBlendMode>0</featureBlendMode><layerGeometryType>2</layerGeometryType>"
+        "</qgis>\n"
     )
 
 
@@ -158,47 +202,51 @@ def tasks_qml() -> str:
     """QML for the ``tasks`` points: categorised by ``status``, labelled with ``task_code``."""
     cats = "".join(
         f'<category value={quoteattr(v)} symbol="{i}" label={quoteattr(lab)} render="true" type="string"/>'
-        for i, (v, lab, _) in enumerate(TASK_STATUSES))
+        for i, (v, lab, _) in enumerate(TASK_STATUSES)
+    )
     symbols = "".join(_marker_symbol(str(i), fill) for i, (_, _, fill) in enumerate(TASK_STATUSES))
     return (
         f'{QML_HEAD}<qgis version="{QGIS_VERSION}" styleCategories="Symbology|Labeling" labelsEnabled="1">'
         '<renderer-v2 type="categorizedSymbol" attr="status" symbollevels="0" forceraster="0" '
         'enableorderby="0" referencescale="-1">'
-        f'<categories>{cats}</categories><symbols>{symbols}</symbols>'
-        f'<source-symbol>{_marker_symbol("0", "255,127,0,255")}</source-symbol>'
-        '<rotation/><sizescale/></renderer-v2>'
-        f'{_labeling("task_code")}'
-        '<blendMode>0</blendMode><featureBlendMode>0</featureBlendMode><layerGeometryType>0</layerGeometryType>'
-        '</qgis>\n'
+        f"<categories>{cats}</categories><symbols>{symbols}</symbols>"
+        f"<source-symbol>{_marker_symbol('0', '255,127,0,255')}</source-symbol>"
+        "<rotation/><sizescale/></renderer-v2>"
+        f"{_labeling('task_code')}"
+        "<blendMode>0</blendMode><featureBlendMode>0</featureBlendMode><layerGeometryType>0</layerGeometryType>"
+        "</qgis>\n"
     )
 
 
 def probability_qml() -> str:
     """QML for ``probability.tif`` (uint8 0–100, nodata 255): a pseudocolour ramp, low values clear."""
     items = "".join(
-        f'<item value="{v}" color="{c}" alpha="{a}" label={quoteattr(lab)}/>' for v, c, a, lab in PROB_RAMP)
+        f'<item value="{v}" color="{c}" alpha="{a}" label={quoteattr(lab)}/>' for v, c, a, lab in PROB_RAMP
+    )
     return (
         f'{QML_HEAD}<qgis version="{QGIS_VERSION}" styleCategories="AllStyleCategories" '
         'hasScaleBasedVisibilityFlag="0" minScale="1e+08" maxScale="0">'
-        '<pipe>'
-        '<provider><resampling enabled="false" maxOversampling="2" zoomedInResamplingMethod="nearestNeighbour" '
-        'zoomedOutResamplingMethod="nearestNeighbour"/></provider>'
+        "<pipe>"
+        '<provider><resampling enabled="false" maxOversampling="2" '
+        'zoomedInResamplingMethod="nearestNeighbour" zoomedOutResamplingMethod="nearestNeighbour"/>'
+        "</provider>"
         '<rasterrenderer type="singlebandpseudocolor" band="1" opacity="1" alphaBand="-1" nodataColor="" '
         'classificationMin="0" classificationMax="100">'
-        '<rasterTransparency/>'
-        '<minMaxOrigin><limits>None</limits><extent>WholeRaster</extent><statAccuracy>Estimated</statAccuracy>'
-        '<cumulativeCutLower>0.02</cumulativeCutLower><cumulativeCutUpper>0.98</cumulativeCutUpper>'
-        '<stdDevFactor>2</stdDevFactor></minMaxOrigin>'
+        "<rasterTransparency/>"
+        "<minMaxOrigin><limits>None</limits><extent>WholeRaster</extent><statAccuracy>Estimated</statAccuracy>"
+        "<cumulativeCutLower>0.02</cumulativeCutLower><cumulativeCutUpper>0.98</cumulativeCutUpper>"
+        "<stdDevFactor>2</stdDevFactor></minMaxOrigin>"
         '<rastershader><colorrampshader colorRampType="INTERPOLATED" classificationMode="1" clip="0" '
         'minimumValue="0" maximumValue="100" labelPrecision="0">'
-        f'{items}</colorrampshader></rastershader>'
-        '</rasterrenderer>'
+        f"{items}</colorrampshader></rastershader>"
+        "</rasterrenderer>"
         '<brightnesscontrast brightness="0" contrast="0" gamma="1"/>'
-        '<huesaturation saturation="0" grayscaleMode="0" colorizeOn="0" colorizeRed="255" colorizeGreen="128" '
+        '<huesaturation saturation="0" grayscaleMode="0" colorizeOn="0" colorizeRed="255" '
+        'colorizeGreen="128" '
         'colorizeBlue="128" colorizeStrength="100" invertColors="0"/>'
         '<rasterresampler maxOversampling="2"/>'
-        '<resamplingStage>resamplingFilter</resamplingStage>'
-        '</pipe><blendMode>0</blendMode></qgis>\n'
+        "<resamplingStage>resamplingFilter</resamplingStage>"
+        "</pipe><blendMode>0</blendMode></qgis>\n"
     )
 
 
@@ -209,11 +257,15 @@ def _check_xml(text: str) -> str:
 
 
 def _geometry_column(con: sqlite3.Connection, table: str) -> str:
-    row = con.execute("SELECT column_name FROM gpkg_geometry_columns WHERE table_name = ?", (table,)).fetchone()
+    row = con.execute(
+        "SELECT column_name FROM gpkg_geometry_columns WHERE table_name = ?", (table,)
+    ).fetchone()
     return row[0] if row else "geom"
 
 
-def add_layer_styles(gpkg: str | Path, styles: dict[str, str], description: str = "poppyscan default style") -> None:
+def add_layer_styles(
+    gpkg: str | Path, styles: dict[str, str], description: str = "poppyscan default style"
+) -> None:
     """Insert/replace default styles (``{table: qml}``) in ``gpkg``'s ``layer_styles`` table (in place)."""
     con = sqlite3.connect(str(gpkg))
     try:
@@ -224,17 +276,23 @@ def add_layer_styles(gpkg: str | Path, styles: dict[str, str], description: str 
             if not exists:
                 con.execute(
                     "INSERT INTO gpkg_contents (table_name, data_type, identifier, description, last_change) "
-                    "VALUES ('layer_styles', 'attributes', 'layer_styles', 'QGIS layer styles', ?)", (now,))
+                    "VALUES ('layer_styles', 'attributes', 'layer_styles', 'QGIS layer styles', ?)",
+                    (now,),
+                )
             for table, qml in styles.items():
                 geom = _geometry_column(con, table)
                 # only one default per layer: demote others, drop our previous version
                 con.execute("UPDATE layer_styles SET useAsDefault = 0 WHERE f_table_name = ?", (table,))
-                con.execute("DELETE FROM layer_styles WHERE f_table_name = ? AND styleName = ?", (table, STYLE_NAME))
                 con.execute(
-                    "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, "
+                    "DELETE FROM layer_styles WHERE f_table_name = ? AND styleName = ?", (table, STYLE_NAME)
+                )
+                con.execute(
+                    "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, "
+                    "f_geometry_column, "
                     "styleName, styleQML, styleSLD, useAsDefault, description, owner, ui, update_time) "
                     "VALUES ('', '', ?, ?, ?, ?, '', 1, ?, 'poppyscan', '', ?)",
-                    (table, geom, STYLE_NAME, _check_xml(qml), description, now))
+                    (table, geom, STYLE_NAME, _check_xml(qml), description, now),
+                )
     finally:
         con.close()
 

@@ -34,7 +34,11 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrib: str) -
 
 def describe(row) -> str:
     """One-line human description of a task (used by GPX and KML)."""
-    parts = [f"plot {row.plot_id}", f"{row.area_mu:.2f} mu ({row.area_m2:.0f} m2)", f"~{int(row.est_plants)} plants"]
+    parts = [
+        f"plot {row.plot_id}",
+        f"{row.area_mu:.2f} mu ({row.area_m2:.0f} m2)",
+        f"~{int(row.est_plants)} plants",
+    ]
     if bool(row.over_500_plants):
         parts.append(">=500 plants: CRIMINAL-SIZE")
     parts.append(f"p={row.prob_mean:.2f}")

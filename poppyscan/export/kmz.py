@@ -64,11 +64,15 @@ def _coords(ring) -> str:
 
 def _balloon(row, chip: str | None) -> str:
     img = f'<img src="{html.escape(chip)}" width="320"/><br/>' if chip else ""
-    links = (f'<a href="{html.escape(row.nav_amap)}">Amap navigation</a> | '
-             f'<a href="{html.escape(row.nav_baidu)}">Baidu map</a>')
-    return (f"{img}<b>{html.escape(str(row.task_code))}</b> — {html.escape(describe(row))}<br/>"
-            f"WGS84 {row.lon:.6f}, {row.lat:.6f}; GCJ-02 {row.gcj02_lon:.6f}, {row.gcj02_lat:.6f}<br/>"
-            f"{links}")
+    links = (
+        f'<a href="{html.escape(row.nav_amap)}">Amap navigation</a> | '
+        f'<a href="{html.escape(row.nav_baidu)}">Baidu map</a>'
+    )
+    return (
+        f"{img}<b>{html.escape(str(row.task_code))}</b> — {html.escape(describe(row))}<br/>"
+        f"WGS84 {row.lon:.6f}, {row.lat:.6f}; GCJ-02 {row.gcj02_lon:.6f}, {row.gcj02_lat:.6f}<br/>"
+        f"{links}"
+    )
 
 
 def _styles(doc: ET.Element) -> None:
@@ -101,8 +105,14 @@ def _polygon(parent: ET.Element, poly) -> None:
         _sub(_sub(_sub(pg, "innerBoundaryIs"), "LinearRing"), "coordinates", _coords(hole))
 
 
-def build_kml(tasks: pd.DataFrame, plots_wgs84: gpd.GeoDataFrame, *, title: str, chips: dict[str, str],
-              fields: list[str]) -> bytes:
+def build_kml(
+    tasks: pd.DataFrame,
+    plots_wgs84: gpd.GeoDataFrame,
+    *,
+    title: str,
+    chips: dict[str, str],
+    fields: list[str],
+) -> bytes:
     """Return ``doc.kml`` bytes. ``chips`` maps task_code → path inside the KMZ; ``fields`` are the
     ``ExtendedData`` columns."""
     root = ET.Element("kml", {"xmlns": KML_NS})
@@ -152,8 +162,15 @@ def build_kml(tasks: pd.DataFrame, plots_wgs84: gpd.GeoDataFrame, *, title: str,
     return ET.tostring(root, encoding="UTF-8", xml_declaration=True)
 
 
-def write_kmz(tasks: pd.DataFrame, plots_wgs84: gpd.GeoDataFrame, final: str | Path, *, title: str,
-              chip_files: dict[str, Path], fields: list[str]) -> Path:
+def write_kmz(
+    tasks: pd.DataFrame,
+    plots_wgs84: gpd.GeoDataFrame,
+    final: str | Path,
+    *,
+    title: str,
+    chip_files: dict[str, Path],
+    fields: list[str],
+) -> Path:
     """Write ``final`` (a KMZ: ``doc.kml`` first, then chips under ``files/``), atomically."""
     codes = set(tasks["task_code"])
     inside = {code: f"files/{Path(p).name}" for code, p in chip_files.items() if code in codes}

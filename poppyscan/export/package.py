@@ -80,16 +80,30 @@ def resolve_mosaics(run_dir: Path, run: dict, names: pd.Series) -> dict[str, Pat
 
 def plots_with_tasks(plots: gpd.GeoDataFrame, tasks: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     """The plots that have tasks, with the task's key attributes joined on ``plot_id``."""
-    extra = [c for c in PLOT_TASK_COLUMNS + tasks.attrs.get("admin_columns", []) + ["admin_status"]
-             if c not in plots.columns or c == "plot_id"]
+    extra = [
+        c
+        for c in PLOT_TASK_COLUMNS + tasks.attrs.get("admin_columns", []) + ["admin_status"]
+        if c not in plots.columns or c == "plot_id"
+    ]
     sub = plots[plots["plot_id"].isin(tasks["plot_id"])]
     merged = sub.merge(pd.DataFrame(tasks[["plot_id", *extra]]), on="plot_id", how="left")
-    return gpd.GeoDataFrame(merged.sort_values(["unit", "route_seq"]).reset_index(drop=True),
-                            geometry=plots.geometry.name, crs=plots.crs)
+    return gpd.GeoDataFrame(
+        merged.sort_values(["unit", "route_seq"]).reset_index(drop=True),
+        geometry=plots.geometry.name,
+        crs=plots.crs,
+    )
 
 
-def write_package(dest: Path, tasks: gpd.GeoDataFrame, plots: gpd.GeoDataFrame, *, formats: set[str],
-                  title: str, chip_files: dict[str, Path], gpkg_base: Path | None) -> list[Path]:
+def write_package(
+    dest: Path,
+    tasks: gpd.GeoDataFrame,
+    plots: gpd.GeoDataFrame,
+    *,
+    formats: set[str],
+    title: str,
+    chip_files: dict[str, Path],
+    gpkg_base: Path | None,
+) -> list[Path]:
     """Write the tabular/vector formats of one package into ``dest``; return the paths written."""
     files: list[Path] = []
     plots_t = plots_with_tasks(plots, tasks)
@@ -107,8 +121,11 @@ def write_package(dest: Path, tasks: gpd.GeoDataFrame, plots: gpd.GeoDataFrame, 
         plots_wgs84 = plots_t.to_crs("EPSG:4326") if plots_t.crs is not None else plots_t
     if "kmz" in formats:
         fields = [c for c in tasks.columns if c != tasks.geometry.name]
-        files.append(write_kmz(tasks, plots_wgs84, dest / "tasks.kmz", title=title, chip_files=chip_files,
-                               fields=fields))
+        files.append(
+            write_kmz(
+                tasks, plots_wgs84, dest / "tasks.kmz", title=title, chip_files=chip_files, fields=fields
+            )
+        )
     if "gpx" in formats:
         files.append(write_gpx(tasks, dest / "tasks.gpx", title=title, unit_labels=prefixes))
     if "geojson" in formats:
@@ -116,15 +133,30 @@ def write_package(dest: Path, tasks: gpd.GeoDataFrame, plots: gpd.GeoDataFrame, 
     return files
 
 
-def _sheet(tasks: gpd.GeoDataFrame, path: Path, unit: str, run_name: str, chip_files: dict[str, Path],
-           start) -> Path:
-    return write_sheet(tasks[tasks["unit"] == unit], path, unit=unit, run_name=run_name,
-                       admin_columns=[c for c in tasks.attrs.get("admin_columns", []) if not c.endswith("_code")],
-                       chips=chip_files, start=start)
+def _sheet(
+    tasks: gpd.GeoDataFrame, path: Path, unit: str, run_name: str, chip_files: dict[str, Path], start
+) -> Path:
+    return write_sheet(
+        tasks[tasks["unit"] == unit],
+        path,
+        unit=unit,
+        run_name=run_name,
+        admin_columns=[c for c in tasks.attrs.get("admin_columns", []) if not c.endswith("_code")],
+        chips=chip_files,
+        start=start,
+    )
 
 
-def write_all(run_dir: Path, tasks: gpd.GeoDataFrame, plots: gpd.GeoDataFrame, run: dict, *, cfg: TasksConfig,
-              split_by: str | None, start) -> tuple[list[Path], int]:
+def write_all(
+    run_dir: Path,
+    tasks: gpd.GeoDataFrame,
+    plots: gpd.GeoDataFrame,
+    run: dict,
+    *,
+    cfg: TasksConfig,
+    split_by: str | None,
+    start,
+) -> tuple[list[Path], int]:
     """Write every output of ``poppyscan tasks`` into ``run_dir``; return (files, chips missing)."""
     formats = set(cfg.formats)
     files: list[Path] = []
@@ -133,22 +165,33 @@ def write_all(run_dir: Path, tasks: gpd.GeoDataFrame, plots: gpd.GeoDataFrame, r
     dirs = _unit_dirs(units)
     with atomic_path(run_dir / "chips", overwrite=True) as chips_tmp:
         chips_tmp.mkdir()
-        mosaics = resolve_mosaics(run_dir, run, plots["mosaic"] if "mosaic" in plots else pd.Series([""] * len(plots)))
+        mosaics = resolve_mosaics(
+            run_dir, run, plots["mosaic"] if "mosaic" in plots else pd.Series([""] * len(plots))
+        )
         geom_by_plot = dict(zip(plots["plot_id"], plots.geometry, strict=True))
         requests = []
         for code, pid, m in zip(tasks["task_code"], tasks["plot_id"], tasks["mosaic"], strict=True):
             path = mosaics.get(m) if m in mosaics else next(iter(mosaics.values()), None)
             if path is not None and geom_by_plot.get(pid) is not None:
                 requests.append(chips_mod.ChipRequest(code, geom_by_plot[pid], plots.crs, path, code))
-        chip_files = chips_mod.write_chips(requests, chips_tmp, chip_size_m=cfg.chip_size_m, chip_px=cfg.chip_px)
+        chip_files = chips_mod.write_chips(
+            requests, chips_tmp, chip_size_m=cfg.chip_size_m, chip_px=cfg.chip_px
+        )
         missing = len(tasks) - len(chip_files)
         if missing:
             log.warning("%d task(s) have no image chip (mosaic not found via run.json inputs)", missing)
         tasks = tasks.copy()
         tasks["chip"] = [f"chips/{c}.jpg" if c in chip_files else "" for c in tasks["task_code"]]
         gpkg = run_dir / "plots.gpkg"
-        files += write_package(run_dir, tasks, plots, formats=formats, title=f"poppyscan tasks {run_name}",
-                               chip_files=chip_files, gpkg_base=gpkg)
+        files += write_package(
+            run_dir,
+            tasks,
+            plots,
+            formats=formats,
+            title=f"poppyscan tasks {run_name}",
+            chip_files=chip_files,
+            gpkg_base=gpkg,
+        )
         qml = write_probability_style(run_dir / "probability.tif")
         if qml:
             files.append(qml)
@@ -169,8 +212,15 @@ def write_all(run_dir: Path, tasks: gpd.GeoDataFrame, plots: gpd.GeoDataFrame, r
                     own = {c: chip_files[c] for c in sub["task_code"] if c in chip_files}
                     for p in own.values():
                         shutil.copy2(p, d / "chips" / p.name)
-                    write_package(d, sub, plots, formats=formats, title=f"poppyscan tasks {run_name} {u}",
-                                  chip_files=own, gpkg_base=None)
+                    write_package(
+                        d,
+                        sub,
+                        plots,
+                        formats=formats,
+                        title=f"poppyscan tasks {run_name} {u}",
+                        chip_files=own,
+                        gpkg_base=None,
+                    )
                     if "html" in formats:
                         _sheet(sub, d / "work_order.html", u, run_name, own, start)
             files += sorted(p for p in (run_dir / "units").rglob("*") if p.is_file())
