@@ -78,6 +78,7 @@ class TrainConfig:
     scale_jitter: float = 0.25
     val_tiles: int = 64
     min_area_m2: float = 1.0
+    threads: int = 0
     epochs: int = 20
     steps_per_epoch: int = 200
     batch_size: int = 8
@@ -110,6 +111,7 @@ class TrainConfig:
         _check(0 <= self.scale_jitter < 1, "train.scale_jitter", f"must be in [0, 1), got {self.scale_jitter}")
         _check(1 <= self.val_tiles <= 100000, "train.val_tiles", f"must be >= 1, got {self.val_tiles}")
         _check(0 <= self.min_area_m2 <= 10000, "train.min_area_m2", f"must be in [0, 10000], got {self.min_area_m2}")
+        _check(0 <= self.threads <= 256, "train.threads", f"must be in [0, 256] (0 = torch default), got {self.threads}")
 
 
 @dataclass(frozen=True)

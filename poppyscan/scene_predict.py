@@ -90,7 +90,7 @@ def predict_scene(predict: Predictor, bundle: Bundle, mosaic: str | Path, *, thr
                              "predictor: run `poppyscan detect` and evaluate its plots.gpkg instead")
         rgb = ds.read(list(_rgb_bands(ds)), out_shape=(3, h, w), resampling=Resampling.bilinear).transpose(1, 2, 0)
         valid = ds.read_masks(1, out_shape=(h, w), resampling=Resampling.nearest) > 0
-        transform = ds.transform * rasterio.Affine.scale(ds.width / w, ds.height / h)
+        transform = ds.transform @ rasterio.Affine.scale(ds.width / w, ds.height / h)
         crs = ds.crs
         px_area = (src_gsd * ds.width / w) * (src_gsd * ds.height / h)
     prob = predict_array(predict, np.ascontiguousarray(rgb), meta.tile_size, meta.overlap, batch)

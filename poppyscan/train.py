@@ -188,6 +188,8 @@ def train(sources: list[str | Path], out_dir: str | Path, config: TrainConfig | 
         raise OutputExistsError(f"training directory '{out}' already exists; pass --resume to continue it "
                                 "or --overwrite to start again")
     torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
 
     init_bundle = load_bundle(init, check_onnx=False) if init else None
     arch = init_bundle.meta.arch if init_bundle else canonical_arch(cfg.arch)

@@ -241,7 +241,7 @@ def read_tile(scene: Scene, cx: float, cy: float, size: int, gsd: float) -> tupl
         rgb[:, j0:j1, i0:i1] = ds.read(list(scene._rgb), window=sub, out_shape=(3, *shape),
                                        resampling=Resampling.bilinear)
         valid[j0:j1, i0:i1] = ds.read_masks(1, window=sub, out_shape=shape, resampling=Resampling.nearest) > 0
-    transform = ds.window_transform(window) * rasterio.Affine.scale(span / size)
+    transform = ds.window_transform(window) @ rasterio.Affine.scale(span / size)
     label = np.zeros((size, size), np.uint8)
     shapes = [(g, 1) for g in _near(scene.positives, transform, size)]
     shapes += [(g, IGNORE) for g in _near(scene.ignored, transform, size)]
@@ -254,8 +254,8 @@ def read_tile(scene: Scene, cx: float, cy: float, size: int, gsd: float) -> tupl
 def _near(geoms: list, transform, size: int) -> list:  # noqa: ANN001
     if not geoms:
         return []
-    x0, y0 = transform * (0, 0)
-    x1, y1 = transform * (size, size)
+    x0, y0 = transform @ (0, 0)
+    x1, y1 = transform @ (size, size)
     minx, maxx, miny, maxy = min(x0, x1), max(x0, x1), min(y0, y1), max(y0, y1)
     out = []
     for g in geoms:
@@ -273,8 +273,8 @@ def polygon_pixel_centres(scene: Scene, geoms: list) -> np.ndarray:
     rows = []
     for g in geoms:
         minx, miny, maxx, maxy = g.bounds
-        c0, r0 = inv * (minx, maxy)
-        c1, r1 = inv * (maxx, miny)
+        c0, r0 = inv @ (minx, maxy)
+        c1, r1 = inv @ (maxx, miny)
         rows.append(((c0 + c1) / 2, (r0 + r1) / 2, abs(c1 - c0) / 2, abs(r1 - r0) / 2))
     return np.asarray(rows, dtype=np.float64)
 

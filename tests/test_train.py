@@ -1,0 +1,146 @@
+"""Training: scene discovery, tile reading (labels, valid mask, CRS), a tiny run that learns and resumes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from model_scenes import make_scene
+
+from poppyscan.cli import main
+from poppyscan.config import TrainConfig
+from poppyscan.errors import InputError, OutputExistsError
+from poppyscan.model import load_bundle
+from poppyscan.traindata import IGNORE, TileSampler, augment, find_scenes, open_scene, read_tile
+from poppyscan.train import split_scenes, train
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scenes")
+    for i in range(3):
+        make_scene(root / f"s{i}", seed=i, size=128, n_plots=3)
+    return root
+
+
+TINY = dict(tile_size=64, infer_tile_size=64, epochs=3, steps_per_epoch=4, batch_size=3, val_tiles=4, lr=0.005,
+            val_fraction=0.34)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: on a busy 2-core machine this is faster and steadier than two."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_find_scenes_variants(scenes, tmp_path):
+    assert len(find_scenes([scenes])) == 3
+    assert find_scenes([scenes / "s0"]) == [(scenes / "s0" / "mosaic.tif", scenes / "s0" / "truth.gpkg")]
+    csv = tmp_path / "list.csv"
+    csv.write_text(f"mosaic,labels\n{scenes}/s0/mosaic.tif,{scenes}/s0/truth.gpkg\n{scenes}/s1/mosaic.tif,\n")
+    pairs = find_scenes([csv])
+    assert pairs[1] == (scenes / "s1" / "mosaic.tif", None)  # no labels: a poppy-free scene
+    yml = tmp_path / "list.yaml"
+    yml.write_text(f"- {{mosaic: {scenes}/s2/mosaic.tif, labels: {scenes}/s2/truth.gpkg}}\n")
+    assert find_scenes([yml])[0][1] == scenes / "s2" / "truth.gpkg"
+    with pytest.raises(InputError, match="not a scene directory"):
+        find_scenes([tmp_path / "nothing.txt"])
+
+
+def test_read_tile_labels_and_mask(scenes):
+    mosaic, truth = scenes / "s0" / "mosaic.tif", scenes / "s0" / "truth.gpkg"
+    scene = open_scene(mosaic, truth)
+    assert scene.gsd_m == pytest.approx(0.04) and len(scene.positives) == 3 and len(scene.negatives) == 1
+    rgb, label = read_tile(scene, 64, 64, 128, 0.04)  # the whole scene at its own GSD
+    assert rgb.shape == (128, 128, 3) and rgb.dtype == np.uint8
+    assert (label[:, :8] == IGNORE).all()  # alpha = 0 there
+    assert (label[:, 8:] != IGNORE).all()
+    poppy = label == 1
+    # plots are painted blue-green (120, 170, 160) with red dots: mostly not the brown background
+    assert poppy.sum() > 200 and (rgb[poppy][:, 1] > 140).mean() > 0.7
+    rgb2, label2 = read_tile(scene, 64, 64, 64, 0.08)  # coarser GSD: same ground, half the pixels
+    assert abs(int((label2 == 1).sum()) * 4 - int(poppy.sum())) < 0.15 * poppy.sum()
+    rgb3, label3 = read_tile(scene, -200, -200, 32, 0.04)  # fully outside the raster
+    assert (label3 == IGNORE).all()
+    scene.close()
+
+
+def test_geographic_crs_scene(tmp_path):
+    mosaic, truth, _ = make_scene(tmp_path / "g", seed=5, size=96, crs="EPSG:32649")
+    import rasterio
+    from rasterio.warp import calculate_default_transform, reproject
+
+    geo = tmp_path / "geo.tif"
+    with rasterio.open(mosaic) as src:
+        tr, w, h = calculate_default_transform(src.crs, "EPSG:4490", src.width, src.height, *src.bounds)
+        with rasterio.open(geo, "w", driver="GTiff", width=w, height=h, count=4, dtype="uint8", crs="EPSG:4490",
+                           transform=tr) as dst:
+            for b in range(1, 5):
+                reproject(rasterio.band(src, b), rasterio.band(dst, b))
+    scene = open_scene(geo, truth)  # truth stays in UTM: reprojected on read
+    assert scene.gsd_m == pytest.approx(0.04, rel=0.15)
+    _, label = read_tile(scene, scene.width / 2, scene.height / 2, 96, 0.04)
+    assert (label == 1).sum() > 100
+
+
+def test_sampler_and_augment_keep_labels(scenes):
+    sc = [open_scene(scenes / f"s{i}" / "mosaic.tif", scenes / f"s{i}" / "truth.gpkg") for i in range(3)]
+    smp = TileSampler(sc, 48, 0.04, positive_fraction=1.0)
+    rng = np.random.default_rng(0)
+    rgb, label, kind = smp.sample(rng)
+    assert kind == "positive" and (label == 1).any()
+    rgb2, label2 = augment(rgb, label, rng)
+    assert rgb2.shape == rgb.shape and rgb2.dtype == np.uint8
+    assert sorted(np.unique(label2)) == sorted(np.unique(label))
+    assert (label2 == 1).sum() == (label == 1).sum()  # flips/rotations only move labels
+
+
+def test_split_by_scene_keeps_both_sides(scenes):
+    sc = [open_scene(scenes / f"s{i}" / "mosaic.tif", scenes / f"s{i}" / "truth.gpkg") for i in range(3)]
+    tr, val = split_scenes(sc, 0.34, seed=0)
+    assert len(val) == 1 and sorted(tr + val) == [0, 1, 2]
+
+
+def test_tiny_training_learns_resumes_and_repeats(scenes, tmp_path, one_thread):
+    cfg = TrainConfig(**TINY)
+    full = train([scenes], tmp_path / "a", cfg, progress=lambda s: None)
+    losses = [h["loss"] for h in full.history]
+    assert losses[-1] < losses[0]
+    b = load_bundle(full.bundle_path)
+    assert b.meta.tile_size == 64 and 0 < b.meta.threshold < 1
+    assert b.meta.training["epochs"] == 3 and "validation_tiles" in b.meta.metrics
+    # interrupted after 1 epoch, then resumed: the same history as the uninterrupted run
+    train([scenes], tmp_path / "b", cfg, progress=lambda s: None, stop_after=1)
+    assert (tmp_path / "b" / "checkpoints" / "last.pt").is_file()
+    lines = []
+    resumed = train([scenes], tmp_path / "b", cfg, resume=True, progress=lines.append)
+    assert any("resumed" in s for s in lines)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    np.testing.assert_allclose([h["loss"] for h in resumed.history], losses, rtol=1e-4)
+    hist = [json.loads(s) for s in (tmp_path / "b" / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    with pytest.raises(OutputExistsError, match="--resume"):
+        train([scenes], tmp_path / "b", cfg)
+
+
+def test_resume_needs_a_checkpoint(scenes, tmp_path):
+    with pytest.raises(InputError, match="cannot resume"):
+        train([scenes], tmp_path / "none", TrainConfig(**TINY), resume=True)
+
+
+@pytest.mark.parametrize("extra, msg", [
+    (["--tile-size", "100"], "train.tile_size"),
+    (["--resume", "--overwrite"], "'--resume' and '--overwrite'"),
+    (["--epochs", "0"], "train.epochs"),
+    (["--arch", "vgg"], "unknown architecture"),
+])
+def test_cli_bad_options_give_one_line_errors(scenes, tmp_path, capsys, extra, msg):
+    code = main(["train", str(scenes), "--out", str(tmp_path / "run"), *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("poppyscan: error:") and msg in err and "\n" not in err
