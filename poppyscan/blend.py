@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import rasterio
 import rasterio.shutil
@@ -64,12 +65,17 @@ class Blender:
         self.flush(tile.row)
         h, w = tile.height, tile.width
         r = tile.row - self.top
-        weights = self._tmp[:h, :w]
-        np.multiply(tile_weights(tile, self.overlap), valid[:h, :w], out=weights)
         cols = slice(tile.col, tile.col + w)
-        self._wsum[r:r + h, cols] += weights
-        weights *= prob[:h, :w]
-        self._acc[r:r + h, cols] += weights
+        base = tile_weights(tile, self.overlap)
+        if valid[:h, :w].all():
+            weights = base
+        else:
+            weights = self._tmp[:h, :w]
+            np.multiply(base, valid[:h, :w], out=weights)
+        cv2.accumulate(weights, self._wsum[r:r + h, cols])  # in place on the band view (SIMD)
+        tmp = self._tmp[:h, :w]
+        np.multiply(weights, prob[:h, :w], out=tmp)
+        cv2.accumulate(tmp, self._acc[r:r + h, cols])
 
     def flush(self, until: int) -> None:
         """Emit all rows above ``until`` (no later tile may start above it)."""
@@ -78,7 +84,7 @@ class Blender:
             n = min(until - self.top, self.band)
             wsum = self._wsum[:n]
             valid = wsum > 0
-            prob = np.divide(self._acc[:n], wsum, out=np.zeros((n, self.width), np.float32), where=valid)
+            prob = cv2.divide(self._acc[:n], wsum)  # 0 where wsum is 0 (OpenCV's rule), one SIMD pass
             self.sink(self.top, prob, valid)
             keep = self.band - n
             if keep:
@@ -99,11 +105,9 @@ def to_percent(prob: np.ndarray, valid: np.ndarray) -> np.ndarray:
     >>> to_percent(np.array([[0.0, 0.504, 1.0]], np.float32), np.array([[True, True, False]])).tolist()
     [[0, 50, 255]]
     """
-    out = np.empty(prob.shape, np.uint8)
-    scaled = prob * 100
-    scaled += 0.5
-    np.copyto(out, scaled, casting="unsafe")
-    out[~valid] = NODATA
+    out = cv2.convertScaleAbs(prob, alpha=100)  # round(|p| * 100), saturated, in one pass
+    if not valid.all():
+        out[~valid] = NODATA
     return out
 
 

@@ -38,7 +38,7 @@ class DetectConfig:
     threshold: float | None = None
     tta: bool = False
     threads: int = 0
-    window_rows: int = 4096
+    window_rows: int = 1024
     min_area_m2: float = 1.0
     max_hole_m2: float = 1.0
     morph_radius_px: int = 1

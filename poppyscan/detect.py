@@ -45,8 +45,6 @@ from .vectorize import Vectorizer, to_crs
 
 log = logging.getLogger(__name__)
 
-GDAL_CACHE_MB = 256  # bounded block cache: RSS must not grow with the mosaic's size
-
 
 @dataclass(frozen=True)
 class RunSummary:
@@ -79,17 +77,36 @@ def _resolve_model(model: Any, config: Config, device: str) -> _Model:
     if callable(model) and hasattr(model, "meta"):
         return _Model(model.meta, model, str(getattr(model, "path", "") or "") or None,
                       getattr(model, "device", "cpu"))
-    from .model import load_bundle, make_predictor  # torch import: only when a real model is used
+    from .model import Bundle, load_bundle, make_predictor, read_meta  # torch import: only for a real model
 
     if isinstance(model, (str, Path)):
         path = Path(model)
         if not path.is_absolute() and not path.exists():
             beside = Path(__file__).resolve().parent.parent / path  # a source checkout's models/
             path = beside if beside.exists() else path
-        model = load_bundle(path)
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu":
+            # ONNX Runtime needs only bundle.json + model.onnx: skip building the torch network (~200 MB)
+            model = Bundle(meta=read_meta(path), model=None, path=path)
+        else:
+            model = load_bundle(path)
     predictor = make_predictor(model, device=device, threads=config.detect.threads)
     path = getattr(model, "path", None)
     return _Model(model.meta, predictor, str(Path(path).resolve()) if path else None, predictor.device)
+
+
+def _gdal_cache_mb(mosaics: list[Mosaic], tile_size: int, gsd_m: float) -> int:
+    """GDAL block cache: two strips of source blocks (overlapping tile rows re-read from cache), bounded.
+
+    A size from the mosaic's width rather than GDAL's default (5 % of RAM) keeps RSS independent of
+    the mosaic's height and area.
+    """
+    need = max(2 * (tile_size * max(1.0, gsd_m / m.gsd_xy[1]) + 512) * m.width * m.ds.count * m.dtype.itemsize
+               for m in mosaics) / 2**20
+    return int(min(max(need, 64), 1024))
 
 
 def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
@@ -150,12 +167,14 @@ def _run_mosaic(mosaic: Mosaic, model: _Model, *, tmp: Path, prob_name: str, con
     tiles = tile_grid(grid.height, grid.width, tile_size=tile_size, overlap=overlap)
     ha = grid.width * grid.height * grid.gsd_m**2 / 1e4
     log.info("reading %s: %dx%d px, %s, %.3f m/px, mask %s -> model grid %dx%d at %.3f m/px, %d tiles",
-             mosaic.path, mosaic.width, mosaic.height, mosaic.describe()["crs"], mosaic.gsd_m, mosaic.mask_kind,
+             mosaic.path, mosaic.width, mosaic.height, mosaic.describe()["crs"], mosaic.gsd_m,
+             mosaic.mask_kind,
              grid.width, grid.height, grid.gsd_m, len(tiles))
     writer = ProbabilityWriter(tmp / f".{prob_name}.part.tif", width=grid.width, height=grid.height,
                                crs=mosaic.crs, transform=grid.transform)
     px_area = grid.gsd_m**2
-    vec = Vectorizer(grid.height, grid.width, window_rows=cfg.window_rows, morph_radius_px=cfg.morph_radius_px,
+    vec = Vectorizer(grid.height, grid.width, window_rows=cfg.window_rows,
+                     morph_radius_px=cfg.morph_radius_px,
                      min_area_px=cfg.min_area_m2 / px_area, max_hole_px=cfg.max_hole_m2 / px_area)
 
     def sink(row: int, prob: np.ndarray, valid: np.ndarray) -> None:
@@ -247,13 +266,16 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
     try:
         for p in paths:
             opened.append(open_mosaic(p))
+        t_model = time.perf_counter()
         resolved = _resolve_model(model, config, device)
+        t_model = time.perf_counter() - t_model
         meta = resolved.meta
         tile_size = cfg.tile_size or int(meta.tile_size)
         overlap = overlap_px(tile_size, cfg.overlap if cfg.overlap is not None else float(meta.overlap))
         threshold = cfg.threshold if cfg.threshold is not None else float(meta.threshold)
         log.info("model %s %s (%s), gsd %.3f m, tiles %d px overlap %d px, threshold %.2f",
-                 getattr(meta, "name", "?"), meta.version, resolved.device, meta.gsd_m, tile_size, overlap, threshold)
+                 getattr(meta, "name", "?"), meta.version, resolved.device, meta.gsd_m, tile_size, overlap,
+                 threshold)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.part-", dir=out_dir.parent))
         tmp.chmod(0o755)
@@ -266,7 +288,7 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
                 total_tiles += len(tile_grid(g.height, g.width, tile_size=tile_size, overlap=overlap))
             bar = _Progress(total_tiles, progress)
             try:
-                with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+                with rasterio.Env(GDAL_CACHEMAX=_gdal_cache_mb(opened, tile_size, meta.gsd_m)):
                     for i, m in enumerate(opened):
                         name = "probability.tif" if i == 0 else f"probability_{i + 1}.tif"
                         results.append(_run_mosaic(m, resolved, tmp=tmp, prob_name=name, config=config,
@@ -300,14 +322,17 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
                 "inputs": [m.describe(r["grid"]) for m, r in zip(opened, results, strict=True)],
                 "crs": opened[0].describe()["crs"],
                 "model": {"path": resolved.path, "name": getattr(meta, "name", None), "version": meta.version,
-                          "arch": getattr(meta, "arch", None), "gsd_m": meta.gsd_m, "device": resolved.device},
+                          "arch": getattr(meta, "arch", None), "gsd_m": meta.gsd_m,
+                          "device": resolved.device},
                 "params": {"tile_size": tile_size, "overlap_px": overlap, "threshold": threshold,
                            "batch_size": cfg.batch_size, "tta": cfg.tta},
                 "config": config.to_dict(),
-                "counts": {"mosaics": len(opened), "tiles": summary.tiles, "tiles_skipped": summary.tiles_skipped,
+                "counts": {"mosaics": len(opened), "tiles": summary.tiles,
+                           "tiles_skipped": summary.tiles_skipped,
                            "detections": int(sum(len(r["gdf"]) for r in results)), "plots": summary.plots,
                            "plots_over_500": n_over, "hectares": summary.hectares},
-                "timings": {"total_s": summary.seconds, "open_s": round(t_open - t0, 3),
+                "timings": {"total_s": summary.seconds, "open_s": round(t_open - t0 - t_model, 3),
+                            "model_load_s": round(t_model, 3),
                             "plots_s": round(t_end - t_plots, 3),
                             "mosaics": [{k: round(v, 3) for k, v in r["timings"].items()} for r in results]},
                 "outputs": {"plots": "plots.gpkg", "probability": prob_names},

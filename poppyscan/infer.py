@@ -55,11 +55,16 @@ def iter_batches(mosaic: Mosaic, grid: ModelGrid, tiles: Iterable[Tile], *, tile
     def make() -> Batch:
         nonlocal skipped
         n = len(pending)
-        images = np.zeros((n, tile_size, tile_size, 3), np.uint8)
-        valid = np.zeros((n, tile_size, tile_size), bool)
+        images = np.empty((n, tile_size, tile_size, 3), np.uint8)
+        valid = np.empty((n, tile_size, tile_size), bool)
         for i, (t, rgb, ok) in enumerate(pending):
-            images[i, :t.height, :t.width] = rgb.transpose(1, 2, 0)
+            images[i, :t.height, :t.width] = rgb
             valid[i, :t.height, :t.width] = ok
+            if t.height < tile_size or t.width < tile_size:  # a raster smaller than a tile: pad
+                images[i, t.height:] = 0
+                images[i, :, t.width:] = 0
+                valid[i, t.height:] = False
+                valid[i, :, t.width:] = False
         batch = Batch([p[0] for p in pending], images, valid, skipped)
         pending.clear()
         skipped = 0
@@ -74,7 +79,7 @@ def iter_batches(mosaic: Mosaic, grid: ModelGrid, tiles: Iterable[Tile], *, tile
             if not any_valid_cols[cols].any():
                 skipped += 1
                 continue
-            pending.append((t, rgb[:, :, cols], valid[:, cols]))
+            pending.append((t, rgb[:, cols], valid[:, cols]))
             if len(pending) == batch_size:
                 yield make()
     if pending or skipped:

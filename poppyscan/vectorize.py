@@ -13,7 +13,8 @@ Geometry stays in *pixel coordinates* (x = column, y = row of the model grid) un
 pieces on both sides of a seam share exactly equal vertices. Components that touch on the seam rows
 (found by pairing the labels of the last row of one window with the first row of the next) are
 unioned; their statistics are combined exactly. Then holes smaller than ``max_hole_px`` are filled,
-the outline is simplified at ~1 px (0.75 px Douglas-Peucker) and pieces smaller than ``min_area_px`` are dropped.
+the outline is simplified at ~1 px (0.75 px Douglas-Peucker) and pieces smaller than ``min_area_px``
+are dropped.
 :func:`to_crs` maps the result through the grid's geotransform.
 """
 
@@ -76,7 +77,8 @@ class Vectorizer:
         self.radius = morph_radius_px
         self.halo = 2 * morph_radius_px + 1 if morph_radius_px else 0
         self.min_area_px, self.max_hole_px = min_area_px, max_hole_px
-        self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * self.radius + 1,) * 2) if self.radius else None
+        self._kernel = (cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * self.radius + 1,) * 2)
+                        if self.radius else None)
         cap = window_rows + 2 * self.halo
         self._u8 = np.empty((cap, width), np.uint8)
         self._mask = np.empty((cap, width), np.uint8)
@@ -91,7 +93,8 @@ class Vectorizer:
     def push(self, row: int, u8: np.ndarray, mask: np.ndarray) -> None:
         """Add rows ``[row, row + len(u8))`` (must follow the previous ones)."""
         if row != self._buf_top + self._fill:
-            raise ValueError(f"rows must arrive in order: expected row {self._buf_top + self._fill}, got {row}")
+            expected = self._buf_top + self._fill
+            raise ValueError(f"rows must arrive in order: expected row {expected}, got {row}")
         i = 0
         while i < len(u8):
             k = min(len(self._u8) - self._fill, len(u8) - i)

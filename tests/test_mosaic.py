@@ -43,7 +43,7 @@ def test_same_gsd_is_read_without_resampling(tmp_path):
         assert not grid.resampled and grid.transform == ds.transform
         rgb, valid = m.read_strip(grid, 10, 30)
         assert valid.all()
-        np.testing.assert_array_equal(rgb, ds.read(window=((10, 40), (0, 60))))
+        np.testing.assert_array_equal(rgb, ds.read(window=((10, 40), (0, 60))).transpose(1, 2, 0))
 
 
 def test_resampled_read_lands_features_at_the_right_place(tmp_path):
@@ -54,7 +54,7 @@ def test_resampled_read_lands_features_at_the_right_place(tmp_path):
         assert (grid.width, grid.height) == (120, 100)
         assert grid.transform.a == pytest.approx(0.05)
         rgb, _ = m.read_strip(grid, 0, grid.height)
-    magenta = (rgb[0] > 200) & (rgb[1] < 60)
+    magenta = (rgb[..., 0] > 200) & (rgb[..., 1] < 60)
     rows, cols = np.nonzero(magenta)
     assert (rows.min(), rows.max(), cols.min(), cols.max()) == (30, 49, 50, 69)
 
@@ -69,7 +69,7 @@ def test_valid_mask_from_alpha_nodata_or_black_margins(tmp_path, mask):
     expected = np.zeros((80, 100), bool)
     expected[10:70, 20:90] = True
     np.testing.assert_array_equal(valid, expected)
-    assert not rgb[:, ~valid].any()  # the network sees black outside the footprint
+    assert rgb.shape == (80, 100, 3) and not rgb[~valid].any()  # the network sees black outside the footprint
 
 
 def test_internal_mask_and_isolated_black_pixels(tmp_path):

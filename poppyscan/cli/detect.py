@@ -41,7 +41,8 @@ def _device(value):  # noqa: ANN001, ANN202
 
 @click.command("detect")
 @click.argument("mosaics", nargs=-1, metavar="MOSAIC [MOSAIC ...]")
-@click.option("--out", "out", metavar="DIR", help="Run directory to write (plots.gpkg, probability.tif, run.json).")
+@click.option("--out", "out", metavar="DIR",
+              help="Run directory to write (plots.gpkg, probability.tif, run.json).")
 @click.option("--model", metavar="BUNDLE", help="Model bundle directory (default: config detect.model).")
 @click.option("--config", "config_file", metavar="FILE", help="YAML config with the keys to change.")
 @click.option("--device", type=_Checked("device", _device, "auto, cpu or cuda"),

@@ -1,0 +1,179 @@
+#!/usr/bin/env python
+"""Benchmark ``poppyscan detect``: end-to-end throughput, overhead over the bare network, peak memory.
+
+Builds two mosaics of the same width from rendered synthetic scenes (~0.1 and ~1 gigapixel, tiled
+GeoTIFFs, DEFLATE + predictor like OpenDroneMap's output, at the model GSD so mosaic pixels = model
+pixels), then in this one run:
+
+1. ``detect`` on each mosaic in a fresh subprocess: wall time, peak RSS (``ru_maxrss``), tiles;
+2. the same model's bare forward pass over exactly the tiles detect predicted on the small mosaic
+   (batches read beforehand; only ``predict`` is timed);
+3. prints the figures: Mpx/s end to end, the share of bare forward throughput kept, RSS flatness.
+
+Memory is designed to scale with the mosaic's *width* (rolling bands), so both mosaics share a width
+and differ in height: flat RSS between them shows it does not grow with area.
+
+Usage: ``.venv/bin/python scripts/bench_detect.py [--workdir /tmp/poppyscan-bench] [--big-rows 122880]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+CHILD_DETECT = r"""
+import json, resource, sys, time
+t0 = time.perf_counter()
+from poppyscan.config import load_config
+from poppyscan.detect import detect
+mosaic, out, model, device = sys.argv[1:5]
+config = load_config(overrides={"detect.run_tasks": False, "detect.device": device})
+t1 = time.perf_counter()
+s = detect([mosaic], out, config=config, model=model, overwrite=True, progress=False)
+t2 = time.perf_counter()
+run = json.load(open(f"{out}/run.json"))
+print(json.dumps({"detect_s": t2 - t1, "process_s": t2 - t0, "tiles": s.tiles, "skipped": s.tiles_skipped,
+                  "plots": s.plots, "forward_s": s.forward_seconds, "timings": run["timings"],
+                  "tile_size": run["params"]["tile_size"],
+                  "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+CHILD_FORWARD = r"""
+import json, resource, sys, time
+from poppyscan.config import load_config
+from poppyscan.model import load_bundle, make_predictor
+from poppyscan.mosaic import open_mosaic
+from poppyscan.infer import iter_batches
+from poppyscan.tiles import tile_grid, overlap_px
+mosaic, model, device, limit = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+cfg = load_config().detect
+bundle = load_bundle(model)
+predict = make_predictor(bundle, device=device, threads=cfg.threads)
+T = bundle.meta.tile_size
+with open_mosaic(mosaic) as m:
+    grid = m.grid(bundle.meta.gsd_m)
+    tiles = tile_grid(grid.height, grid.width, tile_size=T, overlap=overlap_px(T, bundle.meta.overlap))
+    n, forward, held = 0, 0.0, []
+
+    def run_held():
+        global n, forward, held
+        for images in held:
+            t = time.perf_counter()
+            predict(images)
+            forward += time.perf_counter() - t
+            n += len(images)
+        held = []
+
+    for batch in iter_batches(m, grid, tiles, tile_size=T, batch_size=cfg.batch_size):
+        if batch.tiles:
+            held.append(batch.images)
+        if sum(len(b) for b in held) >= 128:  # read ahead, then predict: only predict is timed
+            run_held()
+        if n >= limit:
+            break
+    run_held()
+print(json.dumps({"tiles": int(n), "forward_s": forward, "tile_px": T * T}))
+"""
+
+
+def build_mosaic(path: Path, width: int, height: int, gsd: float, n_scenes: int = 4) -> None:
+    """Write a ``width x height`` tiled GeoTIFF by repeating rendered scenes (windowed writes)."""
+    import numpy as np
+    import rasterio
+    from affine import Affine
+
+    from poppyscan.synth import render_arrays
+
+    size = 1024
+    scenes = [render_arrays(seed, size=size, gsd=gsd, footprint=False).rgb.transpose(2, 0, 1)
+              for seed in range(n_scenes)]
+    tmp = path.with_suffix(".part.tif")
+    profile = dict(driver="GTiff", width=width, height=height, count=3, dtype="uint8", crs="EPSG:32649",
+                   transform=Affine(gsd, 0, 400000.0, 0, -gsd, 2800000.0 + height * gsd), tiled=True,
+                   blockxsize=512, blockysize=512, compress="DEFLATE", predictor=2, zlevel=1,
+                   photometric="RGB", bigtiff="YES", num_threads="ALL_CPUS")
+    with rasterio.open(tmp, "w", **profile) as ds:
+        for r in range(0, height, size):
+            rows = min(size, height - r)
+            strip = np.empty((3, rows, width), np.uint8)
+            for c in range(0, width, size):
+                k = (r // size * 7 + c // size) % n_scenes
+                img = scenes[k]
+                if (r // size + c // size) % 2:
+                    img = img[:, :, ::-1]
+                strip[:, :, c:c + size] = img[:, :rows, :min(size, width - c)]
+            ds.write(strip, window=((r, r + rows), (0, width)))
+    os.replace(tmp, path)
+
+
+def child(code: str, *args: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True,
+                         check=False)
+    if out.returncode != 0:
+        sys.exit(f"benchmark child failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/poppyscan-bench"))
+    ap.add_argument("--model", default=str(REPO / "models" / "poppyscan-default"))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--width", type=int, default=8192)
+    ap.add_argument("--small-rows", type=int, default=12288)
+    ap.add_argument("--big-rows", type=int, default=122880, help="0 = skip the big mosaic")
+    args = ap.parse_args()
+    meta = json.loads((Path(args.model) / "bundle.json").read_text())
+    gsd = meta["gsd_m"]
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    sizes = [("small", args.small_rows)] + ([("big", args.big_rows)] if args.big_rows else [])
+    paths = {}
+    for name, rows in sizes:
+        p = args.workdir / f"{name}_{args.width}x{rows}_{gsd}.tif"
+        if not p.exists():
+            t = time.perf_counter()
+            build_mosaic(p, args.width, rows, gsd)
+            print(f"built {p} in {time.perf_counter() - t:.0f} s", flush=True)
+        paths[name] = p
+
+    res = {}
+    for name, _ in sizes:
+        res[name] = child(CHILD_DETECT, str(paths[name]), str(args.workdir / f"run_{name}"), args.model, args.device)
+        print(f"detect {name}: {json.dumps(res[name])}", flush=True)
+        if name == "small":
+            fwd = child(CHILD_FORWARD, str(paths["small"]), args.model, args.device, str(res["small"]["tiles"]))
+            print(f"bare forward: {json.dumps(fwd)}", flush=True)
+
+    print("\n== poppyscan detect benchmark ==")
+    print(f"model {meta['name']} {meta['version']} ({meta['arch']}), tile {meta['tile_size']} px, overlap "
+          f"{meta['overlap']}, gsd {gsd} m; device {args.device}; {os.cpu_count()} CPUs; "
+          f"load average {os.getloadavg()[0]:.2f}")
+    fwd_tile_rate = fwd["tiles"] / fwd["forward_s"]
+    for name, rows in sizes:
+        r = res[name]
+        mpx = args.width * rows / 1e6
+        print(f"{name}: {args.width}x{rows} = {mpx:.0f} Mpx ({mpx * gsd**2 * 100:.1f} ha), {r['tiles']} tiles: "
+              f"detect {r['detect_s']:.1f} s -> {mpx / r['detect_s']:.2f} Mpx/s end to end "
+              f"({mpx / r['process_s']:.2f} incl. process start/imports); "
+              f"peak RSS {r['maxrss_mb']:.0f} MB")
+        bare_s = r["tiles"] / fwd_tile_rate
+        print(f"  bare forward on the same tiles would take {bare_s:.1f} s -> end to end keeps "
+              f"{100 * bare_s / r['detect_s']:.1f} % of bare forward throughput; forward inside detect "
+              f"{r['forward_s']:.1f} s; timings {r['timings']['mosaics'][0]}")
+    print(f"bare forward: {fwd['tiles']} tiles in {fwd['forward_s']:.1f} s = "
+          f"{fwd_tile_rate * fwd['tile_px'] / 1e6:.2f} Mpx/s of tile pixels")
+    if "big" in res:
+        a, b = res["small"]["maxrss_mb"], res["big"]["maxrss_mb"]
+        print(f"peak RSS small {a:.0f} MB, big {b:.0f} MB: {100 * (b - a) / a:+.1f} % "
+              f"for {args.big_rows / args.small_rows:.0f}x the area")
+
+
+if __name__ == "__main__":
+    main()
