@@ -294,6 +294,30 @@ def load_bundle(path: str | Path, *, check_onnx: bool = True) -> Bundle:
     return Bundle(meta=meta, model=model, path=path)
 
 
+def update_meta(path: str | Path, **changes: Any) -> BundleMeta:
+    """Change metadata fields of the bundle at ``path`` (e.g. ``metrics=...``) in ``bundle.json`` and in the
+    ONNX file's ``metadata_props``; the weights are untouched."""
+    import onnx
+
+    path = Path(path)
+    meta = dataclasses.replace(read_meta(path), **changes)
+    onnx_file = path / meta.onnx_file
+    _check_onnx(onnx_file)
+    proto = onnx.load(str(onnx_file))
+    for entry in proto.metadata_props:
+        if entry.key == "poppyscan_bundle":
+            entry.value = json.dumps(meta.to_dict(), ensure_ascii=False)
+        elif entry.key in ("name", "version", "gsd_m", "threshold"):
+            entry.value = str(getattr(meta, entry.key))
+    tmp_onnx = onnx_file.with_name(f".{onnx_file.name}.part")
+    tmp_json = path / ".bundle.json.part"
+    onnx.save(proto, str(tmp_onnx))
+    tmp_json.write_text(json.dumps(meta.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp_onnx, onnx_file)
+    os.replace(tmp_json, path / "bundle.json")
+    return meta
+
+
 def reexport_onnx(path: str | Path) -> Path:
     """Re-create ``model.onnx`` of the bundle at ``path`` from its torch weights."""
     bundle = load_bundle(path, check_onnx=False)

@@ -248,39 +248,72 @@ def format_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def _detect_polygons(bundle, mosaic: Path, *, device: str, threads: int, threshold: float,  # noqa: ANN001
+                     min_area_m2: float):  # noqa: ANN202
+    """Plot polygons of one mosaic from ``poppyscan.detect`` (the production path), in a temporary run."""
+    import tempfile
+    import time
+
+    from .config import load_config
+    from .detect import detect
+
+    cfg = load_config(overrides={"detect.run_tasks": False, "detect.threshold": threshold,
+                                 "detect.min_area_m2": min_area_m2, "detect.threads": threads})
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="poppyscan-eval-") as tmp:
+        run = Path(tmp) / "run"
+        detect([mosaic], run, config=cfg, model=bundle, device=device, progress=False)
+        gdf = read_polygons(run / "plots.gpkg")
+    return gdf, time.perf_counter() - t0
+
+
 def evaluate_scenes(bundle, sources: list[str | Path], *, device: str = "auto", threads: int = 0,  # noqa: ANN001
                     threshold: float | None = None, min_area_m2: float = 1.0, iou_min: float = 0.25,
-                    progress=None) -> dict[str, Any]:  # noqa: ANN001
+                    engine: str = "auto", progress=None) -> dict[str, Any]:  # noqa: ANN001
     """Run ``bundle`` over labelled scenes and score each one (see :func:`poppyscan.traindata.find_scenes`).
 
+    ``engine``: ``"detect"`` runs :func:`poppyscan.detect.detect` (the production path), ``"simple"`` the
+    small in-memory :func:`poppyscan.scene_predict.predict_scene`; ``"auto"`` prefers detect.
     Returns ``{"model", "threshold", "scenes": [per-scene reports], "total", "poppy_scenes",
     "poppy_free_scenes"}``; the aggregates sum counts and areas over scenes.
     """
+    import importlib.util
+
     import geopandas as gpd
 
     from .bundle import load_bundle, make_predictor
     from .scene_predict import predict_scene
     from .traindata import find_scenes, read_labels
 
+    if engine == "auto":
+        engine = "detect" if importlib.util.find_spec("poppyscan.detect") else "simple"
+    if engine not in ("detect", "simple"):
+        raise InputError(f"'engine' must be auto, detect or simple, got {engine!r}")
     if not hasattr(bundle, "meta"):
         bundle = load_bundle(bundle)
-    predict = make_predictor(bundle, device=device, threads=threads)
+    predict = make_predictor(bundle, device=device, threads=threads) if engine == "simple" else None
     thr = bundle.meta.threshold if threshold is None else threshold
     scenes, agg = [], {"total": None, "poppy_scenes": None, "poppy_free_scenes": None}
     for mosaic, truth in find_scenes(sources):
-        sp = predict_scene(predict, bundle, mosaic, threshold=thr, min_area_m2=min_area_m2)
-        positives = read_labels(truth, sp.crs)[0] if truth else []
-        score = score_polygons(gpd.GeoDataFrame(geometry=sp.polygons, crs=sp.crs),
-                               gpd.GeoDataFrame(geometry=positives, crs=sp.crs),
-                               valid_area_m2=sp.valid_area_m2, iou_min=iou_min)
+        if engine == "simple":
+            sp = predict_scene(predict, bundle, mosaic, threshold=thr, min_area_m2=min_area_m2)
+            pred, area, secs = gpd.GeoDataFrame(geometry=sp.polygons, crs=sp.crs), sp.valid_area_m2, sp.seconds
+        else:
+            pred, secs = _detect_polygons(bundle, mosaic, device=device, threads=threads, threshold=thr,
+                                          min_area_m2=min_area_m2)
+            area = valid_area_m2(mosaic)
+        positives = read_labels(truth, pred.crs)[0] if truth else []
+        score = score_polygons(pred, gpd.GeoDataFrame(geometry=positives, crs=pred.crs),
+                               valid_area_m2=area, iou_min=iou_min)
         name = mosaic.parent.name if mosaic.name == "mosaic.tif" else mosaic.stem
         rep = {"scene": name, "mosaic": str(mosaic), "truth": str(truth) if truth else None,
-               "seconds": round(sp.seconds, 2), **score.report()}
+               "seconds": round(secs, 2), **score.report()}
         scenes.append(rep)
         for key in ("total", "poppy_scenes" if positives else "poppy_free_scenes"):
             agg[key] = score if agg[key] is None else agg[key] + score
         if progress:
-            progress(f"{name}: tp {score.tp} fp {score.fp} fn {score.fn} ({sp.seconds:.1f} s)")
-    return {"model": str(bundle.path), "model_version": bundle.meta.version, "threshold": thr, "iou_min": iou_min,
+            progress(f"{name}: tp {score.tp} fp {score.fp} fn {score.fn} ({secs:.1f} s)")
+    return {"model": str(bundle.path), "model_version": bundle.meta.version, "engine": engine, "threshold": thr,
+            "iou_min": iou_min,
             "min_area_m2": min_area_m2, "scenes": scenes,
             **{k: (v.report() if v is not None else None) for k, v in agg.items()}}

@@ -19,9 +19,10 @@ from .bundle import (
     read_meta,
     reexport_onnx,
     save_bundle,
+    update_meta,
 )
 from .network import ARCHS, STRIDE, build_model, canonical_arch
 
 __all__ = ["ARCHS", "FORMAT", "FORMAT_VERSION", "STRIDE", "Bundle", "BundleMeta", "Predictor", "build_model",
            "canonical_arch", "export_onnx", "load_bundle", "make_predictor", "new_meta", "read_meta",
-           "reexport_onnx", "save_bundle"]
+           "reexport_onnx", "save_bundle", "update_meta"]
