@@ -123,10 +123,11 @@ class BundleMeta:
 
 @dataclass
 class Bundle:
-    """A loaded bundle: metadata, the torch network (CPU, eval mode) and the ONNX file path."""
+    """A loaded bundle: metadata, the torch network (CPU, eval mode; ``None`` when loaded without it)
+    and the bundle directory."""
 
     meta: BundleMeta
-    model: nn.Module
+    model: nn.Module | None
     path: Path | None = None
 
     @property
@@ -282,14 +283,20 @@ def _check_onnx(onnx_file: Path) -> None:
                           f"['image'] / ['prob']; re-export it with `poppyscan export-onnx {onnx_file.parent}`")
 
 
-def load_bundle(path: str | Path, *, check_onnx: bool = True) -> Bundle:
-    """Load a bundle directory. Raises :class:`BundleError` naming the file and the problem."""
+def load_bundle(path: str | Path, *, check_onnx: bool = True, with_torch: bool = True) -> Bundle:
+    """Load a bundle directory. Raises :class:`BundleError` naming the file and the problem.
+
+    ``with_torch=False`` skips building the torch network (``bundle.model`` is ``None``): enough for
+    CPU prediction, which needs only ``bundle.json`` and ``model.onnx``.
+    """
     path = Path(path)
     meta = read_meta(path)
-    model = build_model(meta.arch, num_classes=len(meta.classes), pretrained=False)
-    load_state(model, path / meta.torch_weights)
-    model.eval()
-    if check_onnx:
+    model = None
+    if with_torch:
+        model = build_model(meta.arch, num_classes=len(meta.classes), pretrained=False)
+        load_state(model, path / meta.torch_weights)
+        model.eval()
+    if check_onnx or not with_torch:
         _check_onnx(path / meta.onnx_file)
     return Bundle(meta=meta, model=model, path=path)
 
@@ -347,6 +354,9 @@ class Predictor:
         if device == "cpu":
             self._session = _ort_session(bundle, threads)
         else:
+            if bundle.model is None:
+                raise BundleError("the bundle was loaded without its torch network (with_torch=False); "
+                                  "load it with load_bundle(path) to predict on CUDA")
             self._module = ExportModule(bundle.model, bundle.meta).eval().to("cuda")
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:

@@ -63,6 +63,9 @@ def test_round_trip_same_outputs_torch_and_onnx(bundle_dir):
     with torch.no_grad():
         p_torch = ExportModule(b.model, b.meta)(torch.from_numpy(xp)).numpy()[:, :70, :97]
     np.testing.assert_allclose(p_onnx, p_torch, atol=1e-4)
+    light = load_bundle(bundle_dir, with_torch=False)  # CPU prediction needs only bundle.json + model.onnx
+    assert light.model is None
+    np.testing.assert_array_equal(make_predictor(light, device="cpu", threads=1)(x), p_onnx)
     # a second load gives the same weights
     b2 = load_bundle(bundle_dir)
     for k, v in b.model.state_dict().items():
