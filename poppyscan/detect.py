@@ -307,7 +307,8 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
                                                         geometry="geometry", crs=crs))
             plots = plot_table(merged, plants_per_m2=cfg.plants_per_m2, criminal_plants=cfg.criminal_plants,
                                min_area_m2=cfg.min_area_m2, model_version=str(meta.version))
-            plots.to_file(tmp / "plots.gpkg", layer="plots", driver="GPKG", engine="pyogrio")
+            plots.to_file(tmp / "plots.gpkg", layer="plots", driver="GPKG", engine="pyogrio",
+                          geometry_type="Polygon")
             t_end = time.perf_counter()
             n_over = int(plots["over_500_plants"].sum()) if len(plots) else 0
             summary = RunSummary(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pyogrio
 import pytest
 import rasterio
 import shapely
@@ -110,7 +111,8 @@ def test_nothing_is_detected_outside_the_footprint(tmp_path, mask):
     plots = read_plots(tmp_path / "run")
     assert len(plots) == 2
     t = scene.transform
-    foot_crs = shapely.transform(foot, lambda xy: xy @ np.array([[t.a, t.d], [t.b, t.e]]) + np.array([t.c, t.f]))
+    m, off = np.array([[t.a, t.d], [t.b, t.e]]), np.array([t.c, t.f])
+    foot_crs = shapely.transform(foot, lambda xy: xy @ m + off)
     assert all(foot_crs.buffer(0.05).contains(g) for g in plots.geometry)  # within 1 px of the footprint
     cut = plots.geometry[plots.area_m2.idxmin()]
     assert cut.area < scene.plots_crs()[1].area * 0.9
@@ -118,6 +120,17 @@ def test_nothing_is_detected_outside_the_footprint(tmp_path, mask):
         prob = ds.read(1)
         assert ds.nodata == 255
     assert (prob[10:30, 10:50] == 255).all() and (prob[240:260, 290:310] == 100).all()
+
+
+def test_mosaic_without_valid_pixels_gives_an_empty_polygon_layer(tmp_path):
+    scene = write_scene(tmp_path / "m.tif", plots_px=[box(10, 10, 50, 50)], size=(300, 300), mask="alpha",
+                        footprint_px=box(-10, -10, -5, -5))
+    summary = run(scene.path, tmp_path / "run")
+    assert summary.plots == 0 and summary.tiles == 0 and summary.tiles_skipped == 9
+    info = pyogrio.read_info(tmp_path / "run" / "plots.gpkg", layer="plots")
+    assert info["features"] == 0 and info["geometry_type"] == "Polygon" and list(info["fields"]) == COLUMNS
+    with rasterio.open(tmp_path / "run" / "probability.tif") as ds:
+        assert (ds.read(1) == 255).all()
 
 
 def test_uint16_mosaic_gives_the_same_plots_as_uint8(tmp_path):
@@ -239,13 +252,16 @@ def small_scene(tmp_path):
     (lambda d, m: [d / "missing.tif", "--out", d / "o"], 2, "mosaic '.*missing.tif' does not exist"),
     (lambda d, m: [d / "notes.txt", "--out", d / "o"], 2, "is not a raster GDAL can read"),
     (lambda d, m: [d / "nocrs.tif", "--out", d / "o"], 2, "has no CRS; assign one"),
-    (lambda d, m: [m, "--out", d / "o", "--threshold", "1.5"], 2, "'--threshold' must be a probability in \\(0, 1\\), got '1.5'"),
+    (lambda d, m: [m, "--out", d / "o", "--threshold", "1.5"], 2,
+     "'--threshold' must be a probability in \\(0, 1\\), got '1.5'"),
     (lambda d, m: [m, "--out", d / "o", "--threshold", "abc"], 2, "'--threshold' must be a probability"),
-    (lambda d, m: [m, "--out", d / "o", "--device", "tpu"], 2, "'--device' must be auto, cpu or cuda, got 'tpu'"),
+    (lambda d, m: [m, "--out", d / "o", "--device", "tpu"], 2,
+     "'--device' must be auto, cpu or cuda, got 'tpu'"),
     (lambda d, m: [m], 2, "'--out' is required"),
     (lambda d, m: ["--out", d / "o"], 2, "no MOSAIC given"),
     (lambda d, m: [m, "--out", d / "full"], 3, "already exists and is not empty; pass --overwrite"),
-    (lambda d, m: [m, "--out", d / "o", "--model", d / "nobundle"], 4, "model bundle '.*nobundle' does not exist"),
+    (lambda d, m: [m, "--out", d / "o", "--model", d / "nobundle"], 4,
+     "model bundle '.*nobundle' does not exist"),
 ])
 def test_cli_errors_are_one_line_with_exit_codes(tmp_path, capsys, small_scene, make_args, code, message):
     (tmp_path / "notes.txt").write_text("hello")
@@ -268,7 +284,8 @@ def test_cli_runs_the_default_bundle_end_to_end(tmp_path, capsys):
     conf = tmp_path / "c.yaml"
     conf.write_text("detect:\n  run_tasks: false\n")
     out = tmp_path / "run"
-    code = main(["detect", str(scene.path), "--out", str(out), "--model", str(REPO / "models/poppyscan-default"),
+    code = main(["detect", str(scene.path), "--out", str(out),
+                 "--model", str(REPO / "models/poppyscan-default"),
                  "--config", str(conf), "--device", "cpu", "--threshold", "0.5"])
     captured = capsys.readouterr()
     assert code == 0, captured.err

@@ -33,7 +33,8 @@ def test_degree_pixels_are_measured_at_the_mosaic_latitude(tmp_path):
                        crs="EPSG:4326", transform=Affine(dx, 0, 113.5, 0, -dx, 60.0)) as ds:
         ds.write(np.full((3, 8, 8), 100, np.uint8))
     with open_mosaic(tmp_path / "d.tif") as m:  # 0.05 m of longitude at 25 N is ~0.025 m at 60 N
-        assert m.gsd_xy[0] == pytest.approx(0.05 * np.cos(np.radians(60)) / np.cos(np.radians(25.3)), rel=0.01)
+        expected = 0.05 * np.cos(np.radians(60)) / np.cos(np.radians(25.3))
+        assert m.gsd_xy[0] == pytest.approx(expected, rel=0.01)
 
 
 def test_same_gsd_is_read_without_resampling(tmp_path):
@@ -122,7 +123,10 @@ def test_8_bit_data_in_a_uint16_container_is_used_as_is(tmp_path):
         assert (m.read_strip(m.grid(0.05), 0, 16)[0] == 200).all()
 
 
-def _raster(path, count=3, dtype="uint8", crs="EPSG:32649", transform=Affine(0.05, 0, 4e5, 0, -0.05, 28e5)):
+UTM_TRANSFORM = Affine(0.05, 0, 4e5, 0, -0.05, 28e5)
+
+
+def _raster(path, count=3, dtype="uint8", crs="EPSG:32649", transform=UTM_TRANSFORM):
     with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=count, dtype=dtype, crs=crs,
                        transform=transform) as ds:
         ds.write(np.ones((count, 8, 8), dtype))
