@@ -1,4 +1,4 @@
-"""The model bundle: a directory with ``bundle.json`` + ``model.pt`` + ``model.onnx`` (see docs/INTERFACES.md).
+"""The model bundle: a directory with ``bundle.json``, ``model.pt`` and ``model.onnx`` (docs/INTERFACES.md).
 
 One format for every entry point (detect, train, evaluate, export-onnx). The ONNX graph takes the raw
 ``uint8 (N, H, W, 3)`` RGB batch and returns ``float32 (N, H, W)`` poppy probability: casting,
@@ -31,8 +31,22 @@ log = logging.getLogger(__name__)
 FORMAT = "poppyscan-bundle"
 FORMAT_VERSION = 1
 ONNX_OPSET = 17
-_REQUIRED = ("format", "format_version", "name", "version", "arch", "classes", "poppy_class", "bands",
-             "mean", "std", "gsd_m", "tile_size", "overlap", "threshold")
+_REQUIRED = (
+    "format",
+    "format_version",
+    "name",
+    "version",
+    "arch",
+    "classes",
+    "poppy_class",
+    "bands",
+    "mean",
+    "std",
+    "gsd_m",
+    "tile_size",
+    "overlap",
+    "threshold",
+)
 
 
 @dataclass(frozen=True)
@@ -66,8 +80,11 @@ class BundleMeta:
         if self.format != FORMAT:
             raise bad("format", f"must be {FORMAT!r}, got {self.format!r}")
         if self.format_version != FORMAT_VERSION:
-            raise bad("format_version", f"is {self.format_version!r} but this poppyscan reads version "
-                      f"{FORMAT_VERSION}; re-export the bundle with a matching poppyscan version")
+            raise bad(
+                "format_version",
+                f"is {self.format_version!r} but this poppyscan reads version "
+                f"{FORMAT_VERSION}; re-export the bundle with a matching poppyscan version",
+            )
         try:
             canonical_arch(self.arch)
         except ValueError as exc:
@@ -75,9 +92,14 @@ class BundleMeta:
         if len(self.classes) < 2 or not all(isinstance(c, str) for c in self.classes):
             raise bad("classes", f"must list at least 2 class names, got {list(self.classes)!r}")
         if not (isinstance(self.poppy_class, int) and 0 <= self.poppy_class < len(self.classes)):
-            raise bad("poppy_class", f"must index into classes (0..{len(self.classes) - 1}), got {self.poppy_class!r}")
+            raise bad(
+                "poppy_class",
+                f"must index into classes (0..{len(self.classes) - 1}), got {self.poppy_class!r}",
+            )
         if tuple(self.bands) != ("red", "green", "blue"):
-            raise bad("bands", f"must be ['red', 'green', 'blue'] (RGB models only), got {list(self.bands)!r}")
+            raise bad(
+                "bands", f"must be ['red', 'green', 'blue'] (RGB models only), got {list(self.bands)!r}"
+            )
         for name in ("mean", "std"):
             vals = getattr(self, name)
             if len(vals) != 3 or not all(isinstance(v, (int, float)) for v in vals):
@@ -86,7 +108,9 @@ class BundleMeta:
             raise bad("std", f"must be positive, got {list(self.std)!r}")
         if not (isinstance(self.gsd_m, (int, float)) and 0.005 <= self.gsd_m <= 0.5):
             raise bad("gsd_m", f"must be in [0.005, 0.5] m/px, got {self.gsd_m!r}")
-        if not (isinstance(self.tile_size, int) and 64 <= self.tile_size <= 4096 and self.tile_size % STRIDE == 0):
+        if not (
+            isinstance(self.tile_size, int) and 64 <= self.tile_size <= 4096 and self.tile_size % STRIDE == 0
+        ):
             raise bad("tile_size", f"must be a multiple of {STRIDE} in [64, 4096], got {self.tile_size!r}")
         if not (isinstance(self.overlap, (int, float)) and 0 <= self.overlap < 0.5):
             raise bad("overlap", f"must be in [0, 0.5), got {self.overlap!r}")
@@ -151,8 +175,9 @@ class ExportModule(nn.Module):
         return torch.softmax(self.net(x), dim=1)[:, self.poppy]
 
 
-def new_meta(*, arch: str = "unet_mnv3s", name: str = "poppyscan-untrained", version: str = "0.0.0",
-             **kwargs: Any) -> BundleMeta:
+def new_meta(
+    *, arch: str = "unet_mnv3s", name: str = "poppyscan-untrained", version: str = "0.0.0", **kwargs: Any
+) -> BundleMeta:
     """Metadata with defaults, ``created`` set to now (UTC)."""
     kwargs.setdefault("created", _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
     return BundleMeta(name=name, version=version, arch=canonical_arch(arch), **kwargs)
@@ -167,13 +192,27 @@ def export_onnx(model: nn.Module, meta: BundleMeta, path: str | Path) -> Path:
     dummy = torch.zeros(1, meta.tile_size, meta.tile_size, 3, dtype=torch.uint8)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (dummy,), str(path), input_names=["image"], output_names=["prob"],
-                          dynamic_axes={"image": {0: "batch", 1: "height", 2: "width"},
-                                        "prob": {0: "batch", 1: "height", 2: "width"}},
-                          opset_version=ONNX_OPSET, dynamo=False)
+        torch.onnx.export(
+            module,
+            (dummy,),
+            str(path),
+            input_names=["image"],
+            output_names=["prob"],
+            dynamic_axes={
+                "image": {0: "batch", 1: "height", 2: "width"},
+                "prob": {0: "batch", 1: "height", 2: "width"},
+            },
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
     proto = onnx.load(str(path))
-    props = {"poppyscan_bundle": json.dumps(meta.to_dict(), ensure_ascii=False), "name": meta.name,
-             "version": meta.version, "gsd_m": str(meta.gsd_m), "threshold": str(meta.threshold)}
+    props = {
+        "poppyscan_bundle": json.dumps(meta.to_dict(), ensure_ascii=False),
+        "name": meta.name,
+        "version": meta.version,
+        "gsd_m": str(meta.gsd_m),
+        "threshold": str(meta.threshold),
+    }
     del proto.metadata_props[:]
     for k, v in props.items():
         entry = proto.metadata_props.add()
@@ -183,8 +222,9 @@ def export_onnx(model: nn.Module, meta: BundleMeta, path: str | Path) -> Path:
     return path
 
 
-def save_bundle(path: str | Path, model: nn.Module, meta: BundleMeta, *, overwrite: bool = False,
-                onnx: bool = True) -> Bundle:
+def save_bundle(
+    path: str | Path, model: nn.Module, meta: BundleMeta, *, overwrite: bool = False, onnx: bool = True
+) -> Bundle:
     """Write a bundle directory atomically (``bundle.json``, ``model.pt``, ``model.onnx``) and return it.
 
     Raises :class:`~poppyscan.errors.OutputExistsError` if ``path`` exists and ``overwrite`` is false.
@@ -201,8 +241,9 @@ def save_bundle(path: str | Path, model: nn.Module, meta: BundleMeta, *, overwri
         torch.save(state, tmp / meta.torch_weights)
         if onnx:
             export_onnx(model, meta, tmp / meta.onnx_file)
-        (tmp / "bundle.json").write_text(json.dumps(meta.to_dict(), indent=2, ensure_ascii=False) + "\n",
-                                         encoding="utf-8")
+        (tmp / "bundle.json").write_text(
+            json.dumps(meta.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -221,7 +262,9 @@ def read_meta(path: str | Path) -> BundleMeta:
     path = Path(path)
     if not path.is_dir():
         what = "is not a directory" if path.exists() else "does not exist"
-        raise BundleError(f"model bundle '{path}' {what}; pass a bundle directory (bundle.json + model.pt + model.onnx)")
+        raise BundleError(
+            f"model bundle '{path}' {what}; pass a bundle directory (bundle.json + model.pt + model.onnx)"
+        )
     meta_file = path / "bundle.json"
     if not meta_file.is_file():
         raise BundleError(f"model bundle '{path}' has no bundle.json; it is not a poppyscan bundle")
@@ -242,8 +285,10 @@ def load_state(model: nn.Module, weights_file: Path) -> None:
     try:
         state = torch.load(weights_file, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
-        raise BundleError(f"model weights '{weights_file}' are unreadable ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}); the bundle is corrupt") from None
+        raise BundleError(
+            f"model weights '{weights_file}' are unreadable ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); the bundle is corrupt"
+        ) from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]  # a training checkpoint
     if not isinstance(state, dict):
@@ -260,9 +305,13 @@ def load_state(model: nn.Module, weights_file: Path) -> None:
             parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
         if shapes:
             k = shapes[0]
-            parts.append(f"{len(shapes)} of the wrong shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
-        raise BundleError(f"model weights '{weights_file}' do not fit the bundle's architecture: "
-                          + "; ".join(parts))
+            parts.append(
+                f"{len(shapes)} of the wrong shape "
+                f"(e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})"
+            )
+        raise BundleError(
+            f"model weights '{weights_file}' do not fit the bundle's architecture: " + "; ".join(parts)
+        )
     model.load_state_dict(state)
 
 
@@ -270,17 +319,23 @@ def _check_onnx(onnx_file: Path) -> None:
     import onnx
 
     if not onnx_file.is_file():
-        raise BundleError(f"ONNX model '{onnx_file}' is missing; run `poppyscan export-onnx {onnx_file.parent}`")
+        raise BundleError(
+            f"ONNX model '{onnx_file}' is missing; run `poppyscan export-onnx {onnx_file.parent}`"
+        )
     try:
         proto = onnx.load(str(onnx_file), load_external_data=False)
     except Exception as exc:  # noqa: BLE001
-        raise BundleError(f"ONNX model '{onnx_file}' is unreadable ({type(exc).__name__}); "
-                          f"re-export it with `poppyscan export-onnx {onnx_file.parent}`") from None
+        raise BundleError(
+            f"ONNX model '{onnx_file}' is unreadable ({type(exc).__name__}); "
+            f"re-export it with `poppyscan export-onnx {onnx_file.parent}`"
+        ) from None
     inputs = [i.name for i in proto.graph.input]
     outputs = [o.name for o in proto.graph.output]
     if inputs[:1] != ["image"] or outputs[:1] != ["prob"]:
-        raise BundleError(f"ONNX model '{onnx_file}' has inputs {inputs} / outputs {outputs}, expected "
-                          f"['image'] / ['prob']; re-export it with `poppyscan export-onnx {onnx_file.parent}`")
+        raise BundleError(
+            f"ONNX model '{onnx_file}' has inputs {inputs} / outputs {outputs}, expected "
+            f"['image'] / ['prob']; re-export it with `poppyscan export-onnx {onnx_file.parent}`"
+        )
 
 
 def load_bundle(path: str | Path, *, check_onnx: bool = True, with_torch: bool = True) -> Bundle:
@@ -355,12 +410,19 @@ class Predictor:
             self._session = _ort_session(bundle, threads)
         else:
             if bundle.model is None:
-                raise BundleError("the bundle was loaded without its torch network (with_torch=False); "
-                                  "load it with load_bundle(path) to predict on CUDA")
+                raise BundleError(
+                    "the bundle was loaded without its torch network (with_torch=False); "
+                    "load it with load_bundle(path) to predict on CUDA"
+                )
             self._module = ExportModule(bundle.model, bundle.meta).eval().to("cuda")
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        if not isinstance(batch, np.ndarray) or batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[-1] != 3:
+        if (
+            not isinstance(batch, np.ndarray)
+            or batch.dtype != np.uint8
+            or batch.ndim != 4
+            or batch.shape[-1] != 3
+        ):
             got = f"{batch.dtype} {batch.shape}" if isinstance(batch, np.ndarray) else type(batch).__name__
             raise InputError(f"predictor input must be a uint8 array (N, H, W, 3) RGB, got {got}")
         n, h, w, _ = batch.shape
@@ -395,9 +457,11 @@ def _ort_session(bundle: Bundle, threads: int):  # noqa: ANN202
     try:
         return ort.InferenceSession(str(onnx_file), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001
-        raise BundleError(f"ONNX model '{onnx_file}' cannot be loaded by ONNX Runtime "
-                          f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
-                          f"re-export it with `poppyscan export-onnx {bundle.path}`") from None
+        raise BundleError(
+            f"ONNX model '{onnx_file}' cannot be loaded by ONNX Runtime "
+            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+            f"re-export it with `poppyscan export-onnx {bundle.path}`"
+        ) from None
 
 
 def make_predictor(bundle: Bundle | str | Path, device: str = "auto", threads: int = 0) -> Predictor:

@@ -29,8 +29,14 @@ from .errors import InputError
 
 
 # ---------------------------------------------------------------------------------------------- masks
-def match_masks(pred: np.ndarray, truth: np.ndarray, *, valid: np.ndarray | None = None, min_px: int = 0,
-                iou_min: float = 0.25) -> tuple[int, int, int]:
+def match_masks(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    *,
+    valid: np.ndarray | None = None,
+    min_px: int = 0,
+    iou_min: float = 0.25,
+) -> tuple[int, int, int]:
     """Object counts ``(tp, fp, fn)`` between two boolean masks (8-connected components).
 
     Components smaller than ``min_px`` are dropped from both sides; ``valid`` (bool) removes
@@ -48,8 +54,9 @@ def match_masks(pred: np.ndarray, truth: np.ndarray, *, valid: np.ndarray | None
         tl, ntruth = _drop_small(tl, ntruth, min_px)
     if npred == 0 or ntruth == 0:
         return 0, npred, ntruth
-    joint = np.bincount(pl.ravel().astype(np.int64) * (ntruth + 1) + tl.ravel(),
-                        minlength=(npred + 1) * (ntruth + 1)).reshape(npred + 1, ntruth + 1)
+    joint = np.bincount(
+        pl.ravel().astype(np.int64) * (ntruth + 1) + tl.ravel(), minlength=(npred + 1) * (ntruth + 1)
+    ).reshape(npred + 1, ntruth + 1)
     inter = joint[1:, 1:].astype(np.float64)
     pa = joint[1:, :].sum(axis=1, keepdims=True)
     ta = joint[:, 1:].sum(axis=0, keepdims=True)
@@ -71,7 +78,9 @@ def _hungarian_pairs(iou: np.ndarray, iou_min: float) -> list[tuple[int, int, fl
     if iou.size == 0:
         return []
     rows, cols = linear_sum_assignment(-np.where(iou >= iou_min, iou, 0.0))
-    return [(int(r), int(c), float(iou[r, c])) for r, c in zip(rows, cols, strict=True) if iou[r, c] >= iou_min]
+    return [
+        (int(r), int(c), float(iou[r, c])) for r, c in zip(rows, cols, strict=True) if iou[r, c] >= iou_min
+    ]
 
 
 def _hungarian_count(iou: np.ndarray, iou_min: float) -> int:
@@ -130,29 +139,49 @@ class ObjectScore:
     area_ratios: list[float]
 
     def __add__(self, other: ObjectScore) -> ObjectScore:
-        va = (None if self.valid_area_m2 is None or other.valid_area_m2 is None
-              else self.valid_area_m2 + other.valid_area_m2)
-        return ObjectScore(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn,
-                           self.inter_area + other.inter_area, self.pred_area + other.pred_area,
-                           self.truth_area + other.truth_area, va, self.centroid_errors + other.centroid_errors,
-                           self.area_ratios + other.area_ratios)
+        va = (
+            None
+            if self.valid_area_m2 is None or other.valid_area_m2 is None
+            else self.valid_area_m2 + other.valid_area_m2
+        )
+        return ObjectScore(
+            self.tp + other.tp,
+            self.fp + other.fp,
+            self.fn + other.fn,
+            self.inter_area + other.inter_area,
+            self.pred_area + other.pred_area,
+            self.truth_area + other.truth_area,
+            va,
+            self.centroid_errors + other.centroid_errors,
+            self.area_ratios + other.area_ratios,
+        )
 
     def report(self) -> dict[str, Any]:
         union = self.pred_area + self.truth_area - self.inter_area
         ce = np.asarray(self.centroid_errors)
-        out: dict[str, Any] = {"tp": self.tp, "fp": self.fp, "fn": self.fn, **prf(self.tp, self.fp, self.fn),
-                               "pixel_iou": self.inter_area / union if union > 0 else None,
-                               "centroid_error_m": {"mean": float(ce.mean()), "median": float(np.median(ce)),
-                                                    "max": float(ce.max())} if ce.size else None,
-                               "area_ratio": float(np.median(self.area_ratios)) if self.area_ratios else None,
-                               "valid_area_ha": self.valid_area_m2 / 1e4 if self.valid_area_m2 is not None else None}
-        out["false_plots_per_ha"] = (self.fp / (self.valid_area_m2 / 1e4)
-                                     if self.valid_area_m2 else None)
+        out: dict[str, Any] = {
+            "tp": self.tp,
+            "fp": self.fp,
+            "fn": self.fn,
+            **prf(self.tp, self.fp, self.fn),
+            "pixel_iou": self.inter_area / union if union > 0 else None,
+            "centroid_error_m": {
+                "mean": float(ce.mean()),
+                "median": float(np.median(ce)),
+                "max": float(ce.max()),
+            }
+            if ce.size
+            else None,
+            "area_ratio": float(np.median(self.area_ratios)) if self.area_ratios else None,
+            "valid_area_ha": self.valid_area_m2 / 1e4 if self.valid_area_m2 is not None else None,
+        }
+        out["false_plots_per_ha"] = self.fp / (self.valid_area_m2 / 1e4) if self.valid_area_m2 else None
         return out
 
 
-def score_polygons(pred_gdf, truth_gdf, *, valid_area_m2: float | None = None, iou_min: float = 0.25,
-                   crs=None) -> ObjectScore:  # noqa: ANN001
+def score_polygons(
+    pred_gdf, truth_gdf, *, valid_area_m2: float | None = None, iou_min: float = 0.25, crs=None
+) -> ObjectScore:  # noqa: ANN001
     """Score predicted vs truth polygons (GeoDataFrames, any CRS; truth is reprojected to pred's)."""
     from shapely import unary_union
 
@@ -169,8 +198,17 @@ def score_polygons(pred_gdf, truth_gdf, *, valid_area_m2: float | None = None, i
     cerr = [pred[p].centroid.distance(truth[t].centroid) for p, t, _ in pairs]
     ratio = [pred[p].area / truth[t].area for p, t, _ in pairs if truth[t].area > 0]
     tp = len(pairs)
-    return ObjectScore(tp, len(pred) - tp, len(truth) - tp, inter, pu.area if pu is not None else 0.0,
-                       tu.area if tu is not None else 0.0, valid_area_m2, cerr, ratio)
+    return ObjectScore(
+        tp,
+        len(pred) - tp,
+        len(truth) - tp,
+        inter,
+        pu.area if pu is not None else 0.0,
+        tu.area if tu is not None else 0.0,
+        valid_area_m2,
+        cerr,
+        ratio,
+    )
 
 
 def valid_area_m2(mosaic: str | Path) -> float:
@@ -206,8 +244,9 @@ def read_polygons(path: str | Path, layer: str | None = None):  # noqa: ANN201
     return gpd.read_file(path, layer=layer)
 
 
-def evaluate_files(pred: str | Path, truth: str | Path, *, mosaic: str | Path | None = None,
-                   iou_min: float = 0.25) -> dict[str, Any]:
+def evaluate_files(
+    pred: str | Path, truth: str | Path, *, mosaic: str | Path | None = None, iou_min: float = 0.25
+) -> dict[str, Any]:
     """Score ``pred`` (a plots.gpkg or a detect run directory) against ``truth`` (truth.gpkg).
 
     The valid area for false plots per hectare comes from ``mosaic`` when given, else from the run's
@@ -225,15 +264,29 @@ def evaluate_files(pred: str | Path, truth: str | Path, *, mosaic: str | Path | 
     truth_gdf = read_polygons(truth)
     area = valid_area_m2(mosaic) if mosaic is not None else None
     score = score_polygons(pred_gdf, truth_gdf, valid_area_m2=area, iou_min=iou_min)
-    return {"pred": str(pred), "truth": str(truth), "mosaic": str(mosaic) if mosaic else None,
-            "iou_min": iou_min, **score.report()}
+    return {
+        "pred": str(pred),
+        "truth": str(truth),
+        "mosaic": str(mosaic) if mosaic else None,
+        "iou_min": iou_min,
+        **score.report(),
+    }
 
 
 def format_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
     """A readable fixed-width table of reports, one row per (name, report)."""
-    cols = [("tp", "{:d}"), ("fp", "{:d}"), ("fn", "{:d}"), ("precision", "{:.3f}"), ("recall", "{:.3f}"),
-            ("f1", "{:.3f}"), ("pixel_iou", "{:.3f}"), ("centroid_m", "{:.2f}"), ("area_ratio", "{:.2f}"),
-            ("fp_per_ha", "{:.2f}")]
+    cols = [
+        ("tp", "{:d}"),
+        ("fp", "{:d}"),
+        ("fn", "{:d}"),
+        ("precision", "{:.3f}"),
+        ("recall", "{:.3f}"),
+        ("f1", "{:.3f}"),
+        ("pixel_iou", "{:.3f}"),
+        ("centroid_m", "{:.2f}"),
+        ("area_ratio", "{:.2f}"),
+        ("fp_per_ha", "{:.2f}"),
+    ]
     width = max([len("scene")] + [len(n) for n, _ in rows])
     lines = ["scene".ljust(width) + "".join(f"{c:>11}" for c, _ in cols)]
     for name, r in rows:
@@ -248,8 +301,15 @@ def format_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
-def _detect_polygons(bundle, mosaic: Path, *, device: str, threads: int, threshold: float,  # noqa: ANN001
-                     min_area_m2: float):  # noqa: ANN202
+def _detect_polygons(
+    bundle,
+    mosaic: Path,
+    *,
+    device: str,
+    threads: int,
+    threshold: float,  # noqa: ANN001
+    min_area_m2: float,
+):  # noqa: ANN202
     """Plot polygons of one mosaic from ``poppyscan.detect`` (the production path), in a temporary run."""
     import tempfile
     import time
@@ -257,8 +317,14 @@ def _detect_polygons(bundle, mosaic: Path, *, device: str, threads: int, thresho
     from .config import load_config
     from .detect import detect
 
-    cfg = load_config(overrides={"detect.run_tasks": False, "detect.threshold": threshold,
-                                 "detect.min_area_m2": min_area_m2, "detect.threads": threads})
+    cfg = load_config(
+        overrides={
+            "detect.run_tasks": False,
+            "detect.threshold": threshold,
+            "detect.min_area_m2": min_area_m2,
+            "detect.threads": threads,
+        }
+    )
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="poppyscan-eval-") as tmp:
         run = Path(tmp) / "run"
@@ -267,9 +333,18 @@ def _detect_polygons(bundle, mosaic: Path, *, device: str, threads: int, thresho
     return gdf, time.perf_counter() - t0
 
 
-def evaluate_scenes(bundle, sources: list[str | Path], *, device: str = "auto", threads: int = 0,  # noqa: ANN001
-                    threshold: float | None = None, min_area_m2: float = 1.0, iou_min: float = 0.25,
-                    engine: str = "auto", progress=None) -> dict[str, Any]:  # noqa: ANN001
+def evaluate_scenes(
+    bundle,
+    sources: list[str | Path],
+    *,
+    device: str = "auto",
+    threads: int = 0,  # noqa: ANN001
+    threshold: float | None = None,
+    min_area_m2: float = 1.0,
+    iou_min: float = 0.25,
+    engine: str = "auto",
+    progress=None,
+) -> dict[str, Any]:  # noqa: ANN001
     """Run ``bundle`` over labelled scenes and score each one (see :func:`poppyscan.traindata.find_scenes`).
 
     ``engine``: ``"detect"`` runs :func:`poppyscan.detect.detect` (the production path), ``"simple"`` the
@@ -297,23 +372,40 @@ def evaluate_scenes(bundle, sources: list[str | Path], *, device: str = "auto", 
     for mosaic, truth in find_scenes(sources):
         if engine == "simple":
             sp = predict_scene(predict, bundle, mosaic, threshold=thr, min_area_m2=min_area_m2)
-            pred, area, secs = gpd.GeoDataFrame(geometry=sp.polygons, crs=sp.crs), sp.valid_area_m2, sp.seconds
+            pred, area, secs = (
+                gpd.GeoDataFrame(geometry=sp.polygons, crs=sp.crs),
+                sp.valid_area_m2,
+                sp.seconds,
+            )
         else:
-            pred, secs = _detect_polygons(bundle, mosaic, device=device, threads=threads, threshold=thr,
-                                          min_area_m2=min_area_m2)
+            pred, secs = _detect_polygons(
+                bundle, mosaic, device=device, threads=threads, threshold=thr, min_area_m2=min_area_m2
+            )
             area = valid_area_m2(mosaic)
         positives = read_labels(truth, pred.crs)[0] if truth else []
-        score = score_polygons(pred, gpd.GeoDataFrame(geometry=positives, crs=pred.crs),
-                               valid_area_m2=area, iou_min=iou_min)
+        score = score_polygons(
+            pred, gpd.GeoDataFrame(geometry=positives, crs=pred.crs), valid_area_m2=area, iou_min=iou_min
+        )
         name = mosaic.parent.name if mosaic.name == "mosaic.tif" else mosaic.stem
-        rep = {"scene": name, "mosaic": str(mosaic), "truth": str(truth) if truth else None,
-               "seconds": round(secs, 2), **score.report()}
+        rep = {
+            "scene": name,
+            "mosaic": str(mosaic),
+            "truth": str(truth) if truth else None,
+            "seconds": round(secs, 2),
+            **score.report(),
+        }
         scenes.append(rep)
         for key in ("total", "poppy_scenes" if positives else "poppy_free_scenes"):
             agg[key] = score if agg[key] is None else agg[key] + score
         if progress:
             progress(f"{name}: tp {score.tp} fp {score.fp} fn {score.fn} ({secs:.1f} s)")
-    return {"model": str(bundle.path), "model_version": bundle.meta.version, "engine": engine, "threshold": thr,
-            "iou_min": iou_min,
-            "min_area_m2": min_area_m2, "scenes": scenes,
-            **{k: (v.report() if v is not None else None) for k, v in agg.items()}}
+    return {
+        "model": str(bundle.path),
+        "model_version": bundle.meta.version,
+        "engine": engine,
+        "threshold": thr,
+        "iou_min": iou_min,
+        "min_area_m2": min_area_m2,
+        "scenes": scenes,
+        **{k: (v.report() if v is not None else None) for k, v in agg.items()},
+    }

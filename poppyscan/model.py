@@ -23,6 +23,22 @@ from .bundle import (
 )
 from .network import ARCHS, STRIDE, build_model, canonical_arch
 
-__all__ = ["ARCHS", "FORMAT", "FORMAT_VERSION", "STRIDE", "Bundle", "BundleMeta", "Predictor", "build_model",
-           "canonical_arch", "export_onnx", "load_bundle", "make_predictor", "new_meta", "read_meta",
-           "reexport_onnx", "save_bundle", "update_meta"]
+__all__ = [
+    "ARCHS",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "STRIDE",
+    "Bundle",
+    "BundleMeta",
+    "Predictor",
+    "build_model",
+    "canonical_arch",
+    "export_onnx",
+    "load_bundle",
+    "make_predictor",
+    "new_meta",
+    "read_meta",
+    "reexport_onnx",
+    "save_bundle",
+    "update_meta",
+]

@@ -31,8 +31,11 @@ from .errors import ConfigError, DependencyError
 STRIDE = 32  # inputs are padded to a multiple of this
 
 ARCHS = ("unet_mnv3s", "unet_mnv3l", "lraspp_mnv3l")
-_ALIASES = {"lraspp_mobilenet_v3_large": "lraspp_mnv3l", "unet_mobilenet_v3_small": "unet_mnv3s",
-            "unet_mobilenet_v3_large": "unet_mnv3l"}
+_ALIASES = {
+    "lraspp_mobilenet_v3_large": "lraspp_mnv3l",
+    "unet_mobilenet_v3_small": "unet_mnv3s",
+    "unet_mobilenet_v3_large": "unet_mnv3l",
+}
 
 
 def canonical_arch(arch: str) -> str:
@@ -44,8 +47,11 @@ def canonical_arch(arch: str) -> str:
 
 
 def _conv_bn_act(cin: int, cout: int, k: int = 1, groups: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
 
 
 class _SepConv(nn.Sequential):
@@ -86,8 +92,14 @@ class MobileUNet(nn.Module):
         Decoder channels at the deepest tap (halved at each upsampling, minimum 16).
     """
 
-    def __init__(self, stages: nn.ModuleList, taps: tuple[int, ...], tap_channels: tuple[int, ...],
-                 num_classes: int, width: int = 64) -> None:
+    def __init__(
+        self,
+        stages: nn.ModuleList,
+        taps: tuple[int, ...],
+        tap_channels: tuple[int, ...],
+        num_classes: int,
+        width: int = 64,
+    ) -> None:
         super().__init__()
         self.stages = stages
         self.taps = taps
@@ -96,7 +108,8 @@ class MobileUNet(nn.Module):
         self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c16, width, 1), nn.Sigmoid())
         widths = [max(width // 2**i, 16) for i in range(len(taps))]
         self.ups = nn.ModuleList(
-            _UpBlock(widths[i], tap_channels[-2 - i], widths[i + 1]) for i in range(len(taps) - 1))
+            _UpBlock(widths[i], tap_channels[-2 - i], widths[i + 1]) for i in range(len(taps) - 1)
+        )
         self.classifier = nn.Conv2d(widths[len(taps) - 1], num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -131,7 +144,8 @@ def _local_weights(weights) -> None:  # noqa: ANN001
         raise DependencyError(
             f"pretrained backbone weights {weights} are not in the local torch cache ({cache}); "
             "poppyscan never downloads at run time: copy the file there from a machine with network "
-            "access, or train with pretrained: false")
+            "access, or train with pretrained: false"
+        )
 
 
 def build_model(arch: str = "unet_mnv3s", *, num_classes: int = 2, pretrained: bool = False) -> nn.Module:
@@ -157,21 +171,31 @@ def build_model(arch: str = "unet_mnv3s", *, num_classes: int = 2, pretrained: b
             _local_weights(weights)
         feats = torchvision.models.mobilenet_v3_small(weights=weights).features
         # stride: 0->2, 1->4, 2-3->8, 4-8->16, 9-11->32 (12 = the 576-channel head conv, unused)
-        return MobileUNet(nn.ModuleList(feats[:12]), taps=(1, 3, 8, 11), tap_channels=(16, 24, 48, 96),
-                          num_classes=num_classes, width=128)
+        return MobileUNet(
+            nn.ModuleList(feats[:12]),
+            taps=(1, 3, 8, 11),
+            tap_channels=(16, 24, 48, 96),
+            num_classes=num_classes,
+            width=128,
+        )
     if arch == "unet_mnv3l":
         weights = MobileNet_V3_Large_Weights.IMAGENET1K_V1 if pretrained else None
         if weights is not None:
             _local_weights(weights)
         feats = torchvision.models.mobilenet_v3_large(weights=weights).features
         # stride: 0-1->2, 2-3->4, 4-6->8, 7-12->16, 13-15->32 (16 = the 960-channel head conv, unused)
-        return MobileUNet(nn.ModuleList(feats[:16]), taps=(3, 6, 12, 15), tap_channels=(24, 40, 112, 160),
-                          num_classes=num_classes, width=128)
+        return MobileUNet(
+            nn.ModuleList(feats[:16]),
+            taps=(3, 6, 12, 15),
+            tap_channels=(24, 40, 112, 160),
+            num_classes=num_classes,
+            width=128,
+        )
     # lraspp_mnv3l
     weights = MobileNet_V3_Large_Weights.IMAGENET1K_V1 if pretrained else None
     if weights is not None:
         _local_weights(weights)
     net = torchvision.models.segmentation.lraspp_mobilenet_v3_large(
-        weights=None, weights_backbone=weights, num_classes=num_classes)
+        weights=None, weights_backbone=weights, num_classes=num_classes
+    )
     return _LRASPPWrapper(net)
-

@@ -26,11 +26,11 @@ MAX_PIXELS = 100_000_000
 
 @dataclass
 class ScenePrediction:
-    polygons: list[Polygon]       # mosaic CRS
+    polygons: list[Polygon]  # mosaic CRS
     prob_max: list[float]
     crs: object
     valid_area_m2: float
-    prob: np.ndarray              # float32 (H, W) at model GSD, NaN outside the valid area
+    prob: np.ndarray  # float32 (H, W) at model GSD, NaN outside the valid area
     seconds: float
 
 
@@ -50,7 +50,9 @@ def _starts(n: int, t: int, stride: int) -> list[int]:
     return s + [n - t]
 
 
-def predict_array(predict: Predictor, rgb: np.ndarray, tile: int, overlap: float, batch: int = 4) -> np.ndarray:
+def predict_array(
+    predict: Predictor, rgb: np.ndarray, tile: int, overlap: float, batch: int = 4
+) -> np.ndarray:
     """Blend tiled predictions of an ``(H, W, 3)`` uint8 image into ``(H, W)`` float32 probability."""
     h, w = rgb.shape[:2]
     ph, pw = max(0, tile - h), max(0, tile - w)
@@ -64,17 +66,25 @@ def predict_array(predict: Predictor, rgb: np.ndarray, tile: int, overlap: float
     wt = np.outer(_taper(tile, ov), _taper(tile, ov))
     boxes = [(r, c) for r in _starts(H, tile, stride) for c in _starts(W, tile, stride)]
     for i in range(0, len(boxes), batch):
-        chunk = boxes[i:i + batch]
-        prob = predict(np.stack([rgb[r:r + tile, c:c + tile] for r, c in chunk]))
+        chunk = boxes[i : i + batch]
+        prob = predict(np.stack([rgb[r : r + tile, c : c + tile] for r, c in chunk]))
         for (r, c), p in zip(chunk, prob, strict=True):
-            acc[r:r + tile, c:c + tile] += p * wt
-            wsum[r:r + tile, c:c + tile] += wt
+            acc[r : r + tile, c : c + tile] += p * wt
+            wsum[r : r + tile, c : c + tile] += wt
     return (acc / np.maximum(wsum, 1e-6))[:h, :w]
 
 
-def predict_scene(predict: Predictor, bundle: Bundle, mosaic: str | Path, *, threshold: float | None = None,
-                  min_area_m2: float = 1.0, max_hole_m2: float = 1.0, morph_radius_px: int = 1,
-                  batch: int = 4) -> ScenePrediction:
+def predict_scene(
+    predict: Predictor,
+    bundle: Bundle,
+    mosaic: str | Path,
+    *,
+    threshold: float | None = None,
+    min_area_m2: float = 1.0,
+    max_hole_m2: float = 1.0,
+    morph_radius_px: int = 1,
+    batch: int = 4,
+) -> ScenePrediction:
     """Predict plot polygons for one mosaic (see the module docstring)."""
     import time
 
@@ -86,9 +96,13 @@ def predict_scene(predict: Predictor, bundle: Bundle, mosaic: str | Path, *, thr
         scale = src_gsd / meta.gsd_m
         h, w = max(1, round(ds.height * scale)), max(1, round(ds.width * scale))
         if h * w > MAX_PIXELS:
-            raise InputError(f"mosaic '{mosaic}' is {h}x{w} px at the model GSD; too big for the evaluation "
-                             "predictor: run `poppyscan detect` and evaluate its plots.gpkg instead")
-        rgb = ds.read(list(_rgb_bands(ds)), out_shape=(3, h, w), resampling=Resampling.bilinear).transpose(1, 2, 0)
+            raise InputError(
+                f"mosaic '{mosaic}' is {h}x{w} px at the model GSD; too big for the evaluation "
+                "predictor: run `poppyscan detect` and evaluate its plots.gpkg instead"
+            )
+        rgb = ds.read(list(_rgb_bands(ds)), out_shape=(3, h, w), resampling=Resampling.bilinear).transpose(
+            1, 2, 0
+        )
         valid = ds.read_masks(1, out_shape=(h, w), resampling=Resampling.nearest) > 0
         transform = ds.transform @ rasterio.Affine.scale(ds.width / w, ds.height / h)
         crs = ds.crs
@@ -123,5 +137,3 @@ def _apply(poly: Polygon, t: rasterio.Affine) -> Polygon:
 def scene_gsd_m(mosaic: str | Path) -> float:
     with rasterio.open(mosaic) as ds:
         return pixel_size_m(ds)
-
-

@@ -69,7 +69,9 @@ def split_scenes(scenes: list[Scene], val_fraction: float, seed: int) -> tuple[l
     return train, sorted(val)
 
 
-def _batch(sampler: TileSampler, rng: np.random.Generator, n: int, aug: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(
+    sampler: TileSampler, rng: np.random.Generator, n: int, aug: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = [], []
     for _ in range(n):
         rgb, label, _ = sampler.sample(rng, jitter=aug)
@@ -101,19 +103,28 @@ def _lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
             return (step + 1) / warmup
         prog = min(1.0, (step - warmup) / max(1, total - warmup))
         return 0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * prog))
+
     return f
 
 
 @torch.no_grad()
-def validate(model: torch.nn.Module, tiles: tuple[np.ndarray, np.ndarray], mean: torch.Tensor,
-             std: torch.Tensor, *, min_px: int, poppy: int = 1, batch: int = 8) -> dict[str, Any]:
+def validate(
+    model: torch.nn.Module,
+    tiles: tuple[np.ndarray, np.ndarray],
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    *,
+    min_px: int,
+    poppy: int = 1,
+    batch: int = 8,
+) -> dict[str, Any]:
     """Loss, pixel IoU and object P/R/F1 per threshold on fixed validation tiles; picks the best threshold."""
     model.eval()
     xs, ys = tiles
     probs, losses = [], []
     for i in range(0, len(xs), batch):
-        x = torch.from_numpy(xs[i:i + batch])
-        y = torch.from_numpy(ys[i:i + batch])
+        x = torch.from_numpy(xs[i : i + batch])
+        y = torch.from_numpy(ys[i : i + batch])
         logits = model(_normalise(x, mean, std))
         losses.append(float(seg_loss(logits, y, poppy)) * len(x))
         probs.append(torch.softmax(logits, 1)[:, poppy].numpy())
@@ -129,10 +140,20 @@ def validate(model: torch.nn.Module, tiles: tuple[np.ndarray, np.ndarray], mean:
         for k in range(len(prob)):
             counts += match_masks(pred[k], truth[k], valid=valid[k], min_px=min_px)
         tp, fp, fn = (int(c) for c in counts)
-        per_t[t] = {"pixel_iou": inter / union if union else 1.0, "tp": tp, "fp": fp, "fn": fn,
-                    **prf(tp, fp, fn)}
+        per_t[t] = {
+            "pixel_iou": inter / union if union else 1.0,
+            "tp": tp,
+            "fp": fp,
+            "fn": fn,
+            **prf(tp, fp, fn),
+        }
     best = max(THRESHOLDS, key=lambda t: ((per_t[t]["f1"] or 0.0), per_t[t]["pixel_iou"], -abs(t - 0.5)))
-    return {"loss": sum(losses) / len(xs), "threshold": best, **per_t[best], "pixel_iou_at_0.5": per_t[0.5]["pixel_iou"]}
+    return {
+        "loss": sum(losses) / len(xs),
+        "threshold": best,
+        **per_t[best],
+        "pixel_iou_at_0.5": per_t[0.5]["pixel_iou"],
+    }
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -145,11 +166,21 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
-def train(sources: list[str | Path], out_dir: str | Path, config: TrainConfig | None = None, *,
-          resume: bool = False, overwrite: bool = False, init: str | Path | None = None,
-          bundle_out: str | Path | None = None, name: str = "poppyscan-custom", version: str = "0.1.0",
-          progress: Callable[[str], None] | None = None, log_every: int = 25,
-          stop_after: int | None = None) -> TrainResult:
+def train(
+    sources: list[str | Path],
+    out_dir: str | Path,
+    config: TrainConfig | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    init: str | Path | None = None,
+    bundle_out: str | Path | None = None,
+    name: str = "poppyscan-custom",
+    version: str = "0.1.0",
+    progress: Callable[[str], None] | None = None,
+    log_every: int = 25,
+    stop_after: int | None = None,
+) -> TrainResult:
     """Train a bundle on ``sources`` (see :func:`poppyscan.traindata.find_scenes`).
 
     Parameters
@@ -185,8 +216,10 @@ def train(sources: list[str | Path], out_dir: str | Path, config: TrainConfig | 
         if not last_ckpt.is_file():
             raise InputError(f"cannot resume: '{last_ckpt}' does not exist; start without --resume")
     elif out.exists() and any(out.iterdir()) and not overwrite:
-        raise OutputExistsError(f"training directory '{out}' already exists; pass --resume to continue it "
-                                "or --overwrite to start again")
+        raise OutputExistsError(
+            f"training directory '{out}' already exists; pass --resume to continue it "
+            "or --overwrite to start again"
+        )
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -201,19 +234,24 @@ def train(sources: list[str | Path], out_dir: str | Path, config: TrainConfig | 
     val_scenes = [scenes[i] for i in val_idx]
     if not any(s.positives for s in tr_scenes):
         raise InputError("no poppy polygons in the training scenes; at least one labelled plot is needed")
-    samp = dict(positive_fraction=cfg.positive_fraction, hard_negative_fraction=cfg.hard_negative_fraction,
-                scale_jitter=cfg.scale_jitter)
+    samp = dict(
+        positive_fraction=cfg.positive_fraction,
+        hard_negative_fraction=cfg.hard_negative_fraction,
+        scale_jitter=cfg.scale_jitter,
+    )
     sampler = TileSampler(tr_scenes, cfg.tile_size, gsd, **samp)
-    say(f"scenes: {len(tr_scenes)} train ({sum(len(s.positives) for s in tr_scenes)} plots, "
+    say(
+        f"scenes: {len(tr_scenes)} train ({sum(len(s.positives) for s in tr_scenes)} plots, "
         f"{sum(len(s.negatives) for s in tr_scenes)} hard negatives), {len(val_scenes)} validation; "
-        f"arch {arch}, {gsd} m/px, tiles {cfg.tile_size} px")
+        f"arch {arch}, {gsd} m/px, tiles {cfg.tile_size} px"
+    )
     val_tiles = None
     if val_scenes:
         vs = TileSampler(val_scenes, cfg.tile_size, gsd, **samp)
         vrng = np.random.default_rng([cfg.seed, 99991])
         items = [vs.sample(vrng, jitter=False) for _ in range(cfg.val_tiles)]
         val_tiles = (np.stack([i[0] for i in items]), np.stack([i[1] for i in items]))
-    min_px = max(1, int(round(cfg.min_area_m2 / gsd ** 2)))
+    min_px = max(1, int(round(cfg.min_area_m2 / gsd**2)))
 
     meta0 = init_bundle.meta if init_bundle else new_meta(arch=arch, gsd_m=gsd)
     model = init_bundle.model if init_bundle else build_model(arch, pretrained=cfg.pretrained)
@@ -230,8 +268,10 @@ def train(sources: list[str | Path], out_dir: str | Path, config: TrainConfig | 
             old = ck["config"].get(key)
             now = arch if key == "arch" else gsd if key == "gsd_m" else cfg_dict[key]
             if old != now:
-                raise ConfigError(f"config 'train.{key}' is {now!r} but the checkpoint was trained with {old!r}; "
-                                  "resume with the same settings")
+                raise ConfigError(
+                    f"config 'train.{key}' is {now!r} but the checkpoint was trained with {old!r}; "
+                    "resume with the same settings"
+                )
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
@@ -262,11 +302,17 @@ def train(sources: list[str | Path], out_dir: str | Path, config: TrainConfig | 
             run_loss += float(loss.detach())
             n_loss += 1
             if log_every and (step + 1) % log_every == 0 and step + 1 < cfg.steps_per_epoch:
-                say(f"epoch {epoch + 1}/{cfg.epochs} step {step + 1}/{cfg.steps_per_epoch} "
+                say(
+                    f"epoch {epoch + 1}/{cfg.epochs} step {step + 1}/{cfg.steps_per_epoch} "
                     f"loss {run_loss / n_loss:.4f} ({(time.time() - t0) / (step + 1):.2f} s/step, "
-                    f"{t_data / (step + 1):.2f} s data)")
-        rec: dict[str, Any] = {"epoch": epoch + 1, "loss": run_loss / n_loss, "lr": sched.get_last_lr()[0],
-                               "seconds": round(time.time() - t0, 1)}
+                    f"{t_data / (step + 1):.2f} s data)"
+                )
+        rec: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "loss": run_loss / n_loss,
+            "lr": sched.get_last_lr()[0],
+            "seconds": round(time.time() - t0, 1),
+        }
         if val_tiles is not None:
             v = validate(model, val_tiles, mean, std, min_px=min_px, poppy=meta0.poppy_class)
             rec["val"] = v
@@ -274,41 +320,72 @@ def train(sources: list[str | Path], out_dir: str | Path, config: TrainConfig | 
             if best is None or key >= tuple(best["key"]):
                 best = {"key": list(key), "epoch": epoch + 1, "val": v}
                 _atomic_save({"model": model.state_dict(), "epoch": epoch, "val": v}, ckpt_dir / "best.pt")
-            say(f"epoch {epoch + 1}/{cfg.epochs} loss {rec['loss']:.4f} | val loss {v['loss']:.4f} "
+            say(
+                f"epoch {epoch + 1}/{cfg.epochs} loss {rec['loss']:.4f} | val loss {v['loss']:.4f} "
                 f"pixel IoU {v['pixel_iou']:.3f} object P {_fmt(v['precision'])} R {_fmt(v['recall'])} "
-                f"F1 {_fmt(v['f1'])} @ {v['threshold']:.2f} | {rec['seconds']:.0f} s")
+                f"F1 {_fmt(v['f1'])} @ {v['threshold']:.2f} | {rec['seconds']:.0f} s"
+            )
         else:
-            say(f"epoch {epoch + 1}/{cfg.epochs} loss {rec['loss']:.4f} (no validation scenes) | {rec['seconds']:.0f} s")
+            say(
+                f"epoch {epoch + 1}/{cfg.epochs} loss {rec['loss']:.4f} (no validation scenes) "
+                f"| {rec['seconds']:.0f} s"
+            )
         history.append(rec)
         with (out / "history.jsonl").open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(rec) + "\n")
-        _atomic_save({"version": CKPT_VERSION, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                      "scheduler": sched.state_dict(), "epoch": epoch, "history": history, "best": best,
-                      "config": {**cfg_dict, "arch": arch, "gsd_m": gsd}}, last_ckpt)
+        _atomic_save(
+            {
+                "version": CKPT_VERSION,
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "epoch": epoch,
+                "history": history,
+                "best": best,
+                "config": {**cfg_dict, "arch": arch, "gsd_m": gsd},
+            },
+            last_ckpt,
+        )
 
     if best is not None and (ckpt_dir / "best.pt").is_file():
-        model.load_state_dict(torch.load(ckpt_dir / "best.pt", map_location="cpu", weights_only=False)["model"])
+        model.load_state_dict(
+            torch.load(ckpt_dir / "best.pt", map_location="cpu", weights_only=False)["model"]
+        )
     model.eval()
     val = best["val"] if best else None
     summary = {
-        "scenes_train": [str(s.mosaic) for s in tr_scenes], "scenes_val": [str(s.mosaic) for s in val_scenes],
+        "scenes_train": [str(s.mosaic) for s in tr_scenes],
+        "scenes_val": [str(s.mosaic) for s in val_scenes],
         "plots_train": sum(len(s.positives) for s in tr_scenes),
         "hard_negatives_train": sum(len(s.negatives) for s in tr_scenes),
         "poppy_free_scenes_train": sum(1 for s in tr_scenes if not s.positives),
         "tiles_seen": len(history) * cfg.steps_per_epoch * cfg.batch_size if history else 0,
-        "epochs": len(history), "best_epoch": best["epoch"] if best else len(history),
-        "init": str(init) if init else None, "config": {**cfg_dict, "arch": arch, "gsd_m": gsd},
+        "epochs": len(history),
+        "best_epoch": best["epoch"] if best else len(history),
+        "init": str(init) if init else None,
+        "config": {**cfg_dict, "arch": arch, "gsd_m": gsd},
         "train_seconds_this_session": round(time.time() - t_start, 1),
     }
     metrics = {}
     if val is not None:
-        metrics["validation_tiles"] = {k: val[k] for k in ("pixel_iou", "precision", "recall", "f1", "tp", "fp",
-                                                            "fn", "threshold", "loss")}
+        metrics["validation_tiles"] = {
+            k: val[k]
+            for k in ("pixel_iou", "precision", "recall", "f1", "tp", "fp", "fn", "threshold", "loss")
+        }
         metrics["validation_tiles"]["n_tiles"] = int(len(val_tiles[0]))
     meta = dataclasses.replace(
-        meta0, name=name, version=version, arch=arch, gsd_m=gsd, tile_size=cfg.infer_tile_size,
-        overlap=cfg.overlap, threshold=float(val["threshold"]) if val else 0.5, training=summary, metrics=metrics,
-        created=new_meta().created)
+        meta0,
+        name=name,
+        version=version,
+        arch=arch,
+        gsd_m=gsd,
+        tile_size=cfg.infer_tile_size,
+        overlap=cfg.overlap,
+        threshold=float(val["threshold"]) if val else 0.5,
+        training=summary,
+        metrics=metrics,
+        created=new_meta().created,
+    )
     bundle = save_bundle(out / "bundle", model, meta, overwrite=True)
     if bundle_out is not None:
         save_bundle(bundle_out, model, meta, overwrite=True)

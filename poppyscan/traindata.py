@@ -32,8 +32,18 @@ log = logging.getLogger(__name__)
 
 IGNORE = 255
 POSITIVE_VALUES = {"poppy", "1", "true", "yes", "positive", "opium_poppy"}
-NEGATIVE_VALUES = {"not_poppy", "not poppy", "notpoppy", "negative", "neg", "0", "false", "no",
-                   "hard_negative", "confuser"}
+NEGATIVE_VALUES = {
+    "not_poppy",
+    "not poppy",
+    "notpoppy",
+    "negative",
+    "neg",
+    "0",
+    "false",
+    "no",
+    "hard_negative",
+    "confuser",
+}
 LABEL_COLUMNS = ("label", "class", "result", "is_poppy")
 NEGATIVE_LAYERS = ("confusers", "negatives", "hard_negatives")
 MOSAIC_NAMES = ("mosaic.tif", "mosaic.tiff", "ortho.tif", "orthomosaic.tif")
@@ -49,7 +59,7 @@ class Scene:
     gsd_m: float
     width: int
     height: int
-    positives: list = field(default_factory=list)   # shapely polygons, raster CRS
+    positives: list = field(default_factory=list)  # shapely polygons, raster CRS
     negatives: list = field(default_factory=list)
     ignored: list = field(default_factory=list)
     _ds: rasterio.DatasetReader | None = None
@@ -88,7 +98,9 @@ def _rgb_bands(ds: rasterio.DatasetReader) -> tuple[int, int, int]:
     if all(c in ci for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)):
         return ci.index(ColorInterp.red) + 1, ci.index(ColorInterp.green) + 1, ci.index(ColorInterp.blue) + 1
     if ds.count < 3:
-        raise InputError(f"mosaic '{ds.name}' has {ds.count} band(s); an RGB orthomosaic (3 or 4 bands) is needed")
+        raise InputError(
+            f"mosaic '{ds.name}' has {ds.count} band(s); an RGB orthomosaic (3 or 4 bands) is needed"
+        )
     return 1, 2, 3
 
 
@@ -146,10 +158,19 @@ def open_scene(mosaic: str | Path, labels: str | Path | None) -> Scene:
     except rasterio.errors.RasterioIOError as exc:
         raise InputError(f"mosaic '{mosaic}' is not a readable raster ({exc})") from None
     if ds.dtypes[0] != "uint8":
-        raise InputError(f"mosaic '{mosaic}' is {ds.dtypes[0]}; poppyscan trains on 8-bit RGB orthomosaics "
-                         "(convert with gdal_translate -ot Byte -scale)")
-    scene = Scene(mosaic=mosaic, labels=Path(labels) if labels else None, gsd_m=pixel_size_m(ds),
-                  width=ds.width, height=ds.height, _ds=ds, _rgb=_rgb_bands(ds))
+        raise InputError(
+            f"mosaic '{mosaic}' is {ds.dtypes[0]}; poppyscan trains on 8-bit RGB orthomosaics "
+            "(convert with gdal_translate -ot Byte -scale)"
+        )
+    scene = Scene(
+        mosaic=mosaic,
+        labels=Path(labels) if labels else None,
+        gsd_m=pixel_size_m(ds),
+        width=ds.width,
+        height=ds.height,
+        _ds=ds,
+        _rgb=_rgb_bands(ds),
+    )
     if labels is not None:
         labels = Path(labels)
         if not labels.is_file():
@@ -174,7 +195,9 @@ def find_scenes(sources: list[str | Path]) -> list[tuple[Path, Path | None]]:
             if mosaic is not None:
                 pairs.append((mosaic, _labels_beside(mosaic)))
                 continue
-            subs = sorted(d for d in src.iterdir() if d.is_dir() and any((d / n).is_file() for n in MOSAIC_NAMES))
+            subs = sorted(
+                d for d in src.iterdir() if d.is_dir() and any((d / n).is_file() for n in MOSAIC_NAMES)
+            )
             if not subs:
                 raise InputError(f"scene directory '{src}' holds no mosaic.tif and no scene sub-directories")
             for d in subs:
@@ -238,8 +261,9 @@ def read_tile(scene: Scene, cx: float, cy: float, size: int, gsd: float) -> tupl
     if i1 > i0 and j1 > j0:
         sub = Window(col0 + i0 * step, row0 + j0 * step, (i1 - i0) * step, (j1 - j0) * step)
         shape = (j1 - j0, i1 - i0)
-        rgb[:, j0:j1, i0:i1] = ds.read(list(scene._rgb), window=sub, out_shape=(3, *shape),
-                                       resampling=Resampling.bilinear)
+        rgb[:, j0:j1, i0:i1] = ds.read(
+            list(scene._rgb), window=sub, out_shape=(3, *shape), resampling=Resampling.bilinear
+        )
         valid[j0:j1, i0:i1] = ds.read_masks(1, window=sub, out_shape=shape, resampling=Resampling.nearest) > 0
     transform = ds.window_transform(window) @ rasterio.Affine.scale(span / size)
     label = np.zeros((size, size), np.uint8)
@@ -333,8 +357,16 @@ class TileSampler:
         Relative GSD jitter; each tile is read at ``gsd * U(1 - j, 1 + j)``.
     """
 
-    def __init__(self, scenes: list[Scene], size: int, gsd: float, *, positive_fraction: float = 0.6,
-                 hard_negative_fraction: float = 0.3, scale_jitter: float = 0.25) -> None:
+    def __init__(
+        self,
+        scenes: list[Scene],
+        size: int,
+        gsd: float,
+        *,
+        positive_fraction: float = 0.6,
+        hard_negative_fraction: float = 0.3,
+        scale_jitter: float = 0.25,
+    ) -> None:
         self.scenes = scenes
         self.size = size
         self.gsd = gsd
@@ -368,11 +400,13 @@ class TileSampler:
         return read_tile(scene, px, py, self.size, gsd)
 
     def _random(self, rng: np.random.Generator, gsd: float):  # noqa: ANN202
-        weights = np.array([s.width * s.height * s.gsd_m ** 2 for s in self.scenes], dtype=np.float64)
+        weights = np.array([s.width * s.height * s.gsd_m**2 for s in self.scenes], dtype=np.float64)
         best = None
         for _ in range(4):  # retry tiles that are mostly nodata
             scene = self.scenes[int(rng.choice(len(self.scenes), p=weights / weights.sum()))]
-            rgb, label = read_tile(scene, rng.uniform(0, scene.width), rng.uniform(0, scene.height), self.size, gsd)
+            rgb, label = read_tile(
+                scene, rng.uniform(0, scene.width), rng.uniform(0, scene.height), self.size, gsd
+            )
             frac = float((label != IGNORE).mean())
             if best is None or frac > best[2]:
                 best = (rgb, label, frac)

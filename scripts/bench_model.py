@@ -39,9 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         times.append(time.perf_counter() - t)
     mpx = args.batch * tile * tile / 1e6
     med, best = mpx / float(np.median(times)), mpx / min(times)
-    print(f"{bundle.meta.name} {bundle.meta.version} ({bundle.meta.arch}): ONNX Runtime CPU, {args.threads} threads, "
-          f"tile {tile} px, batch {args.batch}: median {med:.1f} Mpx/s, best {best:.1f} Mpx/s "
-          f"({args.repeat} runs; {med * bundle.meta.gsd_m ** 2 * 1e6 / 1e4:.1f} ha/s at {bundle.meta.gsd_m} m/px)")
+    print(
+        f"{bundle.meta.name} {bundle.meta.version} ({bundle.meta.arch}): "
+        f"ONNX Runtime CPU, {args.threads} threads, "
+        f"tile {tile} px, batch {args.batch}: median {med:.1f} Mpx/s, best {best:.1f} Mpx/s "
+        f"({args.repeat} runs; {med * bundle.meta.gsd_m**2 * 1e6 / 1e4:.1f} ha/s at {bundle.meta.gsd_m} m/px)"
+    )
     return 0
 
 

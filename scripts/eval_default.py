@@ -39,8 +39,21 @@ def render_test_set(root: Path) -> list[Path]:
     dirs = []
     for i, (lo, hi) in enumerate(BANDS):
         first = 900000 + 4 * i
-        render.main([str(root / "poppy"), "--first-seed", str(first), "--count", "4", "--poppy-free", "0",
-                     "--gsd-min", str(lo), "--gsd-max", str(hi)])
+        render.main(
+            [
+                str(root / "poppy"),
+                "--first-seed",
+                str(first),
+                "--count",
+                "4",
+                "--poppy-free",
+                "0",
+                "--gsd-min",
+                str(lo),
+                "--gsd-max",
+                str(hi),
+            ]
+        )
     render.main([str(root / "poppy_free"), "--first-seed", "900100", "--count", "8", "--poppy-free", "1"])
     for sub in ("poppy", "poppy_free"):
         dirs += sorted(d for d in (root / sub).iterdir() if d.is_dir())
@@ -81,16 +94,27 @@ def main(argv: list[str] | None = None) -> int:
         mosaic = d / "mosaic.tif"
         if args.engine == "simple":
             sp = predict_scene(predict, bundle, mosaic, threshold=thr)
-            pred, area, secs = gpd.GeoDataFrame(geometry=sp.polygons, crs=sp.crs), sp.valid_area_m2, sp.seconds
+            pred, area, secs = (
+                gpd.GeoDataFrame(geometry=sp.polygons, crs=sp.crs),
+                sp.valid_area_m2,
+                sp.seconds,
+            )
         else:
-            pred, secs = _detect_polygons(bundle, mosaic, device="cpu", threads=args.threads, threshold=thr,
-                                          min_area_m2=1.0)
+            pred, secs = _detect_polygons(
+                bundle, mosaic, device="cpu", threads=args.threads, threshold=thr, min_area_m2=1.0
+            )
             area = valid_area_m2(mosaic)
         truth = read_polygons(d / "truth.gpkg", "plots").to_crs(pred.crs)
         score = score_polygons(pred, truth, valid_area_m2=area)
         gsd = scene_gsd_m(mosaic)
         kind = "poppy_free" if d.parent.name == "poppy_free" else "poppy"
-        rep = {"scene": d.name, "kind": kind, "gsd_m": round(gsd, 4), "seconds": round(secs, 2), **score.report()}
+        rep = {
+            "scene": d.name,
+            "kind": kind,
+            "gsd_m": round(gsd, 4),
+            "seconds": round(secs, 2),
+            **score.report(),
+        }
         rows.append(rep)
         for key in ("total", kind) + ((f"gsd_{_band(gsd)}",) if kind == "poppy" else ()):
             totals[key] = score if key not in totals else totals[key] + score
@@ -98,10 +122,20 @@ def main(argv: list[str] | None = None) -> int:
         tg = [g for g in truth.geometry]
         hit = {t for _, t, _ in match_polygons([g for g in pred.geometry], tg)}
         for i, r in enumerate(truth.itertuples()):
-            per_plot.append({"stage": r.stage, "setting": r.setting, "area_m2": float(r.area_m2),
-                             "gsd_band": _band(gsd), "found": i in hit})
-        print(f"{d.name} ({kind}, {gsd * 100:.1f} cm): tp {score.tp} fp {score.fp} fn {score.fn} ({secs:.1f} s)",
-              flush=True)
+            per_plot.append(
+                {
+                    "stage": r.stage,
+                    "setting": r.setting,
+                    "area_m2": float(r.area_m2),
+                    "gsd_band": _band(gsd),
+                    "found": i in hit,
+                }
+            )
+        print(
+            f"{d.name} ({kind}, {gsd * 100:.1f} cm): tp {score.tp} fp {score.fp} fn {score.fn} "
+            f"({secs:.1f} s)",
+            flush=True,
+        )
 
     def recall_by(key, fn=lambda v: v):
         groups = defaultdict(list)
@@ -111,12 +145,22 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = {k: v.report() for k, v in totals.items()}
     report = {
-        "bundle": str(args.bundle), "version": bundle.meta.version, "engine": args.engine, "threshold": thr,
-        "iou_min": 0.25, "min_area_m2": 1.0, "data": str(args.data),
+        "bundle": str(args.bundle),
+        "version": bundle.meta.version,
+        "engine": args.engine,
+        "threshold": thr,
+        "iou_min": 0.25,
+        "min_area_m2": 1.0,
+        "data": str(args.data),
         "test_seeds": "900000-900015 (poppy), 900100-900107 (poppy-free); training used 10000-10239",
-        "summary": summary, "recall_by_stage": recall_by("stage"), "recall_by_setting": recall_by("setting"),
-        "recall_by_size_m2": recall_by("area_m2", lambda a: "2-10" if a < 10 else "10-50" if a < 50 else "50+"),
-        "scenes": rows, "seconds": round(time.time() - t_all, 1),
+        "summary": summary,
+        "recall_by_stage": recall_by("stage"),
+        "recall_by_setting": recall_by("setting"),
+        "recall_by_size_m2": recall_by(
+            "area_m2", lambda a: "2-10" if a < 10 else "10-50" if a < 50 else "50+"
+        ),
+        "scenes": rows,
+        "seconds": round(time.time() - t_all, 1),
     }
     table = [(r["scene"], r) for r in rows] + [(k, summary[k]) for k in sorted(summary)]
     print(format_table(table))
@@ -129,11 +173,16 @@ def main(argv: list[str] | None = None) -> int:
         p, f = summary.get("poppy", {}), summary.get("poppy_free", {})
         metrics = dict(bundle.meta.metrics)
         metrics["heldout_synthetic"] = {
-            "scenes": f"{sum(r['kind'] == 'poppy' for r in rows)} poppy + {sum(r['kind'] == 'poppy_free' for r in rows)}"
-                      " poppy-free rendered scenes, GSD 2-8 cm, seeds never used in training",
-            "engine": args.engine, "threshold": thr,
-            "object_precision": p.get("precision"), "object_recall": p.get("recall"), "object_f1": p.get("f1"),
-            "pixel_iou": p.get("pixel_iou"), "centroid_error_m_mean": (p.get("centroid_error_m") or {}).get("mean"),
+            "scenes": f"{sum(r['kind'] == 'poppy' for r in rows)} poppy + "
+            f"{sum(r['kind'] == 'poppy_free' for r in rows)}"
+            " poppy-free rendered scenes, GSD 2-8 cm, seeds never used in training",
+            "engine": args.engine,
+            "threshold": thr,
+            "object_precision": p.get("precision"),
+            "object_recall": p.get("recall"),
+            "object_f1": p.get("f1"),
+            "pixel_iou": p.get("pixel_iou"),
+            "centroid_error_m_mean": (p.get("centroid_error_m") or {}).get("mean"),
             "false_plots_per_ha_poppy_free": f.get("false_plots_per_ha"),
             "false_plots_per_ha_all": summary["total"].get("false_plots_per_ha"),
         }

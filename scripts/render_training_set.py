@@ -29,8 +29,15 @@ def scene_params(seed: int, poppy_free: float, gsd_min: float, gsd_max: float) -
     compress = "jpeg" if mask_mode == "alpha" and rng.random() < 0.3 else "deflate"
     crs = str(rng.choice([c for c, _ in CRSS], p=[p for _, p in CRSS]))
     lon, lat = float(rng.uniform(111.0, 116.9)), float(rng.uniform(34.5, 38.5))
-    return {"seed": seed, "gsd": round(gsd, 4), "mask_mode": mask_mode, "compress": compress, "crs": crs,
-            "poppy": bool(rng.random() >= poppy_free), "center_lonlat": (round(lon, 4), round(lat, 4))}
+    return {
+        "seed": seed,
+        "gsd": round(gsd, 4),
+        "mask_mode": mask_mode,
+        "compress": compress,
+        "crs": crs,
+        "poppy": bool(rng.random() >= poppy_free),
+        "center_lonlat": (round(lon, 4), round(lat, 4)),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,10 +66,19 @@ def main(argv: list[str] | None = None) -> int:
             info = None  # already rendered (resumable)
         else:
             info = render_scene(d, size=args.size, overwrite=True, **p)
-        manifest.append({**p, "dir": d.name, "n_plots": info.n_plots if info else None,
-                         "scene_kind": info.scene_kind if info else None})
-        print(f"{d.name}: gsd {p['gsd']} {p['mask_mode']} {p['compress']} {p['crs']} poppy={p['poppy']}"
-              + (f" plots={info.n_plots} {info.scene_kind}" if info else " (kept)"), flush=True)
+        manifest.append(
+            {
+                **p,
+                "dir": d.name,
+                "n_plots": info.n_plots if info else None,
+                "scene_kind": info.scene_kind if info else None,
+            }
+        )
+        print(
+            f"{d.name}: gsd {p['gsd']} {p['mask_mode']} {p['compress']} {p['crs']} poppy={p['poppy']}"
+            + (f" plots={info.n_plots} {info.scene_kind}" if info else " (kept)"),
+            flush=True,
+        )
     (args.outdir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     print(f"{len(manifest)} scenes in {time.time() - t0:.0f} s -> {args.outdir}")
     return 0

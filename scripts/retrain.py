@@ -35,7 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         argv.remove("--scratch")
     elif "--init" not in argv:
         args += ["--init", str(REPO / "models" / "poppyscan-default")]
-    defaults = {"--epochs": "10", "--steps-per-epoch": "200", "--lr": "0.0005", "--name": "poppyscan-retrained"}
+    defaults = {
+        "--epochs": "10",
+        "--steps-per-epoch": "200",
+        "--lr": "0.0005",
+        "--name": "poppyscan-retrained",
+    }
     for opt, value in defaults.items():
         if opt not in argv:
             args += [opt, value]

@@ -99,12 +99,15 @@ def test_evaluate_files_and_cli(case, tmp_path, capsys):
     assert main(["evaluate", str(p), str(t), "--json", str(out)]) == 3  # exists, no --overwrite
 
 
-@pytest.mark.parametrize("argv, msg", [
-    (["evaluate"], "give PRED"),
-    (["evaluate", "a.gpkg", "b.gpkg", "--iou-min", "2"], "'--iou-min'"),
-    (["evaluate", "missing.gpkg", "missing2.gpkg"], "does not exist"),
-    (["evaluate", "--model", "m"], "'--model' needs '--scenes'"),
-])
+@pytest.mark.parametrize(
+    "argv, msg",
+    [
+        (["evaluate"], "give PRED"),
+        (["evaluate", "a.gpkg", "b.gpkg", "--iou-min", "2"], "'--iou-min'"),
+        (["evaluate", "missing.gpkg", "missing2.gpkg"], "does not exist"),
+        (["evaluate", "--model", "m"], "'--model' needs '--scenes'"),
+    ],
+)
 def test_cli_bad_options_give_one_line_errors(argv, msg, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2

@@ -23,17 +23,43 @@ from poppyscan.model import (
     save_bundle,
 )
 
-REQUIRED = ["format", "format_version", "name", "version", "arch", "classes", "poppy_class", "bands", "mean",
-            "std", "gsd_m", "tile_size", "overlap", "threshold", "training", "metrics", "created",
-            "torch_weights", "onnx_file"]
+REQUIRED = [
+    "format",
+    "format_version",
+    "name",
+    "version",
+    "arch",
+    "classes",
+    "poppy_class",
+    "bands",
+    "mean",
+    "std",
+    "gsd_m",
+    "tile_size",
+    "overlap",
+    "threshold",
+    "training",
+    "metrics",
+    "created",
+    "torch_weights",
+    "onnx_file",
+]
 
 
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory):
     torch.manual_seed(0)
     model = build_model("unet_mnv3s")
-    meta = new_meta(name="t", version="1.2.3", gsd_m=0.05, tile_size=128, overlap=0.25, threshold=0.6,
-                    training={"scenes": 0}, metrics={"f1": None})
+    meta = new_meta(
+        name="t",
+        version="1.2.3",
+        gsd_m=0.05,
+        tile_size=128,
+        overlap=0.25,
+        threshold=0.6,
+        training={"scenes": 0},
+        metrics={"f1": None},
+    )
     path = tmp_path_factory.mktemp("b") / "bundle"
     save_bundle(path, model, meta)
     return path
@@ -48,8 +74,13 @@ def _copy(bundle_dir, tmp_path):
 def test_round_trip_same_outputs_torch_and_onnx(bundle_dir):
     b = load_bundle(bundle_dir)
     assert isinstance(b.meta, BundleMeta)
-    assert (b.meta.version, b.meta.gsd_m, b.meta.tile_size, b.meta.overlap, b.meta.threshold) == ("1.2.3", 0.05, 128,
-                                                                                                   0.25, 0.6)
+    assert (b.meta.version, b.meta.gsd_m, b.meta.tile_size, b.meta.overlap, b.meta.threshold) == (
+        "1.2.3",
+        0.05,
+        128,
+        0.25,
+        0.6,
+    )
     data = json.loads((bundle_dir / "bundle.json").read_text())
     assert all(k in data for k in REQUIRED)
     rng = np.random.default_rng(1)
@@ -80,13 +111,16 @@ def test_onnx_carries_metadata(bundle_dir):
     assert [d.dim_param for d in dims[:3]] == ["batch", "height", "width"]  # dynamic axes
 
 
-@pytest.mark.parametrize("edit, match", [
-    (lambda d: d.pop("gsd_m"), "missing key.*gsd_m"),
-    (lambda d: d.update(format_version=99), "format_version"),
-    (lambda d: d.update(arch="resnet9000"), "arch"),
-    (lambda d: d.update(tile_size=100), "tile_size"),
-    (lambda d: d.update(classes=["background", "poppy", "corn_poppy"]), "do not fit"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda d: d.pop("gsd_m"), "missing key.*gsd_m"),
+        (lambda d: d.update(format_version=99), "format_version"),
+        (lambda d: d.update(arch="resnet9000"), "arch"),
+        (lambda d: d.update(tile_size=100), "tile_size"),
+        (lambda d: d.update(classes=["background", "poppy", "corn_poppy"]), "do not fit"),
+    ],
+)
 def test_bad_metadata_raises_bundle_error_naming_problem(bundle_dir, tmp_path, edit, match):
     path = _copy(bundle_dir, tmp_path)
     data = json.loads((path / "bundle.json").read_text())

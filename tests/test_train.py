@@ -12,8 +12,8 @@ from poppyscan.cli import main
 from poppyscan.config import TrainConfig
 from poppyscan.errors import InputError, OutputExistsError
 from poppyscan.model import load_bundle
-from poppyscan.traindata import IGNORE, TileSampler, augment, find_scenes, open_scene, read_tile
 from poppyscan.train import split_scenes, train
+from poppyscan.traindata import IGNORE, TileSampler, augment, find_scenes, open_scene, read_tile
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +24,16 @@ def scenes(tmp_path_factory):
     return root
 
 
-TINY = dict(tile_size=64, infer_tile_size=64, epochs=3, steps_per_epoch=4, batch_size=3, val_tiles=4, lr=0.005,
-            val_fraction=0.34)
+TINY = dict(
+    tile_size=64,
+    infer_tile_size=64,
+    epochs=3,
+    steps_per_epoch=4,
+    batch_size=3,
+    val_tiles=4,
+    lr=0.005,
+    val_fraction=0.34,
+)
 
 
 @pytest.fixture
@@ -79,8 +87,9 @@ def test_geographic_crs_scene(tmp_path):
     geo = tmp_path / "geo.tif"
     with rasterio.open(mosaic) as src:
         tr, w, h = calculate_default_transform(src.crs, "EPSG:4490", src.width, src.height, *src.bounds)
-        with rasterio.open(geo, "w", driver="GTiff", width=w, height=h, count=4, dtype="uint8", crs="EPSG:4490",
-                           transform=tr) as dst:
+        with rasterio.open(
+            geo, "w", driver="GTiff", width=w, height=h, count=4, dtype="uint8", crs="EPSG:4490", transform=tr
+        ) as dst:
             for b in range(1, 5):
                 reproject(rasterio.band(src, b), rasterio.band(dst, b))
     scene = open_scene(geo, truth)  # truth stays in UTM: reprojected on read
@@ -134,12 +143,15 @@ def test_resume_needs_a_checkpoint(scenes, tmp_path):
         train([scenes], tmp_path / "none", TrainConfig(**TINY), resume=True)
 
 
-@pytest.mark.parametrize("extra, msg", [
-    (["--tile-size", "100"], "train.tile_size"),
-    (["--resume", "--overwrite"], "'--resume' and '--overwrite'"),
-    (["--epochs", "0"], "train.epochs"),
-    (["--arch", "vgg"], "unknown architecture"),
-])
+@pytest.mark.parametrize(
+    "extra, msg",
+    [
+        (["--tile-size", "100"], "train.tile_size"),
+        (["--resume", "--overwrite"], "'--resume' and '--overwrite'"),
+        (["--epochs", "0"], "train.epochs"),
+        (["--arch", "vgg"], "unknown architecture"),
+    ],
+)
 def test_cli_bad_options_give_one_line_errors(scenes, tmp_path, capsys, extra, msg):
     code = main(["train", str(scenes), "--out", str(tmp_path / "run"), *extra])
     err = capsys.readouterr().err.strip()

@@ -1,4 +1,4 @@
-"""``poppyscan evaluate``: score detected plots against truth polygons (object P/R/F1, IoU, centroid error)."""
+"""``poppyscan evaluate``: score detected plots against truth polygons (object P/R/F1, IoU, centroids)."""
 
 from __future__ import annotations
 
@@ -15,18 +15,29 @@ from ..errors import ConfigError
 @click.argument("truth", required=False, type=click.Path())
 @click.option("--mosaic", type=click.Path(), help="Mosaic whose valid area gives false plots per hectare.")
 @click.option("--model", "model", type=click.Path(), help="Run this bundle over --scenes and score it.")
-@click.option("--scenes", multiple=True, type=click.Path(),
-              help="Labelled scenes for --model (scene dirs, dirs of them, CSV/YAML lists); repeatable.")
+@click.option(
+    "--scenes",
+    multiple=True,
+    type=click.Path(),
+    help="Labelled scenes for --model (scene dirs, dirs of them, CSV/YAML lists); repeatable.",
+)
 @click.option("--threshold", type=float, help="Probability threshold for --model (default: the bundle's).")
-@click.option("--min-area", "min_area_m2", type=float, default=1.0, show_default=True,
-              help="Drop predicted plots smaller than this (m²) with --model.")
+@click.option(
+    "--min-area",
+    "min_area_m2",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Drop predicted plots smaller than this (m²) with --model.",
+)
 @click.option("--iou-min", type=float, default=0.25, show_default=True, help="Match IoU for a true positive.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=int, default=0, show_default=True, help="CPU threads (0 = all).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the JSON report here.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --json file.")
-def evaluate(pred, truth, mosaic, model, scenes, threshold, min_area_m2, iou_min, device, threads, json_out,
-             overwrite):
+def evaluate(
+    pred, truth, mosaic, model, scenes, threshold, min_area_m2, iou_min, device, threads, json_out, overwrite
+):
     """Score PRED (plots.gpkg or a detect run directory) against TRUTH (truth.gpkg), or run --model over
     --scenes. Prints a table; --json writes the full report."""
     from ..evaluate import evaluate_files, evaluate_scenes, format_table
@@ -40,15 +51,27 @@ def evaluate(pred, truth, mosaic, model, scenes, threshold, min_area_m2, iou_min
         check_writable(json_out, overwrite)
     if model or scenes:
         if not (model and scenes) or pred or truth:
-            raise ConfigError("'--model' needs '--scenes' (and no PRED/TRUTH arguments); or give PRED and TRUTH")
-        report = evaluate_scenes(model, list(scenes), device=device, threads=threads, threshold=threshold,
-                                 min_area_m2=min_area_m2, iou_min=iou_min, progress=None)
+            raise ConfigError(
+                "'--model' needs '--scenes' (and no PRED/TRUTH arguments); or give PRED and TRUTH"
+            )
+        report = evaluate_scenes(
+            model,
+            list(scenes),
+            device=device,
+            threads=threads,
+            threshold=threshold,
+            min_area_m2=min_area_m2,
+            iou_min=iou_min,
+            progress=None,
+        )
         rows = [(s["scene"], s) for s in report["scenes"]]
         rows += [(k, report[k]) for k in ("poppy_scenes", "poppy_free_scenes", "total") if report[k]]
     else:
         if not (pred and truth):
-            raise ConfigError("give PRED (plots.gpkg or a detect run directory) and TRUTH (truth.gpkg), "
-                              "or --model BUNDLE --scenes DIR")
+            raise ConfigError(
+                "give PRED (plots.gpkg or a detect run directory) and TRUTH (truth.gpkg), "
+                "or --model BUNDLE --scenes DIR"
+            )
         report = evaluate_files(pred, truth, mosaic=mosaic, iou_min=iou_min)
         rows = [(Path(pred).name, report)]
     click.echo(format_table(rows))
