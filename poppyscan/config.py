@@ -79,6 +79,7 @@ class TrainConfig:
     val_tiles: int = 64
     min_area_m2: float = 1.0
     threads: int = 0
+    calibrate_threshold: bool = True
     epochs: int = 20
     steps_per_epoch: int = 200
     batch_size: int = 8

@@ -74,6 +74,81 @@ def predict_array(
     return (acc / np.maximum(wsum, 1e-6))[:h, :w]
 
 
+@dataclass
+class SceneProbability:
+    """Blended probability of one mosaic at the model GSD, with its grid."""
+
+    prob: np.ndarray  # float32 (H, W)
+    valid: np.ndarray  # bool (H, W)
+    transform: rasterio.Affine
+    crs: object
+    px_area_m2: float
+    seconds: float
+
+    @property
+    def valid_area_m2(self) -> float:
+        return float(self.valid.sum() * self.px_area_m2)
+
+
+def scene_probability(
+    predict: Predictor, bundle: Bundle, mosaic: str | Path, *, batch: int = 4
+) -> SceneProbability:
+    """Read ``mosaic`` at the bundle GSD and predict its blended probability."""
+    import time
+
+    t0 = time.perf_counter()
+    meta = bundle.meta
+    with rasterio.open(mosaic) as ds:
+        src_gsd = pixel_size_m(ds)
+        scale = src_gsd / meta.gsd_m
+        h, w = max(1, round(ds.height * scale)), max(1, round(ds.width * scale))
+        if h * w > MAX_PIXELS:
+            raise InputError(
+                f"mosaic '{mosaic}' is {h}x{w} px at the model GSD; too big for the evaluation "
+                "predictor: run `poppyscan detect` and evaluate its plots.gpkg instead"
+            )
+        bands = list(_rgb_bands(ds))
+        rgb = ds.read(bands, out_shape=(3, h, w), resampling=Resampling.bilinear).transpose(1, 2, 0)
+        valid = ds.read_masks(1, out_shape=(h, w), resampling=Resampling.nearest) > 0
+        transform = ds.transform @ rasterio.Affine.scale(ds.width / w, ds.height / h)
+        crs = ds.crs
+        px_area = (src_gsd * ds.width / w) * (src_gsd * ds.height / h)
+    prob = predict_array(predict, np.ascontiguousarray(rgb), meta.tile_size, meta.overlap, batch)
+    return SceneProbability(prob, valid, transform, crs, px_area, time.perf_counter() - t0)
+
+
+def probability_polygons(
+    sp: SceneProbability,
+    threshold: float,
+    *,
+    min_area_m2: float = 1.0,
+    max_hole_m2: float = 1.0,
+    morph_radius_px: int = 1,
+) -> tuple[list[Polygon], list[float]]:
+    """Threshold, light morphology, polygonise; returns polygons (mosaic CRS) and their max probability."""
+    from scipy import ndimage
+
+    valid = sp.valid.astype(np.uint8)
+    mask = (sp.prob >= threshold).astype(np.uint8) & valid
+    if morph_radius_px > 0:
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * morph_radius_px + 1,) * 2)
+        mask = cv2.morphologyEx(cv2.morphologyEx(mask, cv2.MORPH_OPEN, k), cv2.MORPH_CLOSE, k) & valid
+    n, labels = cv2.connectedComponents(mask, connectivity=4)
+    if n <= 1:
+        return [], []
+    maxima = ndimage.maximum(sp.prob, labels, index=np.arange(n))
+    min_px, hole_px = min_area_m2 / sp.px_area_m2, max_hole_m2 / sp.px_area_m2
+    polys, pmax = [], []
+    for geom, val in shapes(labels.astype(np.int32), mask=mask.astype(bool), connectivity=4):
+        poly = shape(geom)
+        if poly.area < min_px:
+            continue
+        poly = Polygon(poly.exterior, [r for r in poly.interiors if Polygon(r).area >= hole_px])
+        polys.append(_apply(poly.simplify(0.5), sp.transform))
+        pmax.append(float(maxima[int(val)]))
+    return polys, pmax
+
+
 def predict_scene(
     predict: Predictor,
     bundle: Bundle,
@@ -86,46 +161,13 @@ def predict_scene(
     batch: int = 4,
 ) -> ScenePrediction:
     """Predict plot polygons for one mosaic (see the module docstring)."""
-    import time
-
-    t0 = time.perf_counter()
-    meta = bundle.meta
-    thr = meta.threshold if threshold is None else threshold
-    with rasterio.open(mosaic) as ds:
-        src_gsd = pixel_size_m(ds)
-        scale = src_gsd / meta.gsd_m
-        h, w = max(1, round(ds.height * scale)), max(1, round(ds.width * scale))
-        if h * w > MAX_PIXELS:
-            raise InputError(
-                f"mosaic '{mosaic}' is {h}x{w} px at the model GSD; too big for the evaluation "
-                "predictor: run `poppyscan detect` and evaluate its plots.gpkg instead"
-            )
-        rgb = ds.read(list(_rgb_bands(ds)), out_shape=(3, h, w), resampling=Resampling.bilinear).transpose(
-            1, 2, 0
-        )
-        valid = ds.read_masks(1, out_shape=(h, w), resampling=Resampling.nearest) > 0
-        transform = ds.transform @ rasterio.Affine.scale(ds.width / w, ds.height / h)
-        crs = ds.crs
-        px_area = (src_gsd * ds.width / w) * (src_gsd * ds.height / h)
-    prob = predict_array(predict, np.ascontiguousarray(rgb), meta.tile_size, meta.overlap, batch)
-    mask = ((prob >= thr) & valid).astype(np.uint8)
-    if morph_radius_px > 0:
-        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * morph_radius_px + 1,) * 2)
-        mask = cv2.morphologyEx(cv2.morphologyEx(mask, cv2.MORPH_OPEN, k), cv2.MORPH_CLOSE, k) & valid
-    min_px = min_area_m2 / px_area
-    hole_px = max_hole_m2 / px_area
-    polys, pmax = [], []
-    _, labels = cv2.connectedComponents(mask, connectivity=4)
-    for geom, val in shapes(labels.astype(np.int32), mask=mask.astype(bool), connectivity=4):
-        poly = shape(geom)
-        if poly.area < min_px:
-            continue
-        poly = Polygon(poly.exterior, [r for r in poly.interiors if Polygon(r).area >= hole_px])
-        poly = poly.simplify(0.5)
-        polys.append(_apply(poly, transform))
-        pmax.append(float(prob[labels == int(val)].max()))
-    prob = np.where(valid, prob, np.nan).astype(np.float32)
-    return ScenePrediction(polys, pmax, crs, float(valid.sum() * px_area), prob, time.perf_counter() - t0)
+    sp = scene_probability(predict, bundle, mosaic, batch=batch)
+    thr = bundle.meta.threshold if threshold is None else threshold
+    polys, pmax = probability_polygons(
+        sp, thr, min_area_m2=min_area_m2, max_hole_m2=max_hole_m2, morph_radius_px=morph_radius_px
+    )
+    prob = np.where(sp.valid, sp.prob, np.nan).astype(np.float32)
+    return ScenePrediction(polys, pmax, sp.crs, sp.valid_area_m2, prob, sp.seconds)
 
 
 def _apply(poly: Polygon, t: rasterio.Affine) -> Polygon:

@@ -166,6 +166,41 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
+def calibrate_bundle(bundle, pairs: list, cfg: TrainConfig, say: Callable[[str], None]) -> BundleMeta:  # noqa: ANN001
+    """Set the bundle's threshold from whole validation scenes (best pooled object F1) and record the
+    validation-scene metrics at that threshold in ``bundle.json``."""
+    from .bundle import update_meta
+    from .evaluate import calibrate_threshold
+
+    say(f"calibrating the threshold on {len(pairs)} whole validation scenes")
+    cal = calibrate_threshold(bundle, pairs, threads=cfg.threads, min_area_m2=cfg.min_area_m2)
+    rep = cal["per_threshold"][cal["threshold"]]
+    keys = (
+        "tp",
+        "fp",
+        "fn",
+        "precision",
+        "recall",
+        "f1",
+        "pixel_iou",
+        "centroid_error_m",
+        "false_plots_per_ha",
+    )
+    metrics = dict(bundle.meta.metrics)
+    metrics["validation_scenes"] = {
+        "scenes": len(pairs),
+        "threshold": cal["threshold"],
+        **{k: rep[k] for k in keys},
+    }
+    say(
+        f"threshold {cal['threshold']:.2f}: validation scenes object P {_fmt(rep['precision'])} "
+        f"R {_fmt(rep['recall'])} F1 {_fmt(rep['f1'])}, {_fmt(rep['false_plots_per_ha'])} false plots/ha"
+    )
+    meta = update_meta(bundle.path, threshold=float(cal["threshold"]), metrics=metrics)
+    bundle.meta = meta
+    return meta
+
+
 def train(
     sources: list[str | Path],
     out_dir: str | Path,
@@ -387,9 +422,11 @@ def train(
         created=new_meta().created,
     )
     bundle = save_bundle(out / "bundle", model, meta, overwrite=True)
-    if bundle_out is not None:
-        save_bundle(bundle_out, model, meta, overwrite=True)
     for s in scenes:
         s.close()
+    if val_scenes and cfg.calibrate_threshold:
+        meta = calibrate_bundle(bundle, [(s.mosaic, s.labels) for s in val_scenes], cfg, say)
+    if bundle_out is not None:
+        save_bundle(bundle_out, model, meta, overwrite=True)
     say(f"bundle written to {bundle_out or bundle.path} (threshold {meta.threshold:.2f})")
     return TrainResult(Path(bundle_out) if bundle_out else out / "bundle", meta, history)
