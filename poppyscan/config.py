@@ -38,6 +38,7 @@ class DetectConfig:
     threshold: float | None = None
     tta: bool = False
     threads: int = 0
+    streams: int = 0
     window_rows: int = 1024
     min_area_m2: float = 1.0
     max_hole_m2: float = 1.0
@@ -57,6 +58,7 @@ class DetectConfig:
         if self.threshold is not None:
             _check(0 < self.threshold < 1, "detect.threshold", f"must be in (0, 1), got {self.threshold}")
         _check(0 <= self.threads <= 256, "detect.threads", f"must be in [0, 256] (0 = all cores), got {self.threads}")
+        _check(0 <= self.streams <= 64, "detect.streams", f"must be in [0, 64] (0 = auto), got {self.streams}")
         _check(256 <= self.window_rows <= 65536, "detect.window_rows", f"must be in [256, 65536], got {self.window_rows}")
         _check(0 <= self.min_area_m2 <= 10000, "detect.min_area_m2", f"must be in [0, 10000], got {self.min_area_m2}")
         _check(0 <= self.max_hole_m2 <= 10000, "detect.max_hole_m2", f"must be in [0, 10000], got {self.max_hole_m2}")

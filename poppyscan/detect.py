@@ -37,7 +37,7 @@ from . import __version__
 from .blend import Blender, ProbabilityWriter, to_percent
 from .config import Config, load_config
 from .errors import InputError, OutputExistsError
-from .infer import Worker, iter_batches, run_inference
+from .infer import Worker, iter_batches, plan_streams, run_inference
 from .mosaic import Mosaic, open_mosaic
 from .plots import merge_overlapping, plot_table
 from .tiles import overlap_px, tile_grid
@@ -68,34 +68,44 @@ class _Model:
     predict: Callable[[np.ndarray], np.ndarray]
     path: str | None
     device: str
+    streams: int = 1
+    batch_size: int = 8
 
 
 def _resolve_model(model: Any, config: Config, device: str) -> _Model:
     """A bundle path, a loaded bundle, or a ready predictor (callable with ``.meta``) -> :class:`_Model`."""
+    cfg = config.detect
     if model is None:
-        model = config.detect.model
+        model = cfg.model
     if callable(model) and hasattr(model, "meta"):
-        return _Model(model.meta, model, str(getattr(model, "path", "") or "") or None,
-                      getattr(model, "device", "cpu"))
+        dev = getattr(model, "device", "cpu")
+        streams, _, per_call = plan_streams(dev, streams=cfg.streams, threads=cfg.threads,
+                                            batch_size=cfg.batch_size)
+        path = str(getattr(model, "path", "") or "") or None
+        return _Model(model.meta, model, path, dev, streams, per_call)
     from .model import Bundle, load_bundle, make_predictor, read_meta  # torch import: only for a real model
+
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
 
     if isinstance(model, (str, Path)):
         path = Path(model)
         if not path.is_absolute() and not path.exists():
             beside = Path(__file__).resolve().parent.parent / path  # a source checkout's models/
             path = beside if beside.exists() else path
-        if device == "auto":
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cpu":
             # ONNX Runtime needs only bundle.json + model.onnx: skip building the torch network (~200 MB)
             model = Bundle(meta=read_meta(path), model=None, path=path)
         else:
             model = load_bundle(path)
-    predictor = make_predictor(model, device=device, threads=config.detect.threads)
+    streams, threads, per_call = plan_streams(device, streams=cfg.streams, threads=cfg.threads,
+                                              batch_size=cfg.batch_size)
+    predictor = make_predictor(model, device=device, threads=threads)
     path = getattr(model, "path", None)
-    return _Model(model.meta, predictor, str(Path(path).resolve()) if path else None, predictor.device)
+    return _Model(model.meta, predictor, str(Path(path).resolve()) if path else None, predictor.device,
+                  streams, per_call)
 
 
 def _gdal_cache_mb(mosaics: list[Mosaic], tile_size: int, gsd_m: float) -> int:
@@ -192,10 +202,11 @@ def _run_mosaic(mosaic: Mosaic, model: _Model, *, tmp: Path, prob_name: str, con
             blender.add(tile, prob[i], batch.valid[i])
 
     worker = Worker(handle)
-    batches = iter_batches(mosaic, grid, tiles, tile_size=tile_size, batch_size=cfg.batch_size)
+    batches = iter_batches(mosaic, grid, tiles, tile_size=tile_size, batch_size=model.batch_size)
     try:
         stats = run_inference(batches, model.predict, tta=cfg.tta, consume=lambda b, p: worker.put((b, p)),
-                              progress=lambda n, _: progress.update(n, ha * n / len(tiles)))
+                              progress=lambda n, _: progress.update(n, ha * n / len(tiles)),
+                              streams=model.streams)
     except BaseException:
         try:
             worker.close()
@@ -273,9 +284,9 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
         tile_size = cfg.tile_size or int(meta.tile_size)
         overlap = overlap_px(tile_size, cfg.overlap if cfg.overlap is not None else float(meta.overlap))
         threshold = cfg.threshold if cfg.threshold is not None else float(meta.threshold)
-        log.info("model %s %s (%s), gsd %.3f m, tiles %d px overlap %d px, threshold %.2f",
-                 getattr(meta, "name", "?"), meta.version, resolved.device, meta.gsd_m, tile_size, overlap,
-                 threshold)
+        log.info("model %s %s (%s, %d stream(s) of %d tiles), gsd %.3f m, tiles %d px overlap %d px, "
+                 "threshold %.2f", getattr(meta, "name", "?"), meta.version, resolved.device,
+                 resolved.streams, resolved.batch_size, meta.gsd_m, tile_size, overlap, threshold)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.part-", dir=out_dir.parent))
         tmp.chmod(0o755)
@@ -326,7 +337,8 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
                           "arch": getattr(meta, "arch", None), "gsd_m": meta.gsd_m,
                           "device": resolved.device},
                 "params": {"tile_size": tile_size, "overlap_px": overlap, "threshold": threshold,
-                           "batch_size": cfg.batch_size, "tta": cfg.tta},
+                           "streams": resolved.streams, "tiles_per_call": resolved.batch_size,
+                           "tta": cfg.tta},
                 "config": config.to_dict(),
                 "counts": {"mosaics": len(opened), "tiles": summary.tiles,
                            "tiles_skipped": summary.tiles_skipped,

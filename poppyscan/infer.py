@@ -3,15 +3,19 @@
 The reader reads one strip of model-grid rows per tile row (one GDAL call, resampled on read), cuts
 the tiles out of it, skips tiles without a valid pixel and stacks the rest into ``(N, T, T, 3)`` uint8
 batches; the caller's thread runs the network (ONNX Runtime and GDAL both release the GIL, so reading
-overlaps inference). Results go to a consumer, normally a :class:`Worker` that blends and writes.
+overlaps inference); on CPU several single-threaded calls run at once (:func:`plan_streams`). Results
+go, in tile order, to a consumer, normally a :class:`Worker` that blends and writes.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
@@ -181,30 +185,73 @@ class Worker:
             raise self._error
 
 
+def plan_streams(device: str, *, streams: int, threads: int, batch_size: int) -> tuple[int, int, int]:
+    """How to run the network: ``(streams, intra-op threads per stream, tiles per call)``.
+
+    On CPU the default (``streams=0``, ``threads=0``) is one single-threaded ONNX Runtime call per core,
+    running concurrently: no intra-op barriers means no CPU burnt spin-waiting for a preempted partner
+    thread (measured ~1.6x the throughput of one 2-thread call on 2 busy cores). ``batch_size`` tiles
+    are split across the streams, so memory in flight stays the same. CUDA uses one stream.
+
+    >>> plan_streams("cuda", streams=0, threads=0, batch_size=8)
+    (1, 0, 8)
+    >>> plan_streams("cpu", streams=2, threads=0, batch_size=8)[::2]
+    (2, 4)
+    """
+    if device != "cpu":
+        return 1, threads, batch_size
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    streams = streams or cores
+    threads = threads or max(1, cores // streams)
+    return streams, threads, max(1, -(-batch_size // streams))
+
+
 def run_inference(batches: Iterator[Batch], predict: Callable[[np.ndarray], np.ndarray], *,
                   tta: bool, consume: Callable[[Batch, np.ndarray], None],
-                  progress: Callable[[int, list[Tile]], None] | None = None) -> InferStats:
+                  progress: Callable[[int, list[Tile]], None] | None = None, streams: int = 1) -> InferStats:
     """Predict every batch from ``batches`` (prefetched in a thread) and pass results to ``consume``.
 
-    ``progress(n_done, tiles)`` is called after each batch with the number of tiles done (skipped
-    ones included) and the predicted tiles.
+    Up to ``streams`` batches are predicted concurrently; results are consumed in input order (the
+    blender needs row-major tiles). ``progress(n_done, tiles)`` is called as batches finish and for
+    tiles skipped without valid pixels.
     """
     stats = InferStats()
-    reader = Prefetcher(batches)
+    reader = Prefetcher(batches, depth=max(2, streams))
+    pool = ThreadPoolExecutor(streams, thread_name_prefix="poppyscan-infer") if streams > 1 else None
+    pending: deque[tuple[Batch, Any]] = deque()
+
+    def timed(images: np.ndarray) -> tuple[np.ndarray, float]:
+        t0 = time.perf_counter()
+        prob = predict_tta(predict, images, tta)
+        return prob, time.perf_counter() - t0
+
+    def finish_oldest() -> None:
+        batch, job = pending.popleft()
+        prob, seconds = job.result() if pool is not None else job
+        stats.forward_s += seconds
+        stats.tiles += len(batch.tiles)
+        consume(batch, prob)
+        if progress is not None:
+            progress(len(batch.tiles), batch.tiles)
+
     try:
         t_wait = time.perf_counter()
         for batch in reader:
             stats.read_wait_s += time.perf_counter() - t_wait
-            stats.skipped += batch.skipped
+            if batch.skipped:
+                stats.skipped += batch.skipped
+                if progress is not None:
+                    progress(batch.skipped, [])
             if batch.tiles:
-                t0 = time.perf_counter()
-                prob = predict_tta(predict, batch.images, tta)
-                stats.forward_s += time.perf_counter() - t0
-                stats.tiles += len(batch.tiles)
-                consume(batch, prob)
-            if progress is not None:
-                progress(len(batch.tiles) + batch.skipped, batch.tiles)
+                job = pool.submit(timed, batch.images) if pool is not None else timed(batch.images)
+                pending.append((batch, job))
+            while len(pending) >= streams:
+                finish_oldest()
             t_wait = time.perf_counter()
+        while pending:
+            finish_oldest()
     finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         reader.close()
     return stats

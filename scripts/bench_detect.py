@@ -7,7 +7,8 @@ pixels), then in this one run:
 
 1. ``detect`` on each mosaic in a fresh subprocess: wall time, peak RSS (``ru_maxrss``), tiles;
 2. the same model's bare forward pass over exactly the tiles detect predicted on the small mosaic
-   (batches read beforehand; only ``predict`` is timed);
+   (batches read beforehand; only ``predict`` is timed), run the way detect runs it (concurrent
+   single-threaded streams) and the plain way (one call at a time, ONNX Runtime on all cores);
 3. prints the figures: Mpx/s end to end, the share of bare forward throughput kept, RSS flatness.
 
 Memory is designed to scale with the mosaic's *width* (rolling bands), so both mosaics share a width
@@ -47,41 +48,40 @@ print(json.dumps({"detect_s": t2 - t1, "detect_cpu_s": c2 - c1, "process_s": t2 
 """
 
 CHILD_FORWARD = r"""
-import json, resource, sys, time
+import json, sys, time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from poppyscan.config import load_config
-from poppyscan.model import load_bundle, make_predictor
+from poppyscan.infer import iter_batches, plan_streams
+from poppyscan.model import Bundle, make_predictor, read_meta
 from poppyscan.mosaic import open_mosaic
-from poppyscan.infer import iter_batches
-from poppyscan.tiles import tile_grid, overlap_px
-mosaic, model, device, limit = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+from poppyscan.tiles import overlap_px, tile_grid
+mosaic, model, limit, mode = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 cfg = load_config().detect
-bundle = load_bundle(model)
-predict = make_predictor(bundle, device=device, threads=cfg.threads)
+bundle = Bundle(meta=read_meta(model), model=None, path=model)
+if mode == "streams":  # exactly how detect runs the network
+    streams, threads, per_call = plan_streams("cpu", streams=cfg.streams, threads=cfg.threads,
+                                              batch_size=cfg.batch_size)
+else:  # the plain way: one call of batch_size tiles at a time, ONNX Runtime using all cores
+    streams, threads, per_call = 1, 0, cfg.batch_size
+predict = make_predictor(bundle, device="cpu", threads=threads)
 T = bundle.meta.tile_size
-with open_mosaic(mosaic) as m:
+held, n = [], 0
+with open_mosaic(mosaic) as m:  # read the same tiles first: only the network is timed
     grid = m.grid(bundle.meta.gsd_m)
     tiles = tile_grid(grid.height, grid.width, tile_size=T, overlap=overlap_px(T, bundle.meta.overlap))
-    n, forward, cpu, held = 0, 0.0, 0.0, []
-
-    def run_held():
-        global n, forward, cpu, held
-        for images in held:
-            t, c = time.perf_counter(), time.process_time()
-            predict(images)
-            forward += time.perf_counter() - t
-            cpu += time.process_time() - c
-            n += len(images)
-        held = []
-
-    for batch in iter_batches(m, grid, tiles, tile_size=T, batch_size=cfg.batch_size):
+    for batch in iter_batches(m, grid, tiles[:limit], tile_size=T, batch_size=per_call):
         if batch.tiles:
             held.append(batch.images)
-        if sum(len(b) for b in held) >= 128:  # read ahead, then predict: only predict is timed
-            run_held()
-        if n >= limit:
-            break
-    run_held()
-print(json.dumps({"tiles": int(n), "forward_s": forward, "forward_cpu_s": cpu, "tile_px": T * T}))
+predict(held[0])
+t, c = time.perf_counter(), time.process_time()
+with ThreadPoolExecutor(streams) as pool:
+    for _ in pool.map(predict, held):
+        pass
+wall, cpu = time.perf_counter() - t, time.process_time() - c
+print(json.dumps({"mode": mode, "streams": streams, "threads": threads, "tiles_per_call": per_call,
+                  "tiles": sum(len(h) for h in held), "forward_s": wall, "forward_cpu_s": cpu,
+                  "tile_px": T * T}))
 """
 
 
@@ -147,15 +147,17 @@ def main() -> None:
         paths[name] = p
 
     # the throughput ratio on the small mosaic: alternate detect / bare forward, keep the best of each
-    pairs = []
+    runs: dict[str, list[dict]] = {"detect": [], "streams": [], "single": []}
     for k in range(args.repeat):
         d = child(CHILD_DETECT, str(paths["small"]), str(args.workdir / "run_small"), args.model, args.device)
         print(f"detect small #{k + 1}: {json.dumps(d)}", flush=True)
-        f = child(CHILD_FORWARD, str(paths["small"]), args.model, args.device, str(d["tiles"]))
-        print(f"bare forward #{k + 1}: {json.dumps(f)}", flush=True)
-        pairs.append((d, f))
-    res = {"small": min((d for d, _ in pairs), key=lambda d: d["detect_s"])}
-    fwd = min((f for _, f in pairs), key=lambda f: f["forward_s"] / f["tiles"])
+        runs["detect"].append(d)
+        for mode in ("streams", "single"):
+            f = child(CHILD_FORWARD, str(paths["small"]), args.model, str(d["tiles"]), mode)
+            print(f"bare forward {mode} #{k + 1}: {json.dumps(f)}", flush=True)
+            runs[mode].append(f)
+    res = {"small": min(runs["detect"], key=lambda d: d["detect_s"])}
+    best = {m: min(runs[m], key=lambda f: f["forward_s"] / f["tiles"]) for m in ("streams", "single")}
     if args.big_rows:
         res["big"] = child(CHILD_DETECT, str(paths["big"]), str(args.workdir / "run_big"), args.model,
                            args.device)
@@ -165,25 +167,27 @@ def main() -> None:
     print(f"model {meta['name']} {meta['version']} ({meta['arch']}), tile {meta['tile_size']} px, overlap "
           f"{meta['overlap']}, gsd {gsd} m; device {args.device}; {os.cpu_count()} CPUs; "
           f"load average now {os.getloadavg()[0]:.2f} (other jobs share these cores)")
-    tile_mpx = fwd["tile_px"] / 1e6
-    wall_per_tile = fwd["forward_s"] / fwd["tiles"]
-    cpu_per_tile = fwd["forward_cpu_s"] / fwd["tiles"]
-    print(f"bare forward (best of {args.repeat}): {fwd['tiles']} tiles in {fwd['forward_s']:.1f} s = "
-          f"{tile_mpx / wall_per_tile:.2f} Mpx/s of tile pixels ({cpu_per_tile * 1000:.0f} ms CPU per tile)")
+    for mode, fwd in best.items():
+        print(f"bare forward, {mode} ({fwd['streams']} x {fwd['tiles_per_call']} tiles, "
+              f"{fwd['threads'] or 'all'} thread(s) each; best of {args.repeat}): {fwd['tiles']} tiles in "
+              f"{fwd['forward_s']:.1f} s = "
+              f"{fwd['tiles'] / fwd['forward_s'] * fwd['tile_px'] / 1e6:.2f} Mpx/s of tile pixels, "
+              f"{fwd['forward_cpu_s'] / fwd['tiles'] * 1000:.0f} ms CPU per tile")
     for name, rows in [("small", args.small_rows), ("big", args.big_rows)]:
         if name not in res:
             continue
         r = res[name]
         mpx = args.width * rows / 1e6
-        bare_s, bare_cpu = r["tiles"] * wall_per_tile, r["tiles"] * cpu_per_tile
         print(f"{name}: {args.width}x{rows} = {mpx:.0f} Mpx ({mpx * gsd**2 * 100:.1f} ha), "
               f"{r['tiles']} tiles, {r['plots']} plots: detect {r['detect_s']:.1f} s = "
               f"{mpx / r['detect_s']:.2f} Mpx/s end to end ({mpx / r['process_s']:.2f} incl. interpreter "
               f"start and imports); peak RSS {r['maxrss_mb']:.0f} MB")
-        print(f"  vs bare forward on the same tiles: wall {bare_s:.1f} s -> keeps "
-              f"{100 * bare_s / r['detect_s']:.1f} % "
-              f"of its throughput; CPU {bare_cpu:.1f} s of {r['detect_cpu_s']:.1f} s -> "
-              f"{100 * bare_cpu / r['detect_cpu_s']:.1f} %")
+        for mode, fwd in best.items():
+            bare_s = r["tiles"] * fwd["forward_s"] / fwd["tiles"]
+            bare_cpu = r["tiles"] * fwd["forward_cpu_s"] / fwd["tiles"]
+            print(f"  vs bare forward ({mode}) on the same tiles: {bare_s:.1f} s -> end to end keeps "
+                  f"{100 * bare_s / r['detect_s']:.1f} % of its throughput (CPU {bare_cpu:.1f} of "
+                  f"{r['detect_cpu_s']:.1f} s = {100 * bare_cpu / r['detect_cpu_s']:.1f} %)")
         print(f"  stage timings: {r['timings']['mosaics'][0]}, "
               f"model load {r['timings'].get('model_load_s')} s")
     if "big" in res:
