@@ -415,7 +415,7 @@ def calibrate_threshold(
     bundle,  # noqa: ANN001
     pairs: list[tuple[Path, Path | None]],
     *,
-    thresholds: tuple[float, ...] = tuple(round(0.25 + 0.05 * i, 2) for i in range(13)),
+    thresholds: tuple[float, ...] = tuple(round(0.25 + 0.05 * i, 2) for i in range(15)),
     device: str = "cpu",
     threads: int = 0,
     min_area_m2: float = 1.0,

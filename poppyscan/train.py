@@ -37,7 +37,7 @@ from .traindata import IGNORE, Scene, TileSampler, augment, find_scenes, open_sc
 
 log = logging.getLogger(__name__)
 
-THRESHOLDS = tuple(round(float(t), 2) for t in np.arange(0.25, 0.86, 0.05))
+THRESHOLDS = tuple(round(float(t), 2) for t in np.arange(0.25, 0.96, 0.05))
 CKPT_VERSION = 1
 
 

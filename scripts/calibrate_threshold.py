@@ -1,0 +1,46 @@
+#!/usr/bin/env python
+"""Re-pick a bundle's decision threshold on whole labelled scenes (best pooled object F1).
+
+    python scripts/calibrate_threshold.py models/poppyscan-default [SCENES...] [--threads 1]
+
+Without SCENES, the bundle's own validation scenes (``training.scenes_val`` in bundle.json) are used:
+the same step `poppyscan train` runs at its end. Never calibrate on the scenes you report test figures on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("bundle", type=Path)
+    ap.add_argument("scenes", nargs="*", help="scene dirs / lists (default: the bundle's validation scenes)")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--min-area", type=float, default=1.0)
+    args = ap.parse_args(argv)
+
+    from poppyscan.config import TrainConfig
+    from poppyscan.model import load_bundle
+    from poppyscan.train import calibrate_bundle
+    from poppyscan.traindata import find_scenes
+
+    bundle = load_bundle(args.bundle)
+    if args.scenes:
+        pairs = find_scenes(args.scenes)
+    else:
+        val = bundle.meta.training.get("scenes_val") or []
+        if not val:
+            print("the bundle records no validation scenes; pass SCENES", file=sys.stderr)
+            return 2
+        pairs = find_scenes([Path(m) for m in val])
+    cfg = TrainConfig(threads=args.threads, min_area_m2=args.min_area)
+    meta = calibrate_bundle(bundle, pairs, cfg, print)
+    print(f"{args.bundle}: threshold {meta.threshold:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
