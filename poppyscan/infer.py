@@ -30,11 +30,11 @@ _END = object()
 
 @dataclass
 class Batch:
-    """Tiles ready for the network. ``images``/``valid`` are padded to ``tile_size`` at bottom/right."""
+    """Tiles ready for the network. ``images`` are zero-padded to ``tile_size`` at bottom/right."""
 
     tiles: list[Tile]
     images: np.ndarray  # (n, T, T, 3) uint8
-    valid: np.ndarray  # (n, T, T) bool
+    valid: list[np.ndarray | None]  # per tile: (height, width) bool, or None = valid everywhere
     skipped: int = 0  # tiles without valid pixels passed over since the previous batch
 
 
@@ -51,42 +51,46 @@ def iter_batches(mosaic: Mosaic, grid: ModelGrid, tiles: Iterable[Tile], *, tile
                  batch_size: int) -> Iterator[Batch]:
     """Read ``tiles`` (row-major) strip by strip and yield batches of those with valid pixels.
 
-    A last batch with no tiles but ``skipped > 0`` reports trailing skipped tiles.
+    Tiles are copied into the batch as soon as their strip is read (the strip buffer is reused).
+    ``Batch.valid[i]`` is ``None`` when tile ``i`` is valid everywhere. A last batch with no tiles but
+    ``skipped > 0`` reports trailing skipped tiles.
     """
-    pending: list[tuple[Tile, np.ndarray, np.ndarray]] = []
+    tiles_in: list[Tile] = []
+    valids: list[np.ndarray | None] = []
+    images = np.empty((batch_size, tile_size, tile_size, 3), np.uint8)
     skipped = 0
 
     def make() -> Batch:
-        nonlocal skipped
-        n = len(pending)
-        images = np.empty((n, tile_size, tile_size, 3), np.uint8)
-        valid = np.empty((n, tile_size, tile_size), bool)
-        for i, (t, rgb, ok) in enumerate(pending):
-            images[i, :t.height, :t.width] = rgb
-            valid[i, :t.height, :t.width] = ok
-            if t.height < tile_size or t.width < tile_size:  # a raster smaller than a tile: pad
-                images[i, t.height:] = 0
-                images[i, :, t.width:] = 0
-                valid[i, t.height:] = False
-                valid[i, :, t.width:] = False
-        batch = Batch([p[0] for p in pending], images, valid, skipped)
-        pending.clear()
-        skipped = 0
+        nonlocal tiles_in, valids, images, skipped
+        batch = Batch(tiles_in, images[:len(tiles_in)], valids, skipped)
+        tiles_in, valids, skipped = [], [], 0
+        images = np.empty((batch_size, tile_size, tile_size, 3), np.uint8)
         return batch
 
     for row, row_tiles in groupby(tiles, key=lambda t: t.row):
         row_tiles = list(row_tiles)
-        rgb, valid = mosaic.read_strip(grid, row, row_tiles[0].height)
-        any_valid_cols = valid.any(axis=0)
+        rgb, valid = mosaic.read_strip(grid, row, row_tiles[0].height, reuse=True)
+        all_valid = mosaic.mask_kind == "none" or bool(valid.all())
+        any_valid_cols = None if all_valid else valid.any(axis=0)
         for t in row_tiles:
             cols = slice(t.col, t.col + t.width)
-            if not any_valid_cols[cols].any():
-                skipped += 1
-                continue
-            pending.append((t, rgb[:, cols], valid[:, cols]))
-            if len(pending) == batch_size:
+            tile_valid = None
+            if not all_valid:
+                if not any_valid_cols[cols].any():
+                    skipped += 1
+                    continue
+                tile_valid = valid[:, cols]
+                tile_valid = None if tile_valid.all() else tile_valid.copy()
+            i = len(tiles_in)
+            images[i, :t.height, :t.width] = rgb[:, cols]
+            if t.height < tile_size or t.width < tile_size:  # a raster smaller than a tile: pad
+                images[i, t.height:] = 0
+                images[i, :, t.width:] = 0
+            tiles_in.append(t)
+            valids.append(tile_valid)
+            if len(tiles_in) == batch_size:
                 yield make()
-    if pending or skipped:
+    if tiles_in or skipped:
         yield make()
 
 
@@ -155,6 +159,7 @@ class Worker:
         self._handle = handle
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
+        self._closed = False
         self.busy_s = 0.0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -179,8 +184,10 @@ class Worker:
         self._queue.put(item)
 
     def close(self) -> None:
-        self._queue.put(_END)
-        self._thread.join()
+        if not self._closed:
+            self._closed = True
+            self._queue.put(_END)
+            self._thread.join()
         if self._error is not None:
             raise self._error
 

@@ -166,11 +166,14 @@ class Mosaic:
                              "it cannot be analysed")
         return ModelGrid(width, height, self.transform @ Affine.scale(sx, sy), gsd_m, (sx, sy))
 
-    def read_strip(self, grid: ModelGrid, row: int, nrows: int) -> tuple[np.ndarray, np.ndarray]:
+    def read_strip(self, grid: ModelGrid, row: int, nrows: int, *,
+                   reuse: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Read model-grid rows ``[row, row + nrows)`` over the full width.
 
         Returns ``rgb`` uint8 ``(nrows, grid.width, 3)``, pixel-interleaved as the network takes it
-        (invalid pixels set to 0), and ``valid`` bool ``(nrows, grid.width)``.
+        (invalid pixels set to 0), and ``valid`` bool ``(nrows, grid.width)``. With ``reuse`` the
+        arrays are buffers owned by the mosaic, overwritten by the next ``reuse`` read (no fresh
+        allocation and page faults per strip); ``valid`` is then read-only.
         """
         sx, sy = grid.scale
         shape = (nrows, grid.width)
@@ -179,8 +182,12 @@ class Mosaic:
         else:
             window = Window(0, row, grid.width, nrows)
         indexes = list(self.rgb) + ([self.alpha] if self.alpha is not None else [])
-        data = self.ds.read(indexes, window=window, out_shape=(len(indexes), *shape),
-                            resampling=Resampling.bilinear)
+        buf = self._buffers(len(indexes), shape) if reuse else None
+        if buf is None:
+            data = self.ds.read(indexes, window=window, out_shape=(len(indexes), *shape),
+                                resampling=Resampling.bilinear)
+        else:
+            data = self.ds.read(indexes, window=window, out=buf["data"], resampling=Resampling.bilinear)
         if self.mask_kind == "alpha":
             valid = data[3] >= self.alpha_full / 2
         elif self.mask_kind == "internal":
@@ -193,14 +200,23 @@ class Mosaic:
             black = cv2.morphologyEx(black, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
             valid = black == 0
         else:
-            valid = np.ones(shape, bool)
+            valid = buf["valid"] if buf is not None else np.ones(shape, bool)
         bands = [data[i] for i in range(3)]
         if self.dtype == np.uint16:  # x * scale, rounded and saturated to uint8
             bands = [cv2.convertScaleAbs(b, alpha=self.value_scale) for b in bands]
-        rgb = cv2.merge(bands)  # (rows, cols, 3): one SIMD pass instead of a strided transpose per tile
+        # (rows, cols, 3): one SIMD pass instead of a strided transpose per tile
+        rgb = cv2.merge(bands) if buf is None else cv2.merge(bands, dst=buf["rgb"])
         if self.mask_kind != "none" and not valid.all():
             rgb[~valid] = 0  # what the network sees outside the footprint is black
         return rgb, valid
+
+    def _buffers(self, bands: int, shape: tuple[int, int]) -> dict[str, np.ndarray]:
+        if getattr(self, "_buf", None) is None or self._buf["data"].shape != (bands, *shape):
+            valid = np.ones(shape, bool)
+            valid.setflags(write=False)
+            self._buf = {"data": np.empty((bands, *shape), self.dtype), "valid": valid,
+                         "rgb": np.empty((*shape, 3), np.uint8)}
+        return self._buf
 
     def describe(self, grid: ModelGrid | None = None) -> dict[str, Any]:
         """Plain-data description for ``run.json``."""

@@ -1,12 +1,16 @@
 """Probability rows -> plot polygons, window by window, with pieces cut by window seams merged.
 
-:class:`Vectorizer` receives the blended rows in order (uint8 percent with nodata 255, and the boolean
-"above threshold" mask), buffers ``window_rows`` of them plus a small halo, and per window:
+:class:`Vectorizer` receives the blended rows in order as uint8 percent (nodata 255) - exactly what
+``probability.tif`` stores, so the plots can be reproduced from it: a pixel is poppy when its value is
+in ``[round(100 * threshold), 100]``. It buffers ``window_rows`` rows plus a small halo and per window:
 
-1. light morphology on the mask (opening then closing, elliptic radius ``morph_radius_px``; the halo
-   rows make it identical to doing it on the whole raster), then ``& valid`` so nothing lies in nodata;
-2. 4-connected components (OpenCV) with their pixel count, sum and max of probability;
-3. each component kept (big enough, or touching a seam) is polygonised on its bounding box with
+1. thresholds, then finds *boxes* around the positive pixels (runs of positive rows, then of positive
+   columns inside them), so the work below scales with the detections, not with the window's area;
+2. light morphology per box (opening then closing, elliptic radius ``morph_radius_px``; the halo rows
+   and box padding make it identical to doing it on the whole raster), then ``& valid`` so nothing lies
+   in nodata;
+3. 4-connected components (OpenCV) with their pixel count, sum and max of probability;
+4. each component kept (big enough, or touching a seam) is polygonised on its bounding box with
    :func:`rasterio.features.shapes` (4-connectivity, the same as the labelling: one polygon each).
 
 Geometry stays in *pixel coordinates* (x = column, y = row of the model grid) until the end, so the
@@ -56,7 +60,7 @@ class _Piece:
 
 
 class Vectorizer:
-    """Streamed polygonisation of a ``height`` x ``width`` mask (see the module docstring).
+    """Streamed polygonisation of a ``height`` x ``width`` percent raster (see the module docstring).
 
     Parameters
     ----------
@@ -64,24 +68,28 @@ class Vectorizer:
         Size of the model grid.
     window_rows
         Rows per polygonising window.
+    threshold_pct
+        A pixel is poppy when its percent value is in ``[threshold_pct, 100]`` (nodata 255 never is).
     morph_radius_px
         Opening/closing radius (0 = none).
     min_area_px, max_hole_px
         Drop smaller polygons / fill smaller holes (pixel units).
     """
 
-    def __init__(self, height: int, width: int, *, window_rows: int, morph_radius_px: int = 1,
-                 min_area_px: float = 0.0, max_hole_px: float = 0.0) -> None:
+    def __init__(self, height: int, width: int, *, window_rows: int, threshold_pct: int = 50,
+                 morph_radius_px: int = 1, min_area_px: float = 0.0, max_hole_px: float = 0.0) -> None:
+        if not 1 <= threshold_pct <= 100:
+            raise ValueError(f"'threshold_pct' must be in [1, 100], got {threshold_pct}")
         self.height, self.width = height, width
         self.window_rows = window_rows
+        self.threshold_pct = threshold_pct
         self.radius = morph_radius_px
         self.halo = 2 * morph_radius_px + 1 if morph_radius_px else 0
         self.min_area_px, self.max_hole_px = min_area_px, max_hole_px
         self._kernel = (cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * self.radius + 1,) * 2)
                         if self.radius else None)
-        cap = window_rows + 2 * self.halo
-        self._u8 = np.empty((cap, width), np.uint8)
-        self._mask = np.empty((cap, width), np.uint8)
+        self._u8 = np.empty((window_rows + 2 * self.halo, width), np.uint8)
+        self._mask = np.empty_like(self._u8)
         self._buf_top = 0  # grid row of buffer row 0
         self._fill = 0  # buffer rows in use
         self._next = 0  # first row of the next window
@@ -90,8 +98,8 @@ class Vectorizer:
         self._seams: list[tuple[np.ndarray | None, np.ndarray | None]] = []  # (top, bottom) labels per window
 
     # -- streaming --------------------------------------------------------------------------------
-    def push(self, row: int, u8: np.ndarray, mask: np.ndarray) -> None:
-        """Add rows ``[row, row + len(u8))`` (must follow the previous ones)."""
+    def push(self, row: int, u8: np.ndarray) -> None:
+        """Add percent rows ``[row, row + len(u8))`` (must follow the previous ones)."""
         if row != self._buf_top + self._fill:
             expected = self._buf_top + self._fill
             raise ValueError(f"rows must arrive in order: expected row {expected}, got {row}")
@@ -99,7 +107,6 @@ class Vectorizer:
         while i < len(u8):
             k = min(len(self._u8) - self._fill, len(u8) - i)
             self._u8[self._fill:self._fill + k] = u8[i:i + k]
-            self._mask[self._fill:self._fill + k] = mask[i:i + k]
             self._fill += k
             i += k
             self._drain(final=False)
@@ -116,41 +123,62 @@ class Vectorizer:
             keep = self._fill - drop
             if drop and keep:
                 self._u8[:keep] = self._u8[drop:self._fill]
-                self._mask[:keep] = self._mask[drop:self._fill]
             self._buf_top += drop
             self._fill = keep
 
     def _window(self, start: int, end: int) -> None:
+        """Polygonise window rows ``[start, end)``: only boxes around positive pixels are processed."""
         w = len(self._seams)
         lo = max(start - self.halo, self._buf_top)
         hi = min(end + self.halo, self._buf_top + self._fill)
-        mask = self._mask[lo - self._buf_top:hi - self._buf_top]
-        if not mask.any():
-            self._seams.append((None, None))
-            return
         u8 = self._u8[lo - self._buf_top:hi - self._buf_top]
-        if self._kernel is not None:
-            mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self._kernel)
-            mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self._kernel)
-            mask &= (u8 != NODATA).view(np.uint8)
-        a, b = start - lo, end - lo
-        mask, u8 = mask[a:b], u8[a:b]
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4, ltype=cv2.CV_32S)
+        mask = cv2.inRange(u8, self.threshold_pct, 100, dst=self._mask[:len(u8)])  # 0/255; nodata excluded
+        a, b = start - lo, end - lo  # the window's own rows inside the halo-extended block
         first, last = start > 0, end < self.height
-        self._seams.append((labels[0].copy() if first else None, labels[-1].copy() if last else None))
-        rows = end - start
-        for k in range(1, n):
-            x, y, cw, ch, area = (int(v) for v in stats[k])
-            on_seam = (first and y == 0) or (last and y + ch == rows)
-            if area < self.min_area_px and not on_seam:
-                continue
-            crop = labels[y:y + ch, x:x + cw] == k
-            vals = u8[y:y + ch, x:x + cw][crop]
-            geoms = [shape(g) for g, _ in shapes(crop.view(np.uint8), mask=crop, connectivity=4,
-                                                 transform=Affine.translation(x, start + y))]
-            geom = geoms[0] if len(geoms) == 1 else shapely.union_all(geoms)
-            self._index[(w, k)] = len(self._pieces)
-            self._pieces.append(_Piece(geom, area, float(vals.sum(dtype=np.int64)), int(vals.max())))
+        top = np.zeros(self.width, np.int32) if first else None
+        bottom = np.zeros(self.width, np.int32) if last else None
+        next_label = 1
+        # Boxes: runs of positive rows, then runs of positive columns within them, split only at gaps
+        # wider than the morphology can bridge and padded by its reach, so each component (before and
+        # after morphology) lies in exactly one box and every box sees the same neighbourhood as the
+        # whole window would.
+        gap, pad = 2 * self.halo + 1, self.halo
+        for r0, r1 in _runs(cv2.reduce(mask, 1, cv2.REDUCE_MAX).ravel(), gap, pad, len(mask)):
+            for c0, c1 in _runs(mask[r0:r1].max(axis=0), gap, pad, self.width):
+                box = mask[r0:r1, c0:c1]
+                if self._kernel is not None:
+                    box = cv2.morphologyEx(box, cv2.MORPH_OPEN, self._kernel)
+                    box = cv2.morphologyEx(box, cv2.MORPH_CLOSE, self._kernel)
+                    box &= cv2.compare(u8[r0:r1, c0:c1], NODATA, cv2.CMP_NE)
+                y0, y1 = max(r0, a), min(r1, b)  # crop to the window's own rows
+                if y0 >= y1:
+                    continue
+                sub = box[y0 - r0:y1 - r0]
+                n, labels, stats, _ = cv2.connectedComponentsWithStats(sub, connectivity=4, ltype=cv2.CV_32S)
+                if n < 2:
+                    continue
+                vals_box = u8[y0:y1, c0:c1]
+                for k in range(1, n):
+                    x, y, cw, ch, area = (int(v) for v in stats[k])
+                    gy = y0 - a + y  # row inside the window
+                    on_seam = (first and gy == 0) or (last and gy + ch == end - start)
+                    if area < self.min_area_px and not on_seam:
+                        continue
+                    crop = labels[y:y + ch, x:x + cw] == k
+                    vals = vals_box[y:y + ch, x:x + cw][crop]
+                    geoms = [shape(g) for g, _ in shapes(crop.view(np.uint8), mask=crop, connectivity=4,
+                                                         transform=Affine.translation(c0 + x, start + gy))]
+                    geom = geoms[0] if len(geoms) == 1 else shapely.union_all(geoms)
+                    self._index[(w, next_label + k - 1)] = len(self._pieces)
+                    self._pieces.append(_Piece(geom, area, float(vals.sum(dtype=np.int64)), int(vals.max())))
+                if top is not None and y0 == a:
+                    row = labels[0]
+                    top[c0:c1] = np.where(row > 0, row + (next_label - 1), 0)
+                if bottom is not None and y1 == b:
+                    row = labels[-1]
+                    bottom[c0:c1] = np.where(row > 0, row + (next_label - 1), 0)
+                next_label += n - 1
+        self._seams.append((top, bottom))
 
     # -- finishing --------------------------------------------------------------------------------
     def finish(self) -> PixelPolygons:
@@ -195,6 +223,22 @@ class Vectorizer:
                 pmax.append(max(p.pmax for p in pieces))
         return PixelPolygons(out_geoms, np.array(count, np.int64), np.array(psum, np.float64),
                              np.array(pmax, np.int64))
+
+
+def _runs(flags: np.ndarray, gap: int, pad: int, limit: int) -> list[tuple[int, int]]:
+    """``[start, end)`` runs of nonzero ``flags``, merged across gaps shorter than ``gap``, padded by
+    ``pad`` and clipped to ``[0, limit)``.
+
+    >>> _runs(np.array([0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]), 3, 1, 14)
+    [(0, 7), (12, 14)]
+    """
+    idx = np.flatnonzero(flags)
+    if idx.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(idx) > gap)
+    starts = np.r_[idx[0], idx[breaks + 1]]
+    ends = np.r_[idx[breaks], idx[-1]] + 1
+    return [(max(int(s) - pad, 0), min(int(e) + pad, limit)) for s, e in zip(starts, ends, strict=True)]
 
 
 def fill_holes(poly: Polygon, max_hole: float) -> Polygon:

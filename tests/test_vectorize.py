@@ -15,11 +15,11 @@ from poppyscan.vectorize import Vectorizer, fill_holes, to_crs
 def run(u8: np.ndarray, *, window_rows=256, chunk=37, radius=0, min_area=0.0, max_hole=0.0, thr=50):
     """Feed ``u8`` (percent, 255 = nodata) in uneven chunks, as the blender does."""
     h, w = u8.shape
-    vec = Vectorizer(h, w, window_rows=window_rows, morph_radius_px=radius, min_area_px=min_area,
-                     max_hole_px=max_hole)
+    vec = Vectorizer(h, w, window_rows=window_rows, threshold_pct=thr, morph_radius_px=radius,
+                     min_area_px=min_area, max_hole_px=max_hole)
     for r in range(0, h, chunk):
         part = u8[r:r + chunk]
-        vec.push(r, part, (part >= thr) & (part != NODATA))
+        vec.push(r, part)
     return vec.finish()
 
 
@@ -112,10 +112,30 @@ def test_empty_and_full_rasters():
 def test_rows_must_arrive_in_order():
     vec = Vectorizer(10, 10, window_rows=256)
     with pytest.raises(ValueError, match="rows must arrive in order"):
-        vec.push(3, np.zeros((2, 10), np.uint8), np.zeros((2, 10), bool))
+        vec.push(3, np.zeros((2, 10), np.uint8))
 
 
 def test_to_crs_maps_pixel_corners_through_the_geotransform():
     t = Affine(0.05, 0, 400000, 0, -0.05, 2800000)
     (g,) = to_crs([shapely.box(0, 0, 20, 10)], t)
     assert g.bounds == pytest.approx((400000, 2799999.5, 400001, 2800000))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_boxes_and_windows_match_a_whole_raster_reference(seed):
+    """Scattered blobs (many boxes) + nodata: same components as morphology + labelling on the whole."""
+    rng = np.random.default_rng(seed)
+    u8 = (rng.random((700, 500)) * 40).astype(np.uint8)
+    for _ in range(60):
+        y, x, r = rng.integers(0, 700), rng.integers(0, 500), rng.integers(1, 12)
+        cv2.circle(u8, (int(x), int(y)), int(r), int(rng.integers(50, 101)), -1)
+    u8[rng.random(u8.shape) < 0.01] = 90  # speckle for the opening to remove
+    u8[300:320, :] = NODATA
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+    ref = cv2.inRange(u8, 50, 100)
+    ref = cv2.morphologyEx(cv2.morphologyEx(ref, cv2.MORPH_OPEN, kernel), cv2.MORPH_CLOSE, kernel)
+    ref &= cv2.compare(u8, NODATA, cv2.CMP_NE)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(ref, connectivity=4)
+    expected = sorted(int(a) for a in stats[1:, cv2.CC_STAT_AREA] if a >= 5)
+    got = run(u8, window_rows=256, radius=1, min_area=5, chunk=61)
+    assert sorted(got.count.tolist()) == expected
