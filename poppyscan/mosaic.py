@@ -32,7 +32,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import RasterioIOError
+from rasterio.errors import CRSError, RasterioIOError
 from rasterio.windows import Window
 
 from .errors import InputError
@@ -74,8 +74,17 @@ def ground_pixel_size(crs: rasterio.crs.CRS, transform: Affine, width: int,
         _, _, m_lon = geod.inv(lon - d / 2, lat, lon + d / 2, lat)
         _, _, m_lat = geod.inv(lon, lat - d / 2, lon, lat + d / 2)
         return px_x * m_lon / d, px_y * m_lat / d
-    unit = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
+    unit = _metres_per_unit(crs) or 1.0
     return px_x * unit, px_y * unit
+
+
+def _metres_per_unit(crs: rasterio.crs.CRS) -> float | None:
+    """Metres per linear unit of a projected CRS, or None when GDAL cannot tell."""
+    try:
+        factor = crs.linear_units_factor
+    except CRSError:
+        return None
+    return float(factor[1]) if factor else None
 
 
 class Mosaic:
@@ -285,5 +294,5 @@ def _check(path: Path, ds: rasterio.io.DatasetReader) -> None:
     if len(set(ds.dtypes)) > 1 or dtype not in (np.uint8, np.uint16):
         raise InputError(f"mosaic '{path}' has {dtype} data; detect reads uint8 or uint16 RGB: convert it, "
                          "e.g. gdal_translate -ot Byte -scale")
-    if not ds.crs.is_geographic and not ds.crs.linear_units_factor:
+    if not ds.crs.is_geographic and not _metres_per_unit(ds.crs):
         raise InputError(f"mosaic '{path}' has a CRS without linear units; reproject it to a metric CRS")
