@@ -210,6 +210,7 @@ def train(
     overwrite: bool = False,
     init: str | Path | None = None,
     bundle_out: str | Path | None = None,
+    val_sources: list[str | Path] | None = None,
     name: str = "poppyscan-custom",
     version: str = "0.1.0",
     progress: Callable[[str], None] | None = None,
@@ -234,6 +235,9 @@ def train(
         A bundle whose weights start the training (fine-tuning); its arch and GSD are kept.
     bundle_out
         Also write the final bundle here (replacing it).
+    val_sources
+        Explicit validation scenes (then every scene of ``sources`` trains and ``val_fraction`` is unused);
+        a scene in both raises :class:`InputError`.
     progress
         Called with each progress line (default: ``logging.info``).
     log_every
@@ -264,9 +268,20 @@ def train(
     gsd = init_bundle.meta.gsd_m if init_bundle else cfg.gsd_m
     pairs = find_scenes(sources)
     scenes = [open_scene(m, lab) for m, lab in pairs]
-    tr_idx, val_idx = split_scenes(scenes, cfg.val_fraction, cfg.seed)
-    tr_scenes = [scenes[i] for i in tr_idx]
-    val_scenes = [scenes[i] for i in val_idx]
+    if val_sources:
+        tr_scenes = scenes
+        val_scenes = [open_scene(m, lab) for m, lab in find_scenes(val_sources)]
+        overlap = {s.mosaic.resolve() for s in tr_scenes} & {s.mosaic.resolve() for s in val_scenes}
+        if overlap:
+            raise InputError(
+                f"{len(overlap)} scene(s) are in both the training and the validation inputs "
+                f"(e.g. '{sorted(overlap)[0]}'); validation must be split by scene"
+            )
+        scenes = scenes + val_scenes
+    else:
+        tr_idx, val_idx = split_scenes(scenes, cfg.val_fraction, cfg.seed)
+        tr_scenes = [scenes[i] for i in tr_idx]
+        val_scenes = [scenes[i] for i in val_idx]
     if not any(s.positives for s in tr_scenes):
         raise InputError("no poppy polygons in the training scenes; at least one labelled plot is needed")
     samp = dict(

@@ -139,6 +139,11 @@ def test_tiny_training_learns_resumes_and_repeats(scenes, tmp_path, one_thread):
         train([scenes], tmp_path / "b", cfg)
 
 
+def test_explicit_validation_scenes_must_not_overlap(scenes, tmp_path):
+    with pytest.raises(InputError, match="both the training and the validation"):
+        train([scenes], tmp_path / "v", TrainConfig(**TINY), val_sources=[scenes / "s0"])
+
+
 def test_resume_needs_a_checkpoint(scenes, tmp_path):
     with pytest.raises(InputError, match="cannot resume"):
         train([scenes], tmp_path / "none", TrainConfig(**TINY), resume=True)

@@ -36,6 +36,13 @@ _OVERRIDES = (
 @click.option(
     "--init", "init_bundle", type=click.Path(), help="Fine-tune from this bundle (keeps its arch and GSD)."
 )
+@click.option(
+    "--val",
+    "val_sources",
+    multiple=True,
+    type=click.Path(),
+    help="Explicit validation scenes (repeatable); default: --val-fraction of SOURCES, split by scene.",
+)
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.pt.")
 @click.option("--overwrite", is_flag=True, help="Start again in an existing OUT directory.")
 @click.option("--arch", help="Network: unet_mnv3s (default), unet_mnv3l, lraspp_mnv3l.")
@@ -56,7 +63,19 @@ _OVERRIDES = (
 )
 @click.option("--name", default="poppyscan-custom", show_default=True, help="Bundle name.")
 @click.option("--model-version", "version", default="0.1.0", show_default=True, help="Bundle version string.")
-def train(sources, out_dir, config_path, bundle_out, init_bundle, resume, overwrite, name, version, **opts):
+def train(
+    sources,
+    out_dir,
+    config_path,
+    bundle_out,
+    init_bundle,
+    val_sources,
+    resume,
+    overwrite,
+    name,
+    version,
+    **opts,
+):
     """Train a model bundle on SOURCES: scene directories (mosaic.tif + truth.gpkg), directories of them,
     CSV/YAML scene lists (columns mosaic, labels) or GeoTIFFs (a GeoTIFF without labels is poppy-free)."""
     from ..config import load_config
@@ -74,6 +93,7 @@ def train(sources, out_dir, config_path, bundle_out, init_bundle, resume, overwr
         overwrite=overwrite,
         init=init_bundle,
         bundle_out=bundle_out,
+        val_sources=list(val_sources) or None,
         name=name,
         version=version,
         progress=click.echo,
