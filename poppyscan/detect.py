@@ -299,8 +299,9 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
     _check_out_dir(out_dir, overwrite)
     opened: list[Mosaic] = []
     try:
-        for p in paths:
-            opened.append(open_mosaic(p))
+        with rasterio.Env(GDAL_CACHEMAX=64):  # bounded from the first read: blocks cached now stay
+            for p in paths:
+                opened.append(open_mosaic(p))
         t_model = time.perf_counter()
         resolved = _resolve_model(model, config, device)
         t_model = time.perf_counter() - t_model

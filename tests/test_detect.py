@@ -298,5 +298,6 @@ def test_cli_runs_the_default_bundle_end_to_end(tmp_path, capsys):
     bundle = json.loads((REPO / "models/poppyscan-default/bundle.json").read_text())
     assert r["model"]["device"] == "cpu" and r["params"]["tile_size"] == bundle["tile_size"]
     assert r["model"]["version"] == bundle["version"] == plots.model_version.iloc[0] if len(plots) else True
+    scale = 0.05 / bundle["gsd_m"]  # the mosaic is resampled to the bundle's GSD
     with rasterio.open(out / "probability.tif") as ds:
-        assert (ds.width, ds.height) == (260, 200)
+        assert (ds.width, ds.height) == (int(260 * scale + 1e-6), int(200 * scale + 1e-6))
