@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from poppyscan.synth import render_scene
 
     args.outdir.mkdir(parents=True, exist_ok=True)
-    manifest = []
+    manifest, skipped = [], []
     t0 = time.time()
     for seed in range(args.first_seed, args.first_seed + args.count):
         p = scene_params(seed, args.poppy_free, args.gsd_min, args.gsd_max)
@@ -65,7 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         if (d / "truth.gpkg").is_file() and (d / "mosaic.tif").is_file():
             info = None  # already rendered (resumable)
         else:
-            info = render_scene(d, size=args.size, overwrite=True, **p)
+            try:
+                info = render_scene(d, size=args.size, overwrite=True, **p)
+            except Exception as exc:  # a renderer bug on one seed must not stop a long data build
+                print(f"{d.name}: SKIPPED, the renderer failed: {type(exc).__name__}: {exc}", flush=True)
+                skipped.append(seed)
+                continue
         manifest.append(
             {
                 **p,
@@ -80,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     (args.outdir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-    print(f"{len(manifest)} scenes in {time.time() - t0:.0f} s -> {args.outdir}")
+    print(
+        f"{len(manifest)} scenes in {time.time() - t0:.0f} s -> {args.outdir}"
+        + (f"; skipped seeds {skipped}" if skipped else "")
+    )
     return 0
 
 
