@@ -39,7 +39,7 @@ from .blend import Blender, ProbabilityWriter, to_percent
 from .config import Config, load_config
 from .errors import InputError, OutputExistsError
 from .infer import Worker, iter_batches, plan_streams, run_inference
-from .mosaic import Mosaic, open_mosaic
+from .mosaic import Mosaic, check_gsd, open_mosaic
 from .plots import merge_overlapping, plot_table
 from .tiles import overlap_px, tile_grid
 from .vectorize import Vectorizer, to_crs
@@ -306,6 +306,8 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
         resolved = _resolve_model(model, config, device)
         t_model = time.perf_counter() - t_model
         meta = resolved.meta
+        for m in opened:  # before any work: a 30 m/px scene would be upsampled into gigapixels
+            check_gsd(m, float(meta.gsd_m))
         tile_size = cfg.tile_size or int(meta.tile_size)
         overlap = overlap_px(tile_size, cfg.overlap if cfg.overlap is not None else float(meta.overlap))
         threshold = cfg.threshold if cfg.threshold is not None else float(meta.threshold)

@@ -300,3 +300,24 @@ def _check(path: Path, ds: rasterio.io.DatasetReader) -> None:
                          "e.g. gdal_translate -ot Byte -scale")
     if not ds.crs.is_geographic and not _metres_per_unit(ds.crs):
         raise InputError(f"mosaic '{path}' has a CRS without linear units; reproject it to a metric CRS")
+
+
+# A mosaic is refused when resampling it to the model's GSD would be meaningless or absurdly costly:
+# coarser than 4x the model GSD (a 4x upsampling already blurs a poppy rosette into a few pixels; a
+# 30 m satellite scene would be upsampled ~750x into gigapixels of mush) or finer than 1/20 of it
+# (2 mm/px for a 4 cm model: no survey flies that low, and reading 400 native px per model px wastes
+# the run). For the default 0.04 m/px model this accepts 0.002-0.16 m/px, which covers the 1.8-5.5 cm
+# survey GSDs with a wide margin.
+GSD_MAX_FACTOR = 4.0
+GSD_MIN_FACTOR = 1 / 20
+
+
+def check_gsd(mosaic: Mosaic, model_gsd_m: float) -> None:
+    """Raise :class:`InputError` when ``mosaic``'s GSD is far outside the model's (see the bounds above)."""
+    lo, hi = model_gsd_m * GSD_MIN_FACTOR, model_gsd_m * GSD_MAX_FACTOR
+    gsd = mosaic.gsd_m
+    if not lo <= gsd <= hi:
+        raise InputError(
+            f"mosaic '{mosaic.path}' has a GSD of {gsd:.4g} m/px, outside the {lo:.4g}-{hi:.4g} m/px this "
+            f"model supports (trained at {model_gsd_m:g} m/px); pass a drone orthomosaic at that resolution "
+            f"(resample with gdalwarp -tr) or a model trained for {gsd:.4g} m/px")
