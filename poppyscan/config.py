@@ -46,8 +46,13 @@ class DetectConfig:
     plants_per_m2: float = 6.0
     criminal_plants: int = 500
     run_tasks: bool = True
+    scheduler: str | None = None
 
     def __post_init__(self) -> None:
+        if self.scheduler is not None:
+            _check(bool(self.scheduler.strip()) and not any(c.isspace() for c in self.scheduler),
+                   "detect.scheduler", "must be a Dask scheduler address such as tcp://10.0.0.5:8786 "
+                   f"(or null to run locally), got {self.scheduler!r}")
         _check(self.device in ("auto", "cpu", "cuda"), "detect.device", f"must be auto, cpu or cuda, got {self.device!r}")
         if self.tile_size is not None:
             _check(64 <= self.tile_size <= 4096 and self.tile_size % 32 == 0, "detect.tile_size",

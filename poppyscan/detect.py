@@ -5,8 +5,10 @@ Per mosaic the stages run as a pipeline: a reader thread reads strips of tiles a
 tiles in a rolling band of rows (:mod:`~poppyscan.blend`), writes finished rows to the probability
 raster and feeds them to the windowed polygoniser (:mod:`~poppyscan.vectorize`). Detections from all
 mosaics are brought to the first mosaic's CRS, merged where they overlap and given their attributes
-(:mod:`~poppyscan.plots`). Everything is written into a hidden temporary directory beside ``out_dir``
-that replaces ``out_dir`` only when complete; an existing non-empty ``out_dir`` is refused unless
+(:mod:`~poppyscan.plots`). Everything is written into a hidden work area beside ``out_dir``
+(:mod:`~poppyscan.resume`: finished mosaics are journaled there, ``resume=True`` continues from them;
+:mod:`~poppyscan.distributed` runs the mosaics locally or on a Dask cluster) that replaces ``out_dir`` only
+when complete; an existing non-empty ``out_dir`` is refused unless
 ``overwrite``. Finally ``poppyscan.tasks.build_tasks(out_dir, config=...)`` runs when
 ``detect.run_tasks`` is set and that module is installed.
 """
@@ -14,6 +16,7 @@ that replaces ``out_dir`` only when complete; an existing non-empty ``out_dir`` 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import importlib
 import importlib.util
@@ -37,10 +40,12 @@ import rasterio
 from . import __version__
 from .blend import Blender, ProbabilityWriter, to_percent
 from .config import Config, load_config
+from .distributed import run_mosaics
 from .errors import InputError, OutputExistsError
 from .infer import Worker, iter_batches, plan_streams, run_inference
 from .mosaic import Mosaic, check_gsd, open_mosaic
 from .plots import merge_overlapping, plot_table
+from .resume import WorkArea, fingerprint
 from .tiles import overlap_px, tile_grid
 from .vectorize import Vectorizer, to_crs
 
@@ -260,7 +265,7 @@ def _run_mosaic(mosaic: Mosaic, model: _Model, *, tmp: Path, prob_name: str, con
 
 def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config | None = None,
            model: Any = None, device: str | None = None, overwrite: bool = False,
-           progress: bool = True) -> RunSummary:
+           progress: bool = True, resume: bool = False) -> RunSummary:
     """Detect poppy plots in ``mosaics`` (overlapping mosaics of one flight allowed) into ``out_dir``.
 
     Parameters
@@ -281,6 +286,9 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
         Replace an existing ``out_dir``.
     progress
         Show a progress bar (only when stderr is a terminal).
+    resume
+        Continue an interrupted run of ``out_dir`` from its finished mosaics (:mod:`~poppyscan.resume`);
+        with ``config.detect.scheduler`` the mosaics run on a Dask cluster (:mod:`~poppyscan.distributed`).
 
     Raises
     ------
@@ -315,8 +323,11 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
                  "threshold %.2f", getattr(meta, "name", "?"), meta.version, resolved.device,
                  resolved.streams, resolved.batch_size, meta.gsd_m, tile_size, overlap, threshold)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.part-", dir=out_dir.parent))
-        tmp.chmod(0o755)
+        fp = fingerprint(paths, model_path=resolved.path, meta=meta, device=resolved.device,
+                         params={"tile_size": tile_size, "overlap_px": overlap, "threshold": threshold,
+                                 "tta": cfg.tta}, detect_config=dataclasses.asdict(cfg))
+        work = WorkArea.open(out_dir, fp, resume=resume, overwrite=overwrite)
+        tmp = work.path  # becomes out_dir when complete; journaled mosaics survive a crash
         try:
             t_open = time.perf_counter()
             results, prob_names = [], []
@@ -326,13 +337,9 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
                 total_tiles += len(tile_grid(g.height, g.width, tile_size=tile_size, overlap=overlap))
             bar = _Progress(total_tiles, progress)
             try:
-                with rasterio.Env(GDAL_CACHEMAX=_gdal_cache_mb(opened, tile_size, meta.gsd_m)):
-                    for i, m in enumerate(opened):
-                        name = "probability.tif" if i == 0 else f"probability_{i + 1}.tif"
-                        results.append(_run_mosaic(m, resolved, tmp=tmp, prob_name=name, config=config,
-                                                   tile_size=tile_size, overlap=overlap, threshold=threshold,
-                                                   progress=bar))
-                        prob_names.append(name)
+                results, prob_names = run_mosaics(opened, resolved, work, model_ref=model, config=config,
+                                                  device=device, tile_size=tile_size, overlap=overlap,
+                                                  threshold=threshold, progress=bar)
             finally:
                 bar.close()
             t_plots = time.perf_counter()
@@ -379,9 +386,10 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
             }
             (tmp / "run.json").write_text(json.dumps(run, indent=2, ensure_ascii=False, default=str) + "\n",
                                           encoding="utf-8")
+            work.seal()
             _install(tmp, out_dir, overwrite)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            work.cleanup()  # after a failure: kept for --resume when it holds finished mosaics
     finally:
         for m in opened:
             m.close()

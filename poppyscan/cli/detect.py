@@ -50,11 +50,17 @@ def _device(value):  # noqa: ANN001, ANN202
 @click.option("--threshold", type=_Checked("threshold", _probability, "a probability in (0, 1)"), metavar="P",
               help="Poppy probability cut (default: the bundle's).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted run of --out from its finished mosaics "
+                   "(same inputs, model and config).")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="Run the mosaics on a Dask cluster, e.g. tcp://10.0.0.5:8786 "
+                   "(default: config detect.scheduler).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary line.")
 @click.pass_context
 def detect(ctx: click.Context, mosaics: tuple[str, ...], out: str | None, model: str | None,
            config_file: str | None, device: str | None, threshold: float | None, overwrite: bool,
-           quiet: bool) -> None:
+           resume: bool, scheduler: str | None, quiet: bool) -> None:
     """Detect poppy plots in one or more orthomosaics of a flight (overlaps are merged)."""
     from ..config import load_config
     from ..detect import detect as run_detect
@@ -70,8 +76,9 @@ def detect(ctx: click.Context, mosaics: tuple[str, ...], out: str | None, model:
     if not mosaics:
         raise InputError("no MOSAIC given: pass one or more orthomosaic files")
     config = load_config(config_file, {"detect.model": model, "detect.device": device,
-                                       "detect.threshold": threshold})
-    summary = run_detect(list(mosaics), out, config=config, overwrite=overwrite, progress=not quiet)
+                                       "detect.threshold": threshold, "detect.scheduler": scheduler})
+    summary = run_detect(list(mosaics), out, config=config, overwrite=overwrite, progress=not quiet,
+                         resume=resume)
     if not quiet:
         click.echo(f"{summary.plots} plots ({summary.plots_over_500} over {config.detect.criminal_plants} "
                    f"plants) in {summary.mosaics} mosaic(s), {summary.hectares:.2f} ha, "

@@ -1,0 +1,196 @@
+"""Resumable ``detect`` runs: a work area beside the run directory and a journal of finished mosaics.
+
+``detect(..., out_dir="runs/f1")`` works in ``runs/.f1.partial/``; the run directory appears only
+when everything is finished, by one rename, so a partial output never stands under a final name.
+The work area holds:
+
+- ``fingerprint.json`` - what the results depend on: each input's absolute path, size and mtime,
+  the model (path, version, GSD, size/mtime of its files), the effective tile size, overlap,
+  threshold and TTA, the result-affecting ``detect`` config keys and the poppyscan version;
+- the probability rasters of finished mosaics, under the names they will have in the run directory;
+- ``journal/NNNN.json``, one per finished mosaic, written atomically (temp file, fsync, rename)
+  *after* its probability COG is complete: figures, timings, COG size and the detections as WKB
+  (exact float64 coordinates, so a resumed run's plots equal an uninterrupted run's).
+
+After a crash or ``kill -9``, ``detect(..., resume=True)`` checks the fingerprint (a different input,
+model or config is refused by name), reuses every journaled mosaic whose COG is intact and runs the
+rest. Work is journaled per mosaic: a mosaic killed half-way is run again from its start.
+
+Without ``resume`` an existing work area is replaced when it holds no finished mosaic (nothing to
+lose) and refused otherwise, unless ``overwrite``. After a failure the work area is kept when it
+holds finished mosaics (the log says how to resume) and removed otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import shapely
+
+from . import __version__
+from .errors import InputError, OutputExistsError
+
+log = logging.getLogger(__name__)
+
+# detect keys that do not change the results (how and where the work runs)
+_NEUTRAL_KEYS = {"scheduler", "run_tasks", "streams", "threads", "batch_size", "model", "device"}
+
+
+def work_path(out_dir: Path) -> Path:
+    """The work area of run directory ``out_dir``: a hidden sibling ``.NAME.partial``."""
+    return out_dir.parent / f".{out_dir.name}.partial"
+
+
+def _file_id(path: Path) -> dict[str, Any]:
+    st = path.stat()
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def fingerprint(mosaic_paths: Sequence[Path], *, model_path: str | None, meta: Any, device: str,
+                params: dict[str, Any], detect_config: dict[str, Any]) -> dict[str, Any]:
+    """Everything a run's results depend on, as plain JSON data."""
+    model: dict[str, Any] = {"path": model_path, "version": str(getattr(meta, "version", "")),
+                             "gsd_m": float(meta.gsd_m), "device": device}
+    if model_path:
+        root = Path(model_path)
+        model["files"] = [_file_id(p) for p in sorted(root.iterdir()) if p.is_file()] if root.is_dir() else []
+    return {
+        "poppyscan_version": __version__,
+        "inputs": [_file_id(Path(p)) for p in mosaic_paths],
+        "model": model,
+        "params": params,
+        "config": {k: v for k, v in sorted(detect_config.items()) if k not in _NEUTRAL_KEYS},
+    }
+
+
+def _first_difference(old: Any, new: Any, where: str = "") -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in list(old) + [k for k in new if k not in old]:
+            if old.get(key) != new.get(key):
+                return _first_difference(old.get(key), new.get(key), f"{where}.{key}" if where else str(key))
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            if a != b:
+                return _first_difference(a, b, f"{where}[{i}]")
+    return f"{where}: {old!r} then, {new!r} now"
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, ensure_ascii=False, default=str)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class WorkArea:
+    """The work area of one run (see the module docstring). ``path`` becomes the run directory."""
+
+    path: Path
+    out_dir: Path
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.path / "journal"
+
+    @classmethod
+    def open(cls, out_dir: Path, fp: dict[str, Any], *, resume: bool, overwrite: bool) -> WorkArea:
+        """Create, reuse (``resume``) or replace the work area of ``out_dir`` for fingerprint ``fp``."""
+        work = cls(work_path(out_dir), out_dir)
+        if work.path.exists():
+            if resume:
+                old = work._read_fingerprint()
+                if old is None:
+                    log.info("%s holds no readable fingerprint; starting the run afresh", work.path)
+                elif old != fp:
+                    raise InputError(
+                        f"cannot --resume '{out_dir}': the partial run was started with different settings "
+                        f"({_first_difference(old, fp)}); rerun without --resume and with --overwrite to "
+                        "start over")
+                else:
+                    done = work.finished()
+                    log.info("resuming %s: %d mosaic(s) already finished", out_dir, len(done))
+                    return work
+            elif work.finished() and not overwrite:
+                raise OutputExistsError(
+                    f"a partial run of '{out_dir}' with {len(work.finished())} finished mosaic(s) is in "
+                    f"'{work.path}'; pass --resume to continue it or --overwrite to start over")
+            shutil.rmtree(work.path)
+        elif resume:
+            log.info("nothing to resume for %s; starting the run", out_dir)
+        work.path.mkdir(parents=True)
+        work.path.chmod(0o755)
+        work.journal_dir.mkdir()
+        _write_json_atomic(work.path / "fingerprint.json", fp)
+        return work
+
+    def _read_fingerprint(self) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.path / "fingerprint.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def finished(self) -> dict[int, dict[str, Any]]:
+        """Journal entries of finished mosaics whose probability COG is intact, by mosaic index."""
+        out: dict[int, dict[str, Any]] = {}
+        if not self.journal_dir.is_dir():
+            return out
+        for f in sorted(self.journal_dir.glob("[0-9]*.json")):
+            try:
+                entry = json.loads(f.read_text(encoding="utf-8"))
+                prob = self.path / entry["prob_name"]
+                if prob.stat().st_size != entry["prob_size"]:
+                    continue
+                out[int(entry["index"])] = entry
+            except (OSError, ValueError, KeyError):
+                continue  # torn or stale: that mosaic is run again
+        return out
+
+    def record(self, index: int, prob_name: str, result: dict[str, Any]) -> None:
+        """Journal a finished mosaic (after its COG ``prob_name`` is complete)."""
+        gdf = result["gdf"]
+        entry = {
+            "index": index, "prob_name": prob_name, "prob_size": (self.path / prob_name).stat().st_size,
+            "tiles": result["tiles"], "skipped": result["skipped"], "ha": result["ha"],
+            "timings": result["timings"],
+            "detections": {"wkb": shapely.to_wkb(gdf.geometry.values, hex=True).tolist(),
+                           "prob_mean": gdf["prob_mean"].tolist(), "prob_max": gdf["prob_max"].tolist(),
+                           "mosaic": gdf["mosaic"].tolist()},
+        }
+        _write_json_atomic(self.journal_dir / f"{index:04d}.json", entry)
+
+    @staticmethod
+    def restore(entry: dict[str, Any], crs: Any, grid: Any) -> dict[str, Any]:
+        """A journal entry -> a ``detect._run_mosaic`` result (``grid`` recomputed by the caller)."""
+        det = entry["detections"]
+        geoms = shapely.from_wkb(det["wkb"]) if det["wkb"] else []
+        gdf = gpd.GeoDataFrame({"prob_mean": det["prob_mean"], "prob_max": det["prob_max"],
+                                "mosaic": det["mosaic"]}, geometry=gpd.GeoSeries(geoms, crs=crs))
+        return {"gdf": gdf, "grid": grid, "tiles": entry["tiles"], "skipped": entry["skipped"],
+                "ha": entry["ha"], "timings": entry["timings"]}
+
+    def seal(self) -> None:
+        """Drop the journal and fingerprint: the work area is about to become the run directory."""
+        shutil.rmtree(self.journal_dir, ignore_errors=True)
+        (self.path / "fingerprint.json").unlink(missing_ok=True)
+
+    def cleanup(self) -> None:
+        """After a failure: keep the work area when it holds finished mosaics, else remove it."""
+        if not self.path.exists():
+            return
+        done = self.finished()
+        if done:
+            log.warning("kept %d finished mosaic(s) in %s; rerun the same command with --resume to continue",
+                        len(done), self.path)
+        else:
+            shutil.rmtree(self.path, ignore_errors=True)
