@@ -87,8 +87,6 @@ def connect(address: str, timeout_s: float = 10.0) -> Any:
 def _run_on_cluster(address: str, opened: Sequence[Mosaic], todo: list[int], resolved: Any, work: WorkArea,
                     *, model_ref: Any, config: Any, device: str, tile_size: int, overlap: int,
                     threshold: float, progress: Any) -> dict[int, dict[str, Any]]:
-    from distributed import as_completed
-
     # a bundle travels by path (each worker loads it once); a ready predictor object by pickle
     ref = resolved.path or model_ref
     client = connect(address)
@@ -103,8 +101,7 @@ def _run_on_cluster(address: str, opened: Sequence[Mosaic], todo: list[int], res
                                 key=f"poppyscan-mosaic-{i}-{time.time_ns()}")
             futures[fut] = i
         out: dict[int, dict[str, Any]] = {}
-        for fut in as_completed(list(futures)):
-            i = futures[fut]
+        for fut, i in futures.items():  # in mosaic order; each worker has journaled its own mosaic
             out[i] = fut.result()  # re-raises the worker's error (e.g. InputError) here
             progress.update(out[i]["tiles"] + out[i]["skipped"], out[i]["ha"])
         return out
