@@ -23,12 +23,13 @@ holds finished mosaics (the log says how to resume) and removed otherwise.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,7 @@ class WorkArea:
 
     path: Path
     out_dir: Path
+    _lock: Any = field(default=None, repr=False)
 
     @property
     def journal_dir(self) -> Path:
@@ -107,6 +109,40 @@ class WorkArea:
     def open(cls, out_dir: Path, fp: dict[str, Any], *, resume: bool, overwrite: bool) -> WorkArea:
         """Create, reuse (``resume``) or replace the work area of ``out_dir`` for fingerprint ``fp``."""
         work = cls(work_path(out_dir), out_dir)
+        work._acquire()
+        try:
+            work._prepare(fp, resume=resume, overwrite=overwrite)
+        except BaseException:
+            work._release()
+            raise
+        return work
+
+    def _acquire(self) -> None:
+        """Hold ``.NAME.lock`` beside the run directory: one detect run per ``out_dir`` at a time.
+
+        An OS lock (``flock``), released by the kernel when the process dies, so a run killed with
+        ``kill -9`` never leaves a stale lock behind.
+        """
+        lock_path = self.out_dir.parent / f".{self.out_dir.name}.lock"
+        fh = open(lock_path, "a+")  # held until _release()
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            msg = (f"another detect run is writing '{self.out_dir}' (it holds '{lock_path}'); wait for it "
+                   "to finish or choose another --out")
+            raise OutputExistsError(msg) from None
+        self._lock = (fh, lock_path)
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            fh, lock_path = self._lock
+            self._lock = None
+            lock_path.unlink(missing_ok=True)
+            fh.close()
+
+    def _prepare(self, fp: dict[str, Any], *, resume: bool, overwrite: bool) -> None:
+        work, out_dir = self, self.out_dir
         if work.path.exists():
             if resume:
                 old = work._read_fingerprint()
@@ -120,7 +156,7 @@ class WorkArea:
                 else:
                     done = work.finished()
                     log.info("resuming %s: %d mosaic(s) already finished", out_dir, len(done))
-                    return work
+                    return
             elif work.finished() and not overwrite:
                 raise OutputExistsError(
                     f"a partial run of '{out_dir}' with {len(work.finished())} finished mosaic(s) is in "
@@ -132,7 +168,6 @@ class WorkArea:
         work.path.chmod(0o755)
         work.journal_dir.mkdir()
         _write_json_atomic(work.path / "fingerprint.json", fp)
-        return work
 
     def _read_fingerprint(self) -> dict[str, Any] | None:
         try:
@@ -185,7 +220,13 @@ class WorkArea:
         (self.path / "fingerprint.json").unlink(missing_ok=True)
 
     def cleanup(self) -> None:
-        """After a failure: keep the work area when it holds finished mosaics, else remove it."""
+        """Release the run lock; after a failure keep the work area when it holds finished mosaics."""
+        try:
+            self._cleanup()
+        finally:
+            self._release()
+
+    def _cleanup(self) -> None:
         if not self.path.exists():
             return
         done = self.finished()

@@ -145,3 +145,20 @@ def test_a_failed_run_keeps_finished_mosaics_only(tmp_path):
     model.failing = False
     detect(mosaics, tmp_path / "run", config=config, model=model, progress=False, resume=True)
     assert len(plots_of(tmp_path / "run")) == 4
+
+
+def test_a_second_run_into_the_same_out_dir_is_refused_while_the_first_holds_it(tmp_path):
+    from poppyscan.resume import WorkArea
+
+    mosaics = flight(tmp_path, n=1)
+    first = WorkArea.open(tmp_path / "run", {"x": 1}, resume=False, overwrite=False)
+    try:
+        with pytest.raises(OutputExistsError, match="another detect run"):
+            detect(mosaics, tmp_path / "run", config=load_config(overrides=KEYS), model=ColourPredictor(),
+                   progress=False)
+    finally:
+        first.cleanup()
+    assert not (tmp_path / ".run.lock").exists() and not work_path(tmp_path / "run").exists()
+    detect(mosaics, tmp_path / "run", config=load_config(overrides=KEYS), model=ColourPredictor(),
+           progress=False)
+    assert not (tmp_path / ".run.lock").exists()
