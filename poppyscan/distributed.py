@@ -16,6 +16,7 @@ whole mosaics: a single large mosaic is one task (its row bands are not split ac
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -90,11 +91,11 @@ def _run_on_cluster(address: str, opened: Sequence[Mosaic], todo: list[int], res
     # a bundle travels by path (each worker loads it once); a ready predictor object by pickle
     ref = resolved.path or model_ref
     client = connect(address)
+    futures: dict[Any, int] = {}
     try:
         nworkers = len(client.scheduler_info().get("workers", {}))
         log.info("running %d mosaic(s) on the Dask cluster at %s (%d worker(s))", len(todo), address,
                  nworkers)
-        futures = {}
         for i in todo:
             fut = client.submit(mosaic_task, i, str(opened[i].path.resolve()), str(work.path), ref, config,
                                 device, tile_size, overlap, threshold, pure=False,
@@ -106,6 +107,8 @@ def _run_on_cluster(address: str, opened: Sequence[Mosaic], todo: list[int], res
             progress.update(out[i]["tiles"] + out[i]["skipped"], out[i]["ha"])
         return out
     finally:
+        with contextlib.suppress(Exception):  # after an error: stop the other mosaics' tasks
+            client.cancel(list(futures))
         client.close()
 
 
