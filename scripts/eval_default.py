@@ -5,7 +5,8 @@
         --report models/poppyscan-default-eval.json --update-bundle
 
 Renders (once) 16 poppy scenes, seeds 900000-900015, four per GSD band 2-3, 3-4.5, 4.5-6 and 6-8 cm,
-and 8 poppy-free scenes, seeds 900100-900107 (GSD 2-8 cm); the training set uses seeds 10000-10239.
+and 8 poppy-free scenes of 2048 px, seeds 900100-900107 (GSD 2-8 cm); training and validation used seeds
+10000-10503.
 Each scene runs through ``poppyscan.detect`` (the production path; ``--engine simple`` for the small
 in-memory predictor). Prints a table and breakdowns by GSD band, growth stage, setting and plot size,
 writes the JSON report, and with ``--update-bundle`` stores the summary in the bundle's metrics.
@@ -54,7 +55,20 @@ def render_test_set(root: Path) -> list[Path]:
                 str(hi),
             ]
         )
-    render.main([str(root / "poppy_free"), "--first-seed", "900100", "--count", "8", "--poppy-free", "1"])
+    # poppy-free scenes are 4x larger (2048 px): one false plot is then ~0.1-0.2 /ha, not ~0.5 /ha
+    render.main(
+        [
+            str(root / "poppy_free"),
+            "--first-seed",
+            "900100",
+            "--count",
+            "8",
+            "--poppy-free",
+            "1",
+            "--size",
+            "2048",
+        ]
+    )
     for sub in ("poppy", "poppy_free"):
         dirs += sorted(d for d in (root / sub).iterdir() if d.is_dir())
     return dirs
@@ -152,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "iou_min": 0.25,
         "min_area_m2": 1.0,
         "data": str(args.data),
-        "test_seeds": "900000-900015 (poppy), 900100-900107 (poppy-free); training used 10000-10239",
+        "test_seeds": "900000-900015 (poppy), 900100-900107 (poppy-free, 2048 px); training used 10000-10503",
         "summary": summary,
         "recall_by_stage": recall_by("stage"),
         "recall_by_setting": recall_by("setting"),

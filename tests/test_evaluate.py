@@ -113,3 +113,32 @@ def test_cli_bad_options_give_one_line_errors(argv, msg, capsys, tmp_path, monke
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("poppyscan: error:") and msg in err and "\n" not in err
+
+
+def test_evaluate_scenes_simple_and_detect_engines_agree(tmp_path):
+    import importlib.util
+
+    import torch
+    from model_scenes import make_scene
+
+    from poppyscan.evaluate import calibrate_threshold, evaluate_scenes
+    from poppyscan.model import build_model, load_bundle, new_meta, save_bundle
+
+    make_scene(tmp_path / "scenes" / "a", seed=1, size=96)
+    torch.manual_seed(0)
+    meta = new_meta(gsd_m=0.04, tile_size=64, overlap=0.125, threshold=0.5)
+    bundle = load_bundle(save_bundle(tmp_path / "b", build_model("unet_mnv3s"), meta).path)
+    engines = ["simple"] + (["detect"] if importlib.util.find_spec("poppyscan.detect") else [])
+    reports = [
+        evaluate_scenes(bundle, [tmp_path / "scenes"], device="cpu", threads=1, threshold=0.5, engine=e)
+        for e in engines
+    ]
+    for r in reports:
+        assert r["scenes"][0]["scene"] == "a" and r["poppy_scenes"]["tp"] + r["poppy_scenes"]["fn"] == 3
+        assert r["poppy_free_scenes"] is None
+    counts = {(r["total"]["tp"], r["total"]["fp"], r["total"]["fn"]) for r in reports}
+    assert len(counts) == 1, counts
+    cal = calibrate_threshold(
+        bundle, [(tmp_path / "scenes/a/mosaic.tif", tmp_path / "scenes/a/truth.gpkg")], threads=1
+    )
+    assert cal["threshold"] in cal["per_threshold"]
