@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "detect": ("detect", "detect", "Detect poppy plots in orthomosaics (the main job)."),
     "train": ("train", "train", "Train or fine-tune a model bundle on labelled mosaics."),
     "evaluate": ("evaluate", "evaluate", "Score detections against truth polygons."),
+    "retrain": ("retrain", "retrain", "Retrain from field results; promote only a better bundle."),
     "export-onnx": ("train", "export_onnx", "Export a bundle's torch weights to ONNX."),
     "tasks": ("tasks", "tasks", "Turn a detect run into field-verification task lists."),
     "review": ("review", "review", "Desk-review a run's plots in the browser."),
