@@ -12,6 +12,14 @@ poppy-free. Alpha/nodata areas are ignored in the loss. Validation is split by s
 Defaults: start from models/poppyscan-default (``--scratch`` to train from random weights), 10 epochs of
 200 steps at a lower learning rate (5e-4). Re-run with ``--resume`` to continue an interrupted run.
 Any other option is passed to `poppyscan train` (see `poppyscan train --help`).
+
+From the field (the survey register's verified results), compared and promoted only when better:
+
+    python scripts/retrain.py --from-survey survey_register.gpkg --holdout heldout/ [--scenes more/] \
+        --out runs/retrain-2026 --promote-to models/poppyscan-default
+
+runs `poppyscan retrain` with ``--current models/poppyscan-default`` unless ``--current`` is given and the
+same training defaults; see docs/SURVEY.md ("Retraining from field results").
 """
 
 from __future__ import annotations
@@ -31,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     from poppyscan.cli import main as cli_main
 
     args = ["train"]
-    if "--scratch" in argv:
+    if "--from-survey" in argv:
+        args = ["retrain"]
+        if "--current" not in argv:
+            args += ["--current", str(REPO / "models" / "poppyscan-default")]
+    elif "--scratch" in argv:
         argv.remove("--scratch")
     elif "--init" not in argv:
         args += ["--init", str(REPO / "models" / "poppyscan-default")]
@@ -41,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         "--lr": "0.0005",
         "--name": "poppyscan-retrained",
     }
+    if args[0] == "retrain":
+        del defaults["--name"]  # the new bundle keeps the current one's name
     for opt, value in defaults.items():
         if opt not in argv:
             args += [opt, value]
