@@ -225,7 +225,8 @@ def test_unreadable_model_bundle(tmp_path, capsys, damage):
 
 
 @pytest.mark.parametrize(("text", "field"), [("detect:\n  colour: red\n", "detect.colour"),
-                                             ("detect:\n  min_area_m2: -5\n", "detect.min_area_m2")])
+                                             ("detect:\n  min_area_m2: -5\n", "detect.min_area_m2"),
+                                             ("detect:\n  scheduler: 'tcp://a b'\n", "detect.scheduler")])
 def test_bad_config(tmp_path, capsys, text, field):
     f = _write(tmp_path / "ok.tif", _rgb(128, 128))
     cfg = tmp_path / "bad.yaml"
