@@ -353,3 +353,45 @@ def test_cli_one_line_errors(field, tmp_path, capsys):
     )
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("poppyscan: error:") and "held-out" in err and "\n" not in err
+
+
+def test_the_detect_pipeline_gives_the_same_decision(field, better):
+    """The default engine runs held-out scenes through poppyscan.detect, as production does."""
+    from poppyscan.retrain import compare_bundles
+
+    res = better["result"]
+    rep = compare_bundles(
+        res.backup,
+        better["installed"],
+        [field["holdout"]],
+        engine="detect",
+        device="cpu",
+        threads=1,
+        min_area_m2=TINY["min_area_m2"],
+        progress=lambda s: None,
+    )
+    assert rep["current"]["engine"] == rep["new"]["engine"] == "detect"
+    assert rep["decision"]["promote"] is True
+
+
+def test_resume_without_promote_to_installs_nothing(field, better):
+    res = better["result"]
+    installed = better["installed"]
+    siblings = {p.name: bundle_digest(p) for p in installed.parent.iterdir()}
+    again = retrain(
+        field["register"],
+        field["current"],
+        [field["holdout"]],
+        res.out_dir,
+        scenes=[field["more"]],
+        val=[field["val"]],
+        config=TrainConfig(**TINY),
+        engine="simple",
+        device="cpu",
+        resume=True,
+        progress=lambda s: None,
+    )
+    assert again.report["training"]["epochs"] == TINY["epochs"]  # resumed at the end: no epoch repeated
+    assert again.report["decision"]["promote"] and not again.promoted
+    assert "no --promote-to" in again.report["decision"]["action"]
+    assert {p.name: bundle_digest(p) for p in installed.parent.iterdir()} == siblings
