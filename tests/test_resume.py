@@ -162,3 +162,19 @@ def test_a_second_run_into_the_same_out_dir_is_refused_while_the_first_holds_it(
     detect(mosaics, tmp_path / "run", config=load_config(overrides=KEYS), model=ColourPredictor(),
            progress=False)
     assert not (tmp_path / ".run.lock").exists()
+
+
+def test_cli_resume_of_a_run_with_other_settings_is_a_one_line_error(tmp_path, capsys):
+    from poppyscan.cli import main
+
+    mosaics = flight(tmp_path, n=1)
+    out = tmp_path / "run"
+    work = work_path(out)
+    (work / "journal").mkdir(parents=True)
+    (work / "fingerprint.json").write_text('{"poppyscan_version": "0.0.0"}')
+    model = TESTS.parent / "models" / "poppyscan-default"
+    code = main(["detect", str(mosaics[0]), "--out", str(out), "--model", str(model), "-q", "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith("poppyscan: error: cannot --resume") and len(err.strip().splitlines()) == 1
+    assert work.is_dir() and not out.exists() and not (tmp_path / ".run.lock").exists()
