@@ -304,6 +304,27 @@ def test_promotion_refuses_a_target_that_was_not_compared(field, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["installed"]
 
 
+def test_promotion_swaps_in_place_with_a_dated_backup(field, better, tmp_path):
+    import datetime as dt
+
+    new, old = better["result"].new_bundle, field["current"]
+    fresh = tmp_path / "fresh"
+    assert promote_bundle(new, fresh, expected_digest=None) is None  # nothing there yet: no backup
+    assert bundle_digest(fresh) == bundle_digest(new)
+    target = tmp_path / "target"
+    shutil.copytree(old, target)
+    when = dt.datetime(2026, 5, 1, 8, 30, tzinfo=dt.UTC)
+    backup = promote_bundle(new, target, expected_digest=bundle_digest(old), now=when)
+    assert backup == tmp_path / "target.bak-20260501T083000Z"
+    assert bundle_digest(backup) == bundle_digest(old) and bundle_digest(target) == bundle_digest(new)
+    b2 = promote_bundle(old, target, expected_digest=bundle_digest(new), now=when)  # same second: no clash
+    assert b2.name == "target.bak-20260501T083000Z-2" and bundle_digest(b2) == bundle_digest(new)
+    assert bundle_digest(backup) == bundle_digest(old)  # the first backup is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["fresh", "target", "target.bak-20260501T083000Z", "target.bak-20260501T083000Z-2"]
+    )  # no temporary directories left behind
+
+
 def test_bad_inputs_are_refused_before_training(field, tmp_path):
     kw = dict(config=TrainConfig(**TINY), engine="simple", device="cpu", progress=lambda s: None)
     with pytest.raises(InputError, match="held-out scene"):  # holdout among the training scenes
