@@ -24,20 +24,13 @@ import shapely
 from pyproj import Transformer
 
 from ..errors import InputError
+from ..tasks import RESULT_COLUMNS
 from .fieldfile import read_field_table
 from .gpkg import from_blob
 from .schema import ADMIN_FIELDS, RESULT_VALUES, connect, now_iso
 
-RESULT_FIELDS = (
-    "result",
-    "plants_eradicated",
-    "checked_by",
-    "checked_at",
-    "onsite_lon",
-    "onsite_lat",
-    "photo",
-    "notes",
-)
+# the field team's columns, as `poppyscan tasks` writes them (status is ours, not theirs)
+RESULT_FIELDS = tuple(c for c in RESULT_COLUMNS if c != "status")
 # columns poppyscan tasks writes that describe the task, not the result: read and ignored
 ISSUE_FIELDS = {
     "task_code",
