@@ -204,3 +204,9 @@ def test_jpeg_alpha_writes_internal_mask(tmp_path):
     assert np.array_equal(mask > 0, render_arrays(6, 256, 0.04).valid > 0)
     with pytest.raises(ConfigError, match="nodata"):
         render_scene(tmp_path / "k", seed=6, size=256, mask_mode="nodata", compress="jpeg")
+
+
+def test_scene_with_a_parcel_clipped_to_nothing_renders():
+    # regression: this seed produced an empty parcel polygon whose NaN bounds crashed the painter
+    s = render_arrays(10417, size=1024, gsd=0.0323, poppy=False)
+    assert s.rgb.shape == (1024, 1024, 3) and not s.plots

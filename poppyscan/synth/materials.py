@@ -46,6 +46,8 @@ class Canvas:
 
     def window(self, poly, pad: int = 2):
         """Integer window (x0, y0, x1, y1) of ``poly``'s bounds clipped to the image, or None."""
+        if poly.is_empty:  # e.g. a parcel clipped away entirely: its bounds are NaN
+            return None
         minx, miny, maxx, maxy = poly.bounds
         x0, y0 = max(0, int(np.floor(minx)) - pad), max(0, int(np.floor(miny)) - pad)
         x1, y1 = min(self.w, int(np.ceil(maxx)) + pad), min(self.h, int(np.ceil(maxy)) + pad)
