@@ -89,12 +89,10 @@ def _resolve_model(model: Any, config: Config, device: str) -> _Model:
                                             batch_size=cfg.batch_size)
         path = str(getattr(model, "path", "") or "") or None
         return _Model(model.meta, model, path, dev, streams, per_call)
-    from .model import Bundle, load_bundle, make_predictor, read_meta  # torch import: only for a real model
+    from .bundle import Bundle, cuda_available, load_bundle, make_predictor, read_meta  # no torch on CPU
 
     if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if cuda_available() else "cpu"
 
     if isinstance(model, (str, Path)):
         path = Path(model)

@@ -6,6 +6,7 @@ predictor from :mod:`poppyscan.bundle`.
 
 from __future__ import annotations
 
+from .archs import ARCHS, STRIDE, canonical_arch
 from .bundle import (
     FORMAT,
     FORMAT_VERSION,
@@ -21,7 +22,14 @@ from .bundle import (
     save_bundle,
     update_meta,
 )
-from .network import ARCHS, STRIDE, build_model, canonical_arch
+
+
+def build_model(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+    """:func:`poppyscan.network.build_model`, imported on first use (it needs torch)."""
+    from .network import build_model as _build
+
+    return _build(*args, **kwargs)
+
 
 __all__ = [
     "ARCHS",

@@ -21,29 +21,18 @@ The bundle format, loading, saving, ONNX export and the predictor live in :mod:`
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError, DependencyError
+from .archs import ARCHS, STRIDE, canonical_arch  # noqa: F401 - re-exported for callers
+from .errors import DependencyError
 
-STRIDE = 32  # inputs are padded to a multiple of this
+if TYPE_CHECKING:
+    from .bundle import BundleMeta
 
-ARCHS = ("unet_mnv3s", "unet_mnv3l", "lraspp_mnv3l")
-_ALIASES = {
-    "lraspp_mobilenet_v3_large": "lraspp_mnv3l",
-    "unet_mobilenet_v3_small": "unet_mnv3s",
-    "unet_mobilenet_v3_large": "unet_mnv3l",
-}
-
-
-def canonical_arch(arch: str) -> str:
-    """Return the canonical architecture name, accepting the long aliases."""
-    arch = _ALIASES.get(arch, arch)
-    if arch not in ARCHS:
-        raise ConfigError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
-    return arch
 
 
 def _conv_bn_act(cin: int, cout: int, k: int = 1, groups: int = 1) -> nn.Sequential:
@@ -199,3 +188,19 @@ def build_model(arch: str = "unet_mnv3s", *, num_classes: int = 2, pretrained: b
         weights=None, weights_backbone=weights, num_classes=num_classes
     )
     return _LRASPPWrapper(net)
+
+
+class ExportModule(nn.Module):
+    """``uint8 (N, H, W, 3)`` RGB -> ``float32 (N, H, W)`` poppy probability (normalisation baked in)."""
+
+    def __init__(self, net: nn.Module, meta: BundleMeta) -> None:
+        super().__init__()
+        self.net = net
+        self.poppy = meta.poppy_class
+        self.register_buffer("mean", torch.tensor(meta.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(meta.std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = image.permute(0, 3, 1, 2).float()
+        x = (x - self.mean) / self.std
+        return torch.softmax(self.net(x), dim=1)[:, self.poppy]
