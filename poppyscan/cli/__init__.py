@@ -64,7 +64,9 @@ class LazyGroup(click.Group):
 def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """poppyscan: find opium-poppy plots in drone orthomosaics and turn them into field work."""
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
 

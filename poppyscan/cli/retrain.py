@@ -6,8 +6,7 @@ from __future__ import annotations
 import click
 
 from ..errors import ConfigError
-
-_OVERRIDES = ("epochs", "steps_per_epoch", "batch_size", "lr", "seed", "val_fraction", "tile_size")
+from .train import training_options
 
 
 @click.command("retrain")
@@ -65,13 +64,7 @@ _OVERRIDES = ("epochs", "steps_per_epoch", "batch_size", "lr", "seed", "val_frac
 @click.option("--config", "config_path", type=click.Path(), help="YAML config (train:, survey: sections).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in OUT.")
 @click.option("--overwrite", is_flag=True, help="Start again in an existing OUT.")
-@click.option("--epochs", type=int, help="Epochs.")
-@click.option("--steps-per-epoch", type=int, help="Optimiser steps per epoch.")
-@click.option("--batch-size", type=int, help="Tiles per step.")
-@click.option("--tile-size", type=int, help="Training tile size, px.")
-@click.option("--lr", type=float, help="Peak learning rate.")
-@click.option("--seed", type=int, help="Seed.")
-@click.option("--val-fraction", type=float, help="Share of training scenes held out for validation.")
+@training_options
 @click.option("--name", help="New bundle name (default: the current bundle's).")
 @click.option("--model-version", "version", help="New bundle version (default: <current>+field<date>).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -113,7 +106,7 @@ def retrain(
 
     if resume and overwrite:
         raise ConfigError("'--resume' and '--overwrite' exclude each other: resume a run or start it again")
-    overrides = {f"train.{k}": v for k, v in opts.items() if k in _OVERRIDES}
+    overrides = {f"train.{k}": v for k, v in opts.items()}  # the training_options
     config = load_config(config_path, overrides)
     register = Path(register_path or config.survey.register)
     result = run_retrain(

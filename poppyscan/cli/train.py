@@ -20,6 +20,27 @@ _OVERRIDES = (
 )
 
 
+# Training hyper-parameters shared by `train` and `retrain`; each overrides the `train.<name>` config key.
+_TRAINING_OPTIONS = (
+    click.option("--tile-size", type=int, help="Training tile size, px."),
+    click.option("--epochs", type=int, help="Epochs."),
+    click.option("--steps-per-epoch", type=int, help="Optimiser steps per epoch."),
+    click.option("--batch-size", type=int, help="Tiles per step."),
+    click.option("--lr", type=float, help="Peak learning rate (AdamW, warm-up then cosine)."),
+    click.option("--seed", type=int, help="Seed for the split, sampling and initialisation."),
+    click.option(
+        "--val-fraction", type=float, help="Share of scenes held out for validation (split by scene)."
+    ),
+)
+
+
+def training_options(command):  # noqa: ANN001, ANN201
+    """Add the shared training hyper-parameter options to a click command."""
+    for option in reversed(_TRAINING_OPTIONS):
+        command = option(command)
+    return command
+
+
 @click.command("train")
 @click.argument("sources", nargs=-1, required=True, type=click.Path())
 @click.option(
@@ -49,13 +70,7 @@ _OVERRIDES = (
 @click.option(
     "--gsd", "gsd_m", type=float, help="Model ground pixel size, m/px (training data is resampled)."
 )
-@click.option("--tile-size", type=int, help="Training tile size, px.")
-@click.option("--epochs", type=int, help="Epochs.")
-@click.option("--steps-per-epoch", type=int, help="Optimiser steps per epoch.")
-@click.option("--batch-size", type=int, help="Tiles per step.")
-@click.option("--lr", type=float, help="Peak learning rate (AdamW, warm-up then cosine).")
-@click.option("--seed", type=int, help="Seed for the split, sampling and initialisation.")
-@click.option("--val-fraction", type=float, help="Share of scenes held out for validation (split by scene).")
+@training_options
 @click.option(
     "--pretrained/--no-pretrained",
     default=None,
