@@ -39,6 +39,22 @@ log = logging.getLogger(__name__)
 
 THRESHOLDS = tuple(round(float(t), 2) for t in np.arange(0.25, 0.96, 0.05))
 CKPT_VERSION = 1
+# Share of training tiles coarsened (traindata.coarsen) to imitate 6-8 cm imagery. Not a config key yet
+# (poppyscan/config.py is owned elsewhere): set by scripts/train_default.sh for stage 3; default 0 keeps
+# earlier runs reproducible. Recorded in the bundle's training summary and checked on --resume.
+COARSE_AUG_ENV = "POPPYSCAN_COARSE_AUG"
+
+
+def coarse_aug_share() -> float:
+    """The coarse-GSD augmentation share from ``$POPPYSCAN_COARSE_AUG`` (0 when unset)."""
+    raw = os.environ.get(COARSE_AUG_ENV, "").strip()
+    try:
+        value = float(raw) if raw else 0.0
+    except ValueError:
+        raise ConfigError(f"${COARSE_AUG_ENV} must be a number in [0, 1], got {raw!r}") from None
+    if not 0 <= value <= 1:
+        raise ConfigError(f"${COARSE_AUG_ENV} must be in [0, 1], got {value}")
+    return value
 
 
 @dataclass
@@ -70,13 +86,13 @@ def split_scenes(scenes: list[Scene], val_fraction: float, seed: int) -> tuple[l
 
 
 def _batch(
-    sampler: TileSampler, rng: np.random.Generator, n: int, aug: bool
+    sampler: TileSampler, rng: np.random.Generator, n: int, aug: bool, coarse_p: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = [], []
     for _ in range(n):
         rgb, label, _ = sampler.sample(rng, jitter=aug)
         if aug:
-            rgb, label = augment(rgb, label, rng)
+            rgb, label = augment(rgb, label, rng, coarse_p=coarse_p)
         xs.append(rgb)
         ys.append(label)
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
@@ -312,11 +328,12 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, max(1, total // 30)))
     start_epoch, history, best = 0, [], None
     cfg_dict = dataclasses.asdict(cfg)
+    coarse_p = coarse_aug_share()
     if resume:
         ck = torch.load(last_ckpt, map_location="cpu", weights_only=False)
-        for key in ("arch", "gsd_m", "tile_size", "seed", "steps_per_epoch", "batch_size"):
-            old = ck["config"].get(key)
-            now = arch if key == "arch" else gsd if key == "gsd_m" else cfg_dict[key]
+        for key in ("arch", "gsd_m", "tile_size", "seed", "steps_per_epoch", "batch_size", "coarse_aug"):
+            old = ck["config"].get(key, 0.0 if key == "coarse_aug" else None)
+            now = {"arch": arch, "gsd_m": gsd, "coarse_aug": coarse_p}.get(key, cfg_dict.get(key))
             if old != now:
                 raise ConfigError(
                     f"config 'train.{key}' is {now!r} but the checkpoint was trained with {old!r}; "
@@ -342,7 +359,7 @@ def train(
         t0, run_loss, n_loss, t_data = time.time(), 0.0, 0, 0.0
         for step in range(cfg.steps_per_epoch):
             td = time.time()
-            x, y = _batch(sampler, rng, cfg.batch_size, aug=True)
+            x, y = _batch(sampler, rng, cfg.batch_size, aug=True, coarse_p=coarse_p)
             t_data += time.time() - td
             loss = seg_loss(model(_normalise(x, mean, std)), y, meta0.poppy_class)
             opt.zero_grad(set_to_none=True)
@@ -392,7 +409,7 @@ def train(
                 "epoch": epoch,
                 "history": history,
                 "best": best,
-                "config": {**cfg_dict, "arch": arch, "gsd_m": gsd},
+                "config": {**cfg_dict, "arch": arch, "gsd_m": gsd, "coarse_aug": coarse_p},
             },
             last_ckpt,
         )
@@ -413,7 +430,7 @@ def train(
         "epochs": len(history),
         "best_epoch": best["epoch"] if best else len(history),
         "init": str(init) if init else None,
-        "config": {**cfg_dict, "arch": arch, "gsd_m": gsd},
+        "config": {**cfg_dict, "arch": arch, "gsd_m": gsd, "coarse_aug": coarse_p},
         "train_seconds_this_session": round(time.time() - t_start, 1),
     }
     metrics = {}

@@ -303,14 +303,37 @@ def polygon_pixel_centres(scene: Scene, geoms: list) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64)
 
 
-def augment(rgb: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Flips/rot90, brightness/contrast/saturation/hue/gamma jitter, blur, noise, JPEG artefacts."""
+def coarsen(rgb: np.ndarray, factor: float) -> np.ndarray:
+    """Imitate imagery ``factor`` times coarser, resampled back to this GSD (as ``detect`` upsamples
+    a 6-8 cm mosaic to the model's 4 cm): area-downsample, then bilinear upsample to the same shape."""
+    h, w = rgb.shape[:2]
+    size = (max(1, round(w / factor)), max(1, round(h / factor)))
+    small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def augment(
+    rgb: np.ndarray,
+    label: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    coarse_p: float = 0.0,
+    coarse_max: float = 2.2,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flips/rot90, brightness/contrast/saturation/hue/gamma jitter, blur, noise, JPEG artefacts.
+
+    With ``coarse_p`` > 0, that share of tiles is first :func:`coarsened <coarsen>` by a factor drawn
+    from U(1.25, ``coarse_max``): the fine-GSD scenes then also teach what coarse imagery looks like,
+    with exact labels. ``coarse_p=0`` (the default) draws exactly the random numbers it always did.
+    """
     k = int(rng.integers(4))
     rgb, label = np.rot90(rgb, k), np.rot90(label, k)
     if rng.random() < 0.5:
         rgb, label = rgb[:, ::-1], label[:, ::-1]
     rgb = np.ascontiguousarray(rgb)
     label = np.ascontiguousarray(label)
+    if coarse_p > 0 and rng.random() < coarse_p:
+        rgb = coarsen(rgb, float(rng.uniform(1.25, max(1.25, coarse_max))))
     x = rgb.astype(np.float32)
     # brightness / contrast / gamma
     x = x * rng.uniform(0.7, 1.3)

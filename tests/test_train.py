@@ -10,7 +10,7 @@ from model_scenes import make_scene
 
 from poppyscan.cli import main
 from poppyscan.config import TrainConfig
-from poppyscan.errors import InputError, OutputExistsError
+from poppyscan.errors import ConfigError, InputError, OutputExistsError
 from poppyscan.model import load_bundle
 from poppyscan.train import split_scenes, train
 from poppyscan.traindata import IGNORE, TileSampler, augment, find_scenes, open_scene, read_tile
@@ -162,3 +162,27 @@ def test_cli_bad_options_give_one_line_errors(scenes, tmp_path, capsys, extra, m
     code = main(["train", str(scenes), "--out", str(tmp_path / "run"), *extra])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("poppyscan: error:") and msg in err and "\n" not in err
+
+
+def test_coarse_augmentation_blurs_and_keeps_labels(scenes, monkeypatch):
+    from poppyscan.train import COARSE_AUG_ENV, coarse_aug_share
+    from poppyscan.traindata import coarsen
+
+    sc = [open_scene(scenes / f"s{i}" / "mosaic.tif", scenes / f"s{i}" / "truth.gpkg") for i in range(3)]
+    rgb, label, _ = TileSampler(sc, 48, 0.04, positive_fraction=1.0).sample(np.random.default_rng(0))
+    soft = coarsen(rgb, 2.0)
+    assert soft.shape == rgb.shape and soft.dtype == np.uint8
+    assert np.abs(np.diff(soft.astype(int), axis=1)).mean() < np.abs(np.diff(rgb.astype(int), axis=1)).mean()
+    rgb2, label2 = augment(rgb, label, np.random.default_rng(1), coarse_p=1.0)
+    assert rgb2.shape == rgb.shape and (label2 == 1).sum() == (label == 1).sum()
+    # coarse_p=0 (the default) draws the same random numbers as before the option existed
+    a = augment(rgb, label, np.random.default_rng(2))[0]
+    b = augment(rgb, label, np.random.default_rng(2), coarse_p=0.0)[0]
+    assert np.array_equal(a, b)
+    monkeypatch.delenv(COARSE_AUG_ENV, raising=False)
+    assert coarse_aug_share() == 0.0
+    monkeypatch.setenv(COARSE_AUG_ENV, "0.3")
+    assert coarse_aug_share() == 0.3
+    monkeypatch.setenv(COARSE_AUG_ENV, "2")
+    with pytest.raises(ConfigError, match="POPPYSCAN_COARSE_AUG"):
+        coarse_aug_share()
