@@ -20,6 +20,12 @@ unioned; their statistics are combined exactly. Then holes smaller than ``max_ho
 the outline is simplified at ~1 px (0.75 px Douglas-Peucker) and pieces smaller than ``min_area_px``
 are dropped.
 :func:`to_crs` maps the result through the grid's geotransform.
+
+A vectoriser may cover only a band of rows ``[start, stop)`` (a unit of work of a large mosaic, see
+:mod:`~poppyscan.bands`): it is fed rows ``[start - halo, stop + halo)`` and keeps the pieces and seam
+labels unmerged (:meth:`Vectorizer.partial`). :func:`merge_parts` joins the parts of all bands in order
+with the same seam pairing; with band edges on multiples of ``window_rows`` the windows, pieces and
+therefore the polygons are exactly those of one vectoriser over the whole grid.
 """
 
 from __future__ import annotations
@@ -59,6 +65,67 @@ class _Piece:
     pmax: int
 
 
+Seam = tuple[np.ndarray, np.ndarray] | None
+"""Labels on a window's first or last row: ``(columns, labels)`` of its labelled pixels, or ``None``
+on the grid's border (nothing to pair with)."""
+
+
+@dataclass
+class VectorParts:
+    """Unmerged output of a vectoriser: pieces with their ``(window, label)`` keys and each window's
+    ``(top, bottom)`` seams, windows numbered from 0 in row order. Picklable (Dask) and
+    serialisable with :meth:`to_arrays` / :meth:`from_arrays` (resume journal)."""
+
+    pieces: list[_Piece]
+    keys: list[tuple[int, int]]
+    seams: list[tuple[Seam, Seam]]
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Plain numpy arrays (for ``np.savez``; no pickle), exact float64 coordinates as WKB."""
+        wkb = shapely.to_wkb([p.geom for p in self.pieces]) if self.pieces else np.array([], object)
+        lens = np.array([len(b) for b in wkb], np.int64)
+        out = {
+            "wkb": np.frombuffer(b"".join(wkb), np.uint8), "wkb_len": lens,
+            "count": np.array([p.count for p in self.pieces], np.int64),
+            "psum": np.array([p.psum for p in self.pieces], np.float64),
+            "pmax": np.array([p.pmax for p in self.pieces], np.int64),
+            "keys": np.array(self.keys, np.int64).reshape(-1, 2),
+        }
+        for side, name in ((0, "top"), (1, "bottom")):
+            present = np.array([s[side] is not None for s in self.seams], bool)
+            cols = [s[side][0] for s in self.seams if s[side] is not None]
+            labs = [s[side][1] for s in self.seams if s[side] is not None]
+            out[f"{name}_present"] = present
+            out[f"{name}_len"] = np.array([len(c) for c in cols], np.int64)
+            out[f"{name}_cols"] = np.concatenate(cols).astype(np.int32) if cols else np.zeros(0, np.int32)
+            out[f"{name}_labels"] = np.concatenate(labs).astype(np.int32) if labs else np.zeros(0, np.int32)
+        return out
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, np.ndarray]) -> VectorParts:
+        ends = np.cumsum(a["wkb_len"])
+        buf = a["wkb"].tobytes()
+        geoms = shapely.from_wkb([buf[e - n:e] for e, n in zip(ends.tolist(), a["wkb_len"].tolist(),
+                                                                strict=True)]) if len(ends) else []
+        pieces = [_Piece(g, int(c), float(s), int(m))
+                  for g, c, s, m in zip(geoms, a["count"], a["psum"], a["pmax"], strict=True)]
+        sides = []
+        for name in ("top", "bottom"):
+            splits = np.cumsum(a[f"{name}_len"])[:-1]
+            cols = iter(np.split(a[f"{name}_cols"], splits)) if len(a[f"{name}_len"]) else iter(())
+            labs = iter(np.split(a[f"{name}_labels"], splits)) if len(a[f"{name}_len"]) else iter(())
+            sides.append([(next(cols), next(labs)) if p else None for p in a[f"{name}_present"].tolist()])
+        keys = [(int(w), int(k)) for w, k in a["keys"]]
+        return cls(pieces, keys, list(zip(sides[0], sides[1], strict=True)))
+
+
+def _sparse(labels: np.ndarray | None) -> Seam:
+    if labels is None:
+        return None
+    cols = np.flatnonzero(labels).astype(np.int32)
+    return cols, labels[cols].astype(np.int32)
+
+
 class Vectorizer:
     """Streamed polygonisation of a ``height`` x ``width`` percent raster (see the module docstring).
 
@@ -74,13 +141,21 @@ class Vectorizer:
         Opening/closing radius (0 = none).
     min_area_px, max_hole_px
         Drop smaller polygons / fill smaller holes (pixel units).
+    start, stop
+        Polygonise only rows ``[start, stop)`` (a band; default the whole grid). Rows are then pushed
+        from ``start - halo`` (clipped at 0) and rows past ``stop + halo`` are ignored.
     """
 
     def __init__(self, height: int, width: int, *, window_rows: int, threshold_pct: int = 50,
-                 morph_radius_px: int = 1, min_area_px: float = 0.0, max_hole_px: float = 0.0) -> None:
+                 morph_radius_px: int = 1, min_area_px: float = 0.0, max_hole_px: float = 0.0,
+                 start: int = 0, stop: int | None = None) -> None:
         if not 1 <= threshold_pct <= 100:
             raise ValueError(f"'threshold_pct' must be in [1, 100], got {threshold_pct}")
+        stop = height if stop is None else stop
+        if not 0 <= start < stop <= height:
+            raise ValueError(f"band rows [{start}, {stop}) must lie inside the grid's {height} rows")
         self.height, self.width = height, width
+        self.start, self.stop = start, stop
         self.window_rows = window_rows
         self.threshold_pct = threshold_pct
         self.radius = morph_radius_px
@@ -90,9 +165,10 @@ class Vectorizer:
                         if self.radius else None)
         self._u8 = np.empty((window_rows + 2 * self.halo, width), np.uint8)
         self._mask = np.empty_like(self._u8)
-        self._buf_top = 0  # grid row of buffer row 0
+        self._buf_top = max(0, start - self.halo)  # grid row of buffer row 0
+        self._limit = min(height, stop + self.halo)  # rows from here on are not needed
         self._fill = 0  # buffer rows in use
-        self._next = 0  # first row of the next window
+        self._next = start  # first row of the next window
         self._pieces: list[_Piece] = []
         self._index: dict[tuple[int, int], int] = {}  # (window, label) -> piece
         self._seams: list[tuple[np.ndarray | None, np.ndarray | None]] = []  # (top, bottom) labels per window
@@ -100,9 +176,12 @@ class Vectorizer:
     # -- streaming --------------------------------------------------------------------------------
     def push(self, row: int, u8: np.ndarray) -> None:
         """Add percent rows ``[row, row + len(u8))`` (must follow the previous ones)."""
+        if row >= self._limit:
+            return
         if row != self._buf_top + self._fill:
             expected = self._buf_top + self._fill
             raise ValueError(f"rows must arrive in order: expected row {expected}, got {row}")
+        u8 = u8[:max(0, self._limit - row)]
         i = 0
         while i < len(u8):
             k = min(len(self._u8) - self._fill, len(u8) - i)
@@ -112,8 +191,8 @@ class Vectorizer:
             self._drain(final=False)
 
     def _drain(self, final: bool) -> None:
-        while self._next < self.height:
-            end = min(self._next + self.window_rows, self.height)
+        while self._next < self.stop:
+            end = min(self._next + self.window_rows, self.stop)
             have = self._buf_top + self._fill
             if have < min(end + self.halo, self.height) and not final:
                 return
@@ -166,7 +245,7 @@ class Vectorizer:
                     row = labels[-1]
                     bottom[c0:c1] = np.where(row > 0, row + (next_label - 1), 0)
                 next_label += n - 1
-        self._seams.append((top, bottom))
+        self._seams.append((_sparse(top), _sparse(bottom)))
 
     def _pieces_of_box(self, w: int, labels: np.ndarray, stats: np.ndarray, offset: int, vals: np.ndarray, *,
                        col: int, row: int, start: int, first: bool, last: bool, rows: int) -> None:
@@ -191,48 +270,70 @@ class Vectorizer:
             self._pieces.append(_Piece(geom, int(area[k]), float(v.sum(dtype=np.int64)), int(v.max())))
 
     # -- finishing --------------------------------------------------------------------------------
+    def partial(self) -> VectorParts:
+        """Process the last rows and return the pieces and seams unmerged (see :func:`merge_parts`)."""
+        self._drain(final=True)
+        keys = [None] * len(self._pieces)
+        for key, i in self._index.items():
+            keys[i] = key
+        return VectorParts(self._pieces, keys, self._seams)
+
     def finish(self) -> PixelPolygons:
         """Process the last rows, merge across seams, fill holes, simplify, drop small ones."""
-        self._drain(final=True)
-        parent = list(range(len(self._pieces)))
+        return merge_parts([self.partial()], min_area_px=self.min_area_px, max_hole_px=self.max_hole_px)
 
-        def find(i: int) -> int:
-            while parent[i] != i:
-                parent[i] = parent[parent[i]]
-                i = parent[i]
-            return i
 
-        for w in range(len(self._seams) - 1):
-            bottom, top = self._seams[w][1], self._seams[w + 1][0]
-            if bottom is None or top is None:
-                continue
-            both = (bottom > 0) & (top > 0)
-            if not both.any():
-                continue
-            for lb, lt in np.unique(np.stack([bottom[both], top[both]], axis=1), axis=0):
-                i, j = self._index[(w, int(lb))], self._index[(w + 1, int(lt))]
-                parent[find(i)] = find(j)
+def merge_parts(parts: list[VectorParts], *, min_area_px: float, max_hole_px: float) -> PixelPolygons:
+    """Join the parts of consecutive bands (in row order): union pieces that touch across every seam,
+    fill holes, simplify and drop small polygons."""
+    pieces: list[_Piece] = []
+    index: dict[tuple[int, int], int] = {}
+    seams: list[tuple[Seam, Seam]] = []
+    for part in parts:
+        w0 = len(seams)
+        for (w, label), piece in zip(part.keys, part.pieces, strict=True):
+            index[(w0 + w, label)] = len(pieces)
+            pieces.append(piece)
+        seams.extend(part.seams)
+    parent = list(range(len(pieces)))
 
-        groups: dict[int, list[int]] = {}
-        for i in range(len(self._pieces)):
-            groups.setdefault(find(i), []).append(i)
-        out_geoms, count, psum, pmax = [], [], [], []
-        for members in groups.values():
-            pieces = [self._pieces[i] for i in members]
-            geom = pieces[0].geom if len(pieces) == 1 else shapely.union_all([p.geom for p in pieces])
-            n = sum(p.count for p in pieces)
-            if n < self.min_area_px:
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for w in range(len(seams) - 1):
+        bottom, top = seams[w][1], seams[w + 1][0]
+        if bottom is None or top is None:
+            continue
+        _, ib, it = np.intersect1d(bottom[0], top[0], assume_unique=True, return_indices=True)
+        if not len(ib):
+            continue
+        for lb, lt in np.unique(np.stack([bottom[1][ib], top[1][it]], axis=1), axis=0):
+            i, j = index[(w, int(lb))], index[(w + 1, int(lt))]
+            parent[find(i)] = find(j)
+
+    groups: dict[int, list[int]] = {}
+    for i in range(len(pieces)):
+        groups.setdefault(find(i), []).append(i)
+    out_geoms, count, psum, pmax = [], [], [], []
+    for members in groups.values():
+        group = [pieces[i] for i in members]
+        geom = group[0].geom if len(group) == 1 else shapely.union_all([p.geom for p in group])
+        n = sum(p.count for p in group)
+        if n < min_area_px:
+            continue
+        for part in getattr(geom, "geoms", [geom]):
+            part = polish(part, max_hole_px)
+            if part.is_empty or part.area < min_area_px:
                 continue
-            for part in getattr(geom, "geoms", [geom]):
-                part = polish(part, self.max_hole_px)
-                if part.is_empty or part.area < self.min_area_px:
-                    continue
-                out_geoms.append(part)
-                count.append(n)
-                psum.append(sum(p.psum for p in pieces))
-                pmax.append(max(p.pmax for p in pieces))
-        return PixelPolygons(out_geoms, np.array(count, np.int64), np.array(psum, np.float64),
-                             np.array(pmax, np.int64))
+            out_geoms.append(part)
+            count.append(n)
+            psum.append(sum(p.psum for p in group))
+            pmax.append(max(p.pmax for p in group))
+    return PixelPolygons(out_geoms, np.array(count, np.int64), np.array(psum, np.float64),
+                         np.array(pmax, np.int64))
 
 
 def _polygon(rings: list) -> Polygon:

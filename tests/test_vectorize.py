@@ -139,3 +139,45 @@ def test_boxes_and_windows_match_a_whole_raster_reference(seed):
     expected = sorted(int(a) for a in stats[1:, cv2.CC_STAT_AREA] if a >= 5)
     got = run(u8, window_rows=256, radius=1, min_area=5, chunk=61)
     assert sorted(got.count.tolist()) == expected
+
+
+def band_parts(u8: np.ndarray, bounds: list[int], *, window_rows=256, radius=1, chunk=41, **kw):
+    """Vectorise ``u8`` as independent bands ``[bounds[i], bounds[i+1])``, each fed its halo rows."""
+    from poppyscan.vectorize import VectorParts
+
+    h, w = u8.shape
+    parts = []
+    for r0, r1 in zip(bounds[:-1], bounds[1:], strict=True):
+        vec = Vectorizer(h, w, window_rows=window_rows, threshold_pct=50, morph_radius_px=radius,
+                         start=r0, stop=r1, **kw)
+        lo = max(0, r0 - vec.halo)
+        for r in range(lo, h, chunk):  # rows past the band's halo are ignored by the vectoriser
+            vec.push(r, u8[r:r + chunk])
+        arrays = vec.partial().to_arrays()  # through the journal's serialisation
+        parts.append(VectorParts.from_arrays({k: v.copy() for k, v in arrays.items()}))
+    return parts
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_bands_merged_equal_one_vectoriser_exactly(seed):
+    from poppyscan.vectorize import merge_parts
+
+    rng = np.random.default_rng(seed)
+    noise = cv2.GaussianBlur(rng.random((1100, 240)).astype(np.float32), (0, 0), 7)
+    u8 = (np.clip((noise - noise.mean()) / noise.std() * 30 + 40, 0, 100)).astype(np.uint8)
+    u8[500:530, :] = 90  # a plot across the band seam at row 512
+    u8[:, :10] = NODATA
+    whole = run(u8, window_rows=256, radius=1, min_area=6, max_hole=3, chunk=600)
+    merged = merge_parts(band_parts(u8, [0, 512, 768, 1100], min_area_px=6, max_hole_px=3),
+                         min_area_px=6, max_hole_px=3)
+    assert len(merged) == len(whole) > 3
+    assert merged.count.tolist() == whole.count.tolist()
+    assert merged.prob_sum.tolist() == whole.prob_sum.tolist()
+    assert merged.prob_max.tolist() == whole.prob_max.tolist()
+    for a, b in zip(merged.geoms, whole.geoms, strict=True):
+        assert a.equals_exact(b, 0)
+
+
+def test_band_outside_the_grid_is_refused():
+    with pytest.raises(ValueError, match="inside the grid"):
+        Vectorizer(100, 10, window_rows=256, start=50, stop=120)
