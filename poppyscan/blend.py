@@ -47,9 +47,13 @@ class Blender:
         Tile overlap in pixels (for the cosine taper of the weights).
     sink
         Receives finished rows, see :data:`RowSink`.
+    top
+        First row to emit: the row of the first tile (a band of a larger grid); rows above it are
+        never emitted.
     """
 
-    def __init__(self, height: int, width: int, *, tile_size: int, overlap: int, sink: RowSink) -> None:
+    def __init__(self, height: int, width: int, *, tile_size: int, overlap: int, sink: RowSink,
+                 top: int = 0) -> None:
         self.height, self.width = height, width
         self.band = min(tile_size, height)
         self.overlap = overlap
@@ -60,7 +64,7 @@ class Blender:
         self._all_valid = np.ones((self.band, width), bool)
         self._all_valid.setflags(write=False)
         self._prob = np.empty((self.band, width), np.float32)
-        self.top = 0  # model-grid row of accumulator row 0; rows above it have been emitted
+        self.top = top  # model-grid row of accumulator row 0; rows above it have been emitted
 
     def add(self, tile: Tile, prob: np.ndarray, valid: np.ndarray | None = None) -> None:
         """Accumulate one tile. ``prob``/``valid`` may be padded beyond the tile's size (cropped here);
@@ -143,8 +147,54 @@ class ProbabilityWriter:
 
     def to_cog(self, path: Path) -> Path:
         self.close()
-        rasterio.shutil.copy(self.tmp_path, path, driver="COG", compress="ZSTD", level=1, predictor="YES",
-                             blocksize=512, overview_resampling="NEAREST",
-                             num_threads="ALL_CPUS", bigtiff="IF_SAFER")
+        _copy_cog(self.tmp_path, path)
         self.tmp_path.unlink(missing_ok=True)
         return path
+
+
+def _copy_cog(src: Path, path: Path) -> None:
+    rasterio.shutil.copy(src, path, driver="COG", compress="ZSTD", level=1, predictor="YES",
+                         blocksize=512, overview_resampling="NEAREST",
+                         num_threads="ALL_CPUS", bigtiff="IF_SAFER")
+
+
+def assemble_cog(parts: list[tuple[Path, int]], path: Path, *, width: int, height: int, crs,  # noqa: ANN001
+                 transform: Affine) -> Path:
+    """Write the COG ``path`` from row-band GeoTIFFs ``(file, first row)`` that tile the grid, through a
+    VRT (no extra raster pass), then delete the parts."""
+    if len(parts) == 1:
+        _copy_cog(parts[0][0], path)
+    else:
+        vrt = path.with_name(f".{path.name}.vrt")
+        vrt.write_text(_vrt_xml(parts, width=width, height=height, crs=crs, transform=transform),
+                       encoding="utf-8")
+        try:
+            _copy_cog(vrt, path)
+        finally:
+            vrt.unlink(missing_ok=True)
+    for part, _ in parts:
+        part.unlink(missing_ok=True)
+    return path
+
+
+def _vrt_xml(parts: list[tuple[Path, int]], *, width: int, height: int, crs, transform: Affine) -> str:  # noqa: ANN001
+    from xml.sax.saxutils import escape
+
+    sources = []
+    for part, row in parts:
+        with rasterio.open(part) as ds:
+            h, w = ds.height, ds.width
+        if w != width or not 0 <= row < row + h <= height:
+            raise ValueError(f"band raster {part.name} ({w}x{h} at row {row}) does not fit the "
+                             f"{width}x{height} grid")
+        sources.append(
+            f'<SimpleSource><SourceFilename relativeToVRT="1">{escape(part.name)}</SourceFilename>'
+            f'<SourceBand>1</SourceBand>'
+            f'<SourceProperties RasterXSize="{w}" RasterYSize="{h}" DataType="Byte" BlockXSize="512" '
+            f'BlockYSize="512"/><SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>'
+            f'<DstRect xOff="0" yOff="{row}" xSize="{w}" ySize="{h}"/></SimpleSource>')
+    gt = ", ".join(repr(float(v)) for v in transform.to_gdal())
+    srs = f"<SRS>{escape(crs.to_wkt())}</SRS>" if crs else ""
+    return (f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">{srs}<GeoTransform>{gt}</GeoTransform>'
+            f'<VRTRasterBand dataType="Byte" band="1"><NoDataValue>{NODATA}</NoDataValue>'
+            f'<ColorInterp>Gray</ColorInterp>{"".join(sources)}</VRTRasterBand></VRTDataset>\n')

@@ -40,6 +40,7 @@ class DetectConfig:
     threads: int = 0
     streams: int = 0
     window_rows: int = 1024
+    band_rows: int = 16384
     min_area_m2: float = 1.0
     max_hole_m2: float = 1.0
     morph_radius_px: int = 1
@@ -65,6 +66,8 @@ class DetectConfig:
         _check(0 <= self.threads <= 256, "detect.threads", f"must be in [0, 256] (0 = all cores), got {self.threads}")
         _check(0 <= self.streams <= 64, "detect.streams", f"must be in [0, 64] (0 = auto), got {self.streams}")
         _check(256 <= self.window_rows <= 65536, "detect.window_rows", f"must be in [256, 65536], got {self.window_rows}")
+        _check(self.band_rows == 0 or self.window_rows <= self.band_rows <= 2**20, "detect.band_rows",
+               f"must be 0 (whole mosaics) or in [window_rows ({self.window_rows}), 1048576], got {self.band_rows}")
         _check(0 <= self.min_area_m2 <= 10000, "detect.min_area_m2", f"must be in [0, 10000], got {self.min_area_m2}")
         _check(0 <= self.max_hole_m2 <= 10000, "detect.max_hole_m2", f"must be in [0, 10000], got {self.max_hole_m2}")
         _check(0 <= self.morph_radius_px <= 10, "detect.morph_radius_px", f"must be in [0, 10], got {self.morph_radius_px}")

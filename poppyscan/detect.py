@@ -15,7 +15,6 @@ when complete; an existing non-empty ``out_dir`` is refused unless
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as _dt
 import importlib
@@ -38,16 +37,15 @@ import pandas as pd
 import rasterio
 
 from . import __version__
-from .blend import Blender, ProbabilityWriter, to_percent
+from .bands import mosaic_bands
 from .config import Config, load_config
 from .distributed import run_mosaics
 from .errors import InputError, OutputExistsError
-from .infer import Worker, iter_batches, plan_streams, run_inference
+from .infer import plan_streams
 from .mosaic import Mosaic, check_gsd, open_mosaic
 from .plots import merge_overlapping, plot_table
 from .resume import WorkArea, fingerprint
-from .tiles import overlap_px, tile_grid
-from .vectorize import Vectorizer, to_crs
+from .tiles import overlap_px
 
 log = logging.getLogger(__name__)
 
@@ -195,72 +193,6 @@ class _Progress:
             self.bar.close()
 
 
-def _run_mosaic(mosaic: Mosaic, model: _Model, *, tmp: Path, prob_name: str, config: Config,
-                tile_size: int, overlap: int, threshold: float, progress: _Progress) -> dict[str, Any]:
-    """Detect in one mosaic: write ``tmp/prob_name`` and return its polygons and figures."""
-    cfg = config.detect
-    t_start = time.perf_counter()
-    grid = mosaic.grid(model.meta.gsd_m)
-    tiles = tile_grid(grid.height, grid.width, tile_size=tile_size, overlap=overlap)
-    ha = grid.width * grid.height * grid.gsd_m**2 / 1e4
-    log.info("reading %s: %dx%d px, %s, %.3f m/px, mask %s -> model grid %dx%d at %.3f m/px, %d tiles",
-             mosaic.path, mosaic.width, mosaic.height, mosaic.describe()["crs"], mosaic.gsd_m,
-             mosaic.mask_kind,
-             grid.width, grid.height, grid.gsd_m, len(tiles))
-    writer = ProbabilityWriter(tmp / f".{prob_name}.part.tif", width=grid.width, height=grid.height,
-                               crs=mosaic.crs, transform=grid.transform)
-    px_area = grid.gsd_m**2
-    vec = Vectorizer(grid.height, grid.width, window_rows=cfg.window_rows,
-                     threshold_pct=min(max(round(100 * threshold), 1), 100),
-                     morph_radius_px=cfg.morph_radius_px,
-                     min_area_px=cfg.min_area_m2 / px_area, max_hole_px=cfg.max_hole_m2 / px_area)
-
-    u8_buf = np.empty((min(tile_size, grid.height), grid.width), np.uint8)
-
-    def sink(row: int, prob: np.ndarray, valid: np.ndarray) -> None:
-        u8 = to_percent(prob, valid, out=u8_buf[:len(prob)])
-        writer.write(row, u8)
-        vec.push(row, u8)
-
-    blender = Blender(grid.height, grid.width, tile_size=tile_size, overlap=overlap, sink=sink)
-
-    def handle(item: tuple[Any, np.ndarray]) -> None:
-        batch, prob = item
-        for i, tile in enumerate(batch.tiles):
-            blender.add(tile, prob[i], batch.valid[i])
-
-    worker = Worker(handle)
-    batches = iter_batches(mosaic, grid, tiles, tile_size=tile_size, batch_size=model.batch_size)
-    try:
-        stats = run_inference(batches, model.predict, tta=cfg.tta, consume=lambda b, p: worker.put((b, p)),
-                              progress=lambda n, _: progress.update(n, ha * n / len(tiles)),
-                              streams=model.streams)
-        worker.close()
-        blender.finish()
-    except BaseException:
-        with contextlib.suppress(BaseException):  # the first error is the one to report
-            worker.close()
-        writer.close()
-        raise
-    t_infer = time.perf_counter()
-    polys = vec.finish()
-    t_vec = time.perf_counter()
-    writer.to_cog(tmp / prob_name)
-    t_cog = time.perf_counter()
-    geoms = to_crs(polys.geoms, grid.transform)
-    count = np.maximum(polys.count, 1)
-    gdf = gpd.GeoDataFrame({"prob_mean": polys.prob_sum / count / 100.0, "prob_max": polys.prob_max / 100.0,
-                            "mosaic": mosaic.path.name}, geometry=gpd.GeoSeries(geoms, crs=mosaic.crs))
-    log.info("%s: %d tiles (%d without valid pixels skipped), %d detections; wrote %s",
-             mosaic.path.name, stats.tiles, stats.skipped, len(gdf), prob_name)
-    return {
-        "gdf": gdf, "grid": grid, "tiles": stats.tiles, "skipped": stats.skipped, "ha": ha,
-        "timings": {"infer_s": t_infer - t_start, "forward_s": stats.forward_s,
-                    "reader_wait_s": stats.read_wait_s, "writer_busy_s": worker.busy_s,
-                    "vectorize_finish_s": t_vec - t_infer, "cog_s": t_cog - t_vec},
-    }
-
-
 def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config | None = None,
            model: Any = None, device: str | None = None, overwrite: bool = False,
            progress: bool = True, resume: bool = False) -> RunSummary:
@@ -331,8 +263,8 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
             results, prob_names = [], []
             total_tiles = 0
             for m in opened:
-                g = m.grid(meta.gsd_m)
-                total_tiles += len(tile_grid(g.height, g.width, tile_size=tile_size, overlap=overlap))
+                total_tiles += sum(len(b.tiles) for b in mosaic_bands(m, config, gsd_m=float(meta.gsd_m),
+                                                                        tile_size=tile_size, overlap=overlap))
             bar = _Progress(total_tiles, progress)
             try:
                 results, prob_names = run_mosaics(opened, resolved, work, model_ref=model, config=config,

@@ -1,17 +1,21 @@
-"""Run detect's per-mosaic work locally or as tasks on a Dask distributed cluster, journaling each one.
+"""Run detect's per-mosaic work locally or as tasks on a Dask distributed cluster, journaling it.
 
-:func:`run_mosaics` is the loop over mosaics inside :func:`poppyscan.detect.detect`. Each mosaic is
-one unit of work: read, infer, blend, write its probability COG into the run's work area and
-polygonise (``detect._run_mosaic``), then journal it (:class:`~poppyscan.resume.WorkArea.record`), so
-finished mosaics survive a crash and ``--resume`` skips them.
+:func:`run_mosaics` is the loop over mosaics inside :func:`poppyscan.detect.detect`. A mosaic is cut
+into row bands (:mod:`~poppyscan.bands`; one band unless it is taller than ``detect.band_rows``). Each
+band is a unit of work: read, infer, blend, write its probability rows into the run's work area and
+polygonise; a mosaic of several bands journals each finished band
+(:meth:`~poppyscan.resume.WorkArea.record_band`). When all its bands are done the mosaic is finished:
+pieces merged across band seams, probability COG written, mosaic journaled
+(:meth:`~poppyscan.resume.WorkArea.record`) and its band journal dropped. ``--resume`` skips journaled
+mosaics and bands.
 
-With a scheduler address (``--scheduler tcp://host:8786`` or config ``detect.scheduler``) the
-unfinished mosaics are submitted as tasks to an existing ``dask.distributed`` cluster; each worker
-opens the mosaic and the model itself (cached per worker process) and writes into the work area, so
-**the mosaics, the model bundle and the run directory's parent must be at the same paths on every
-worker** (a shared filesystem). The task runs the same code as a local run, so the results are the
-same; the client merges the detections in mosaic order exactly as a local run does. Tasks are
-whole mosaics: a single large mosaic is one task (its row bands are not split across workers).
+With a scheduler address (``--scheduler tcp://host:8786`` or config ``detect.scheduler``) every
+unfinished band of every unfinished mosaic is a task on an existing ``dask.distributed`` cluster, and
+each mosaic's finishing step is a task that depends on its bands; each worker opens the mosaic and the
+model itself (cached per worker process) and writes into the work area, so **the mosaics, the model
+bundle and the run directory's parent must be at the same paths on every worker** (a shared
+filesystem). Tasks run the same code as a local run, so the results are identical; the client merges
+the detections in mosaic order exactly as a local run does.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 
 import rasterio
 
+from .bands import Band, BandResult, finish_mosaic, mosaic_bands, run_band
 from .errors import DependencyError, InputError
 from .mosaic import Mosaic
 from .resume import WorkArea
@@ -42,8 +47,8 @@ def prob_name(index: int) -> str:
 def run_mosaics(opened: Sequence[Mosaic], resolved: Any, work: WorkArea, *, model_ref: Any, config: Any,
                 device: str, tile_size: int, overlap: int, threshold: float,
                 progress: Any) -> tuple[list[dict[str, Any]], list[str]]:
-    """Results (``detect._run_mosaic`` dicts) and probability file names of all ``opened`` mosaics."""
-    from .detect import _gdal_cache_mb, _run_mosaic
+    """Results (:func:`~poppyscan.bands.finish_mosaic` dicts) and probability file names of all mosaics."""
+    from .detect import _gdal_cache_mb
 
     gsd = float(resolved.meta.gsd_m)
     done = work.finished()
@@ -62,11 +67,43 @@ def run_mosaics(opened: Sequence[Mosaic], resolved: Any, work: WorkArea, *, mode
     elif todo:
         with rasterio.Env(GDAL_CACHEMAX=_gdal_cache_mb(list(opened), tile_size, gsd)):
             for i in todo:
-                results[i] = _run_mosaic(opened[i], resolved, tmp=work.path, prob_name=prob_name(i),
-                                         config=config, tile_size=tile_size, overlap=overlap,
-                                         threshold=threshold, progress=progress)
-                work.record(i, prob_name(i), results[i])
+                results[i] = _detect_mosaic(i, opened[i], resolved, work, config=config, tile_size=tile_size,
+                                            overlap=overlap, threshold=threshold, progress=progress)
     return [results[i] for i in range(len(opened))], [prob_name(i) for i in range(len(opened))]
+
+
+def _detect_mosaic(index: int, mosaic: Mosaic, model: Any, work: WorkArea, *, config: Any, tile_size: int,
+                   overlap: int, threshold: float, progress: Any) -> dict[str, Any]:
+    """One mosaic in this process, band by band (journaled ones reused), then finished and journaled."""
+    gsd = float(model.meta.gsd_m)
+    grid = mosaic.grid(gsd)
+    bands = mosaic_bands(mosaic, config, gsd_m=gsd, tile_size=tile_size, overlap=overlap)
+    planned = sum(len(b.tiles) for b in bands)
+    ha_per_tile = grid.width * grid.height * gsd**2 / 1e4 / planned
+    log.info("reading %s: %dx%d px, %s, %.3f m/px, mask %s -> model grid %dx%d at %.3f m/px, %d tiles in "
+             "%d band(s)", mosaic.path, mosaic.width, mosaic.height, mosaic.describe()["crs"], mosaic.gsd_m,
+             mosaic.mask_kind, grid.width, grid.height, grid.gsd_m, planned, len(bands))
+    done = work.finished_bands(index, bands) if len(bands) > 1 else {}
+    if done:
+        log.info("%s: %d of %d band(s) finished in the interrupted run, reused", mosaic.path.name, len(done),
+                 len(bands))
+    results = []
+    for band in bands:
+        if band.index in done:
+            results.append(done[band.index])
+            progress.update(len(band.tiles), ha_per_tile * len(band.tiles))
+            continue
+        r = run_band(mosaic, model, band, work_dir=work.path, prob_name=prob_name(index), config=config,
+                     tile_size=tile_size, overlap=overlap, threshold=threshold,
+                     on_tiles=lambda n: progress.update(n, ha_per_tile * n))
+        if len(bands) > 1:
+            work.record_band(index, r)
+        results.append(r)
+    out = finish_mosaic(mosaic, grid, results, work_dir=work.path, prob_name=prob_name(index), config=config,
+                        threshold=threshold)
+    work.record(index, prob_name(index), out)
+    work.clear_bands(index)
+    return out
 
 
 def connect(address: str, timeout_s: float = 10.0) -> Any:
@@ -88,27 +125,49 @@ def connect(address: str, timeout_s: float = 10.0) -> Any:
 def _run_on_cluster(address: str, opened: Sequence[Mosaic], todo: list[int], resolved: Any, work: WorkArea,
                     *, model_ref: Any, config: Any, device: str, tile_size: int, overlap: int,
                     threshold: float, progress: Any) -> dict[int, dict[str, Any]]:
+    from distributed import as_completed
+
     # a bundle travels by path (each worker loads it once); a ready predictor object by pickle
     ref = resolved.path or model_ref
+    gsd = float(resolved.meta.gsd_m)
     client = connect(address)
-    futures: dict[Any, int] = {}
+    band_futures: dict[Any, tuple[int, int]] = {}
+    finish_futures: dict[int, Any] = {}
     try:
         nworkers = len(client.scheduler_info().get("workers", {}))
-        log.info("running %d mosaic(s) on the Dask cluster at %s (%d worker(s))", len(todo), address,
-                 nworkers)
+        stamp = time.time_ns()
+        n_tasks = 0
         for i in todo:
-            fut = client.submit(mosaic_task, i, str(opened[i].path.resolve()), str(work.path), ref, config,
-                                device, tile_size, overlap, threshold, pure=False,
-                                key=f"poppyscan-mosaic-{i}-{time.time_ns()}")
-            futures[fut] = i
+            path = str(opened[i].path.resolve())
+            bands = mosaic_bands(opened[i], config, gsd_m=gsd, tile_size=tile_size, overlap=overlap)
+            done = work.finished_bands(i, bands) if len(bands) > 1 else {}
+            inputs: list[Any] = []
+            for band in bands:
+                if band.index in done:
+                    inputs.append(done[band.index])
+                    progress.update(len(band.tiles), 0.0)
+                    continue
+                fut = client.submit(band_task, i, len(bands), band, path, str(work.path), ref, config, device,
+                                    tile_size, overlap, threshold, pure=False,
+                                    key=f"poppyscan-band-{i}-{band.index}-{stamp}")
+                band_futures[fut] = (i, len(band.tiles))
+                inputs.append(fut)
+                n_tasks += 1
+            finish_futures[i] = client.submit(finish_task, i, path, str(work.path), config, gsd, threshold,
+                                              *inputs, pure=False, key=f"poppyscan-finish-{i}-{stamp}")
+        log.info("running %d mosaic(s) as %d band task(s) on the Dask cluster at %s (%d worker(s))",
+                 len(todo), n_tasks, address, nworkers)
+        for fut in as_completed(list(band_futures), loop=client.loop):
+            fut.result()  # re-raises the worker's error (e.g. InputError) here
+            progress.update(band_futures[fut][1], 0.0)
         out: dict[int, dict[str, Any]] = {}
-        for fut, i in futures.items():  # in mosaic order; each worker has journaled its own mosaic
-            out[i] = fut.result()  # re-raises the worker's error (e.g. InputError) here
-            progress.update(out[i]["tiles"] + out[i]["skipped"], out[i]["ha"])
+        for i in todo:  # in mosaic order; each finishing task has journaled its mosaic
+            out[i] = finish_futures[i].result()
+            progress.update(0, out[i]["ha"])
         return out
     finally:
-        with contextlib.suppress(Exception):  # after an error: stop the other mosaics' tasks
-            client.cancel(list(futures))
+        with contextlib.suppress(Exception):  # after an error: stop the other tasks
+            client.cancel([*band_futures, *finish_futures.values()])
         client.close()
 
 
@@ -123,10 +182,11 @@ def _model(ref: Any, config: Any, device: str) -> Any:
     return _MODELS[key]
 
 
-def mosaic_task(index: int, path: str, work_dir: str, model_ref: Any, config: Any, device: str,
-                tile_size: int, overlap: int, threshold: float) -> dict[str, Any]:
-    """One mosaic on a Dask worker: the same work as a local run, journaled into the work area."""
-    from .detect import _gdal_cache_mb, _Progress, _run_mosaic, _tune_heap
+def band_task(index: int, n_bands: int, band: Band, path: str, work_dir: str, model_ref: Any, config: Any,
+              device: str, tile_size: int, overlap: int, threshold: float) -> BandResult:
+    """One band of mosaic ``index`` on a Dask worker: the same work as a local run, journaled when the
+    mosaic has several bands."""
+    from .detect import _gdal_cache_mb, _tune_heap
     from .mosaic import open_mosaic
 
     _tune_heap()
@@ -136,10 +196,28 @@ def mosaic_task(index: int, path: str, work_dir: str, model_ref: Any, config: An
         mosaic = open_mosaic(path)
     try:
         with rasterio.Env(GDAL_CACHEMAX=_gdal_cache_mb([mosaic], tile_size, float(resolved.meta.gsd_m))):
-            result = _run_mosaic(mosaic, resolved, tmp=work.path, prob_name=prob_name(index), config=config,
-                                 tile_size=tile_size, overlap=overlap, threshold=threshold,
-                                 progress=_Progress(0, False))
+            result = run_band(mosaic, resolved, band, work_dir=work.path, prob_name=prob_name(index),
+                              config=config, tile_size=tile_size, overlap=overlap, threshold=threshold)
     finally:
         mosaic.close()
-    work.record(index, prob_name(index), result)
+    if n_bands > 1:
+        work.record_band(index, result)
     return result
+
+
+def finish_task(index: int, path: str, work_dir: str, config: Any, gsd_m: float, threshold: float,
+                *results: BandResult) -> dict[str, Any]:
+    """Join the bands of mosaic ``index`` on a Dask worker: merged plots, probability COG, journal."""
+    from .mosaic import open_mosaic
+
+    work = WorkArea(Path(work_dir), Path(work_dir))
+    with rasterio.Env(GDAL_CACHEMAX=64):
+        mosaic = open_mosaic(path)
+    try:
+        out = finish_mosaic(mosaic, mosaic.grid(gsd_m), list(results), work_dir=work.path,
+                            prob_name=prob_name(index), config=config, threshold=threshold)
+    finally:
+        mosaic.close()
+    work.record(index, prob_name(index), out)
+    work.clear_bands(index)
+    return out

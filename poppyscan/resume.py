@@ -12,9 +12,15 @@ The work area holds:
   *after* its probability COG is complete: figures, timings, COG size and the detections as WKB
   (exact float64 coordinates, so a resumed run's plots equal an uninterrupted run's).
 
+- ``journal/NNNN.bands/BBBB.npz``, one per finished row band of a mosaic cut into bands
+  (:mod:`~poppyscan.bands`), written atomically after the band's probability part
+  ``.<probability name>.bandBBBB.tif`` is complete: its rows, figures and unmerged polygon pieces
+  (numpy arrays, no pickle). They are dropped once the whole mosaic is journaled.
+
 After a crash or ``kill -9``, ``detect(..., resume=True)`` checks the fingerprint (a different input,
-model or config is refused by name), reuses every journaled mosaic whose COG is intact and runs the
-rest. Work is journaled per mosaic: a mosaic killed half-way is run again from its start.
+model or config is refused by name), reuses every journaled mosaic whose COG is intact and every
+journaled band of an unfinished mosaic whose part is intact, and runs the rest: a mosaic killed
+half-way loses at most the band that was running.
 
 Without ``resume`` an existing work area is replaced when it holds no finished mosaic (nothing to
 lose) and refused otherwise, unless ``overwrite``. After a failure the work area is kept when it
@@ -34,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+import numpy as np
 import shapely
 
 from . import __version__
@@ -154,12 +161,11 @@ class WorkArea:
                         f"({_first_difference(old, fp)}); rerun without --resume and with --overwrite to "
                         "start over")
                 else:
-                    done = work.finished()
-                    log.info("resuming %s: %d mosaic(s) already finished", out_dir, len(done))
+                    log.info("resuming %s: %s already finished", out_dir, work.describe_work())
                     return
-            elif work.finished() and not overwrite:
+            elif work.has_work() and not overwrite:
                 raise OutputExistsError(
-                    f"a partial run of '{out_dir}' with {len(work.finished())} finished mosaic(s) is in "
+                    f"a partial run of '{out_dir}' with {work.describe_work()} is in "
                     f"'{work.path}'; pass --resume to continue it or --overwrite to start over")
             shutil.rmtree(work.path)
         elif resume:
@@ -204,9 +210,67 @@ class WorkArea:
         }
         _write_json_atomic(self.journal_dir / f"{index:04d}.json", entry)
 
+    # -- row bands of unfinished mosaics ----------------------------------------------------------
+    def band_dir(self, index: int) -> Path:
+        return self.journal_dir / f"{index:04d}.bands"
+
+    def record_band(self, index: int, result: Any) -> None:
+        """Journal a finished band (a :class:`~poppyscan.bands.BandResult`) of mosaic ``index``."""
+        d = self.band_dir(index)
+        d.mkdir(exist_ok=True)
+        meta = {"index": result.index, "row0": result.row0, "row1": result.row1, "part": result.part,
+                "part_size": (self.path / result.part).stat().st_size, "tiles": result.tiles,
+                "skipped": result.skipped, "timings": result.timings}
+        path = d / f"{result.index:04d}.npz"
+        tmp = d / f".{path.name}.tmp"
+        with open(tmp, "wb") as fh:
+            np.savez(fh, meta=np.array(json.dumps(meta)), **result.parts.to_arrays())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    def finished_bands(self, index: int, bands: Sequence[Any]) -> dict[int, Any]:
+        """Journaled bands of mosaic ``index`` that match the plan ``bands`` and whose part is intact."""
+        from .bands import BandResult
+        from .vectorize import VectorParts
+
+        out: dict[int, Any] = {}
+        plan = {b.index: (b.row0, b.row1) for b in bands}
+        for f in sorted(self.band_dir(index).glob("[0-9]*.npz")):
+            try:
+                with np.load(f, allow_pickle=False) as z:
+                    arrays = {k: z[k] for k in z.files}
+                meta = json.loads(str(arrays.pop("meta")))
+                if plan.get(meta["index"]) != (meta["row0"], meta["row1"]):
+                    continue
+                if (self.path / meta["part"]).stat().st_size != meta["part_size"]:
+                    continue
+                out[meta["index"]] = BandResult(meta["index"], meta["row0"], meta["row1"], meta["part"],
+                                                VectorParts.from_arrays(arrays), meta["tiles"],
+                                                meta["skipped"], meta["timings"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # torn or stale: that band is run again
+        return out
+
+    def clear_bands(self, index: int) -> None:
+        """Drop the band journal of mosaic ``index`` (its COG and mosaic entry are written)."""
+        shutil.rmtree(self.band_dir(index), ignore_errors=True)
+
+    def _band_count(self) -> int:
+        if not self.journal_dir.is_dir():
+            return 0
+        return sum(1 for _ in self.journal_dir.glob("[0-9]*.bands/[0-9]*.npz"))
+
+    def has_work(self) -> bool:
+        """Whether anything finished (mosaics or bands) would be lost by starting over."""
+        return bool(self.finished()) or self._band_count() > 0
+
+    def describe_work(self) -> str:
+        return f"{len(self.finished())} finished mosaic(s) and {self._band_count()} finished band(s)"
+
     @staticmethod
     def restore(entry: dict[str, Any], crs: Any, grid: Any) -> dict[str, Any]:
-        """A journal entry -> a ``detect._run_mosaic`` result (``grid`` recomputed by the caller)."""
+        """A journal entry -> a :func:`~poppyscan.bands.finish_mosaic` result (``grid`` recomputed by the caller)."""
         det = entry["detections"]
         geoms = shapely.from_wkb(det["wkb"]) if det["wkb"] else []
         gdf = gpd.GeoDataFrame({"prob_mean": det["prob_mean"], "prob_max": det["prob_max"],
@@ -229,9 +293,8 @@ class WorkArea:
     def _cleanup(self) -> None:
         if not self.path.exists():
             return
-        done = self.finished()
-        if done:
-            log.warning("kept %d finished mosaic(s) in %s; rerun the same command with --resume to continue",
-                        len(done), self.path)
+        if self.has_work():
+            log.warning("kept %s in %s; rerun the same command with --resume to continue",
+                        self.describe_work(), self.path)
         else:
             shutil.rmtree(self.path, ignore_errors=True)

@@ -68,3 +68,22 @@ def test_cluster_run_with_the_real_bundle_through_the_cli(tmp_path, cluster, cap
 def test_unreachable_scheduler_is_a_one_line_error():
     with pytest.raises(InputError, match="cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'"):
         connect("tcp://127.0.0.1:9", timeout_s=1)
+
+
+def test_row_bands_of_one_mosaic_run_as_separate_tasks_and_equal_a_local_run(tmp_path, cluster, caplog):
+    from test_bands import BANDED, tall_mosaic
+
+    mosaic = tall_mosaic(tmp_path)
+    detect([mosaic], tmp_path / "local", config=load_config(overrides={**BANDED, "detect.band_rows": 0}),
+           model=ColourPredictor(), progress=False)
+    config = load_config(overrides={**BANDED, "detect.scheduler": cluster.scheduler_address})
+    model = ColourPredictor()
+    with caplog.at_level("INFO", logger="poppyscan.distributed"):
+        remote = detect([mosaic], tmp_path / "dask", config=config, model=model, progress=False)
+    assert model.calls == 0
+    assert "running 1 mosaic(s) as 6 band task(s)" in caplog.text
+    assert remote.plots == 5
+    assert_same_plots(plots_of(tmp_path / "local"), plots_of(tmp_path / "dask"))
+    with rasterio.open(tmp_path / "local" / "probability.tif") as a, \
+            rasterio.open(tmp_path / "dask" / "probability.tif") as b:
+        assert np.array_equal(a.read(), b.read())
