@@ -74,7 +74,7 @@ def plan_bands(height: int, width: int, *, tile_size: int, overlap: int, band_ro
 
     >>> [(b.row0, b.row1, len(b.tiles)) for b in plan_bands(2500, 500, tile_size=512, overlap=64,
     ...                                                     band_rows=1024, window_rows=512, halo=3)]
-    [(0, 1024, 3), (1024, 2048, 3), (2048, 2500, 2)]
+    [(0, 1024, 3), (1024, 2048, 4), (2048, 2500, 2)]
     """
     tiles = tile_grid(height, width, tile_size=tile_size, overlap=overlap)
     step = band_rows // window_rows * window_rows if band_rows else 0
