@@ -159,42 +159,29 @@ def _copy_cog(src: Path, path: Path) -> None:
 
 
 def assemble_cog(parts: list[tuple[Path, int]], path: Path, *, width: int, height: int, crs,  # noqa: ANN001
-                 transform: Affine) -> Path:
-    """Write the COG ``path`` from row-band GeoTIFFs ``(file, first row)`` that tile the grid, through a
-    VRT (no extra raster pass), then delete the parts."""
+                 transform: Affine, chunk_rows: int = 1024) -> Path:
+    """Write the COG ``path`` from row-band GeoTIFFs ``(file, first row)`` that tile the grid, then
+    delete the parts. Several parts are first stitched into one tiled GeoTIFF, ``chunk_rows`` at a time
+    (measured 1.3-1.6x faster than the COG driver reading a VRT of the parts, whose overviews it
+    builds slowly)."""
     if len(parts) == 1:
         _copy_cog(parts[0][0], path)
     else:
-        vrt = path.with_name(f".{path.name}.vrt")
-        vrt.write_text(_vrt_xml(parts, width=width, height=height, crs=crs, transform=transform),
-                       encoding="utf-8")
+        stitched = path.with_name(f".{path.name}.stitch.tif")
+        writer = ProbabilityWriter(stitched, width=width, height=height, crs=crs, transform=transform)
         try:
-            _copy_cog(vrt, path)
+            for part, row in parts:
+                with rasterio.open(part) as src:
+                    if src.width != width or not 0 <= row < row + src.height <= height:
+                        raise ValueError(f"band raster {part.name} ({src.width}x{src.height} at row {row}) "
+                                         f"does not fit the {width}x{height} grid")
+                    for r in range(0, src.height, chunk_rows):
+                        n = min(chunk_rows, src.height - r)
+                        writer.write(row + r, src.read(1, window=Window(0, r, width, n)))
+            writer.to_cog(path)
         finally:
-            vrt.unlink(missing_ok=True)
+            writer.close()
+            stitched.unlink(missing_ok=True)
     for part, _ in parts:
         part.unlink(missing_ok=True)
     return path
-
-
-def _vrt_xml(parts: list[tuple[Path, int]], *, width: int, height: int, crs, transform: Affine) -> str:  # noqa: ANN001
-    from xml.sax.saxutils import escape
-
-    sources = []
-    for part, row in parts:
-        with rasterio.open(part) as ds:
-            h, w = ds.height, ds.width
-        if w != width or not 0 <= row < row + h <= height:
-            raise ValueError(f"band raster {part.name} ({w}x{h} at row {row}) does not fit the "
-                             f"{width}x{height} grid")
-        sources.append(
-            f'<SimpleSource><SourceFilename relativeToVRT="1">{escape(part.name)}</SourceFilename>'
-            f'<SourceBand>1</SourceBand>'
-            f'<SourceProperties RasterXSize="{w}" RasterYSize="{h}" DataType="Byte" BlockXSize="512" '
-            f'BlockYSize="512"/><SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>'
-            f'<DstRect xOff="0" yOff="{row}" xSize="{w}" ySize="{h}"/></SimpleSource>')
-    gt = ", ".join(repr(float(v)) for v in transform.to_gdal())
-    srs = f"<SRS>{escape(crs.to_wkt())}</SRS>" if crs else ""
-    return (f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">{srs}<GeoTransform>{gt}</GeoTransform>'
-            f'<VRTRasterBand dataType="Byte" band="1"><NoDataValue>{NODATA}</NoDataValue>'
-            f'<ColorInterp>Gray</ColorInterp>{"".join(sources)}</VRTRasterBand></VRTDataset>\n')

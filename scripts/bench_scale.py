@@ -8,7 +8,10 @@ child process with the real model bundle on CPU:
 2. **cluster**: the same on a ``distributed.LocalCluster`` (``--workers`` worker processes, one
    thread each) via ``detect.scheduler``; cluster start-up is timed separately (once per campaign);
 3. **resume**: ``detect`` started in a child, killed with SIGKILL as soon as half the mosaics are
-   journaled, then ``--resume`` timed; the time saved is the full local run minus the resume.
+   journaled, then ``--resume`` timed; the time saved is the full local run minus the resume;
+4. **bands** (one tall mosaic, the scenes stacked, cut into row bands of ``--band-rows``): local in one
+   pass vs in bands (the cost of the tile rows both neighbours run), on the cluster (bands as tasks),
+   and a run killed once half its bands are journaled, then resumed.
 
 Plots of the cluster and resumed runs are checked to equal the local run's. Figures are printed and
 written to ``WORKDIR/bench_scale.json``.
@@ -35,7 +38,9 @@ import json, sys, time
 from poppyscan.config import load_config
 from poppyscan.detect import detect
 mode, out, model, workers, *mosaics = sys.argv[1:]
-keys = {"detect.run_tasks": False, "detect.device": "cpu"}
+import os
+keys = {"detect.run_tasks": False, "detect.device": "cpu",
+        "detect.band_rows": int(os.environ.get("BENCH_BAND_ROWS", "16384"))}
 startup = 0.0
 if mode == "cluster":
     from distributed import LocalCluster
@@ -60,9 +65,11 @@ print(json.dumps({"seconds": seconds, "warm_s": warm, "startup_s": startup, "plo
 """
 
 
-def child(mode: str, out: Path, model: str, workers: int, mosaics: list[Path]) -> dict:
+def child(mode: str, out: Path, model: str, workers: int, mosaics: list[Path],
+          band_rows: int = 16384) -> dict:
     cmd = [sys.executable, "-c", CHILD, mode, str(out), model, str(workers), *map(str, mosaics)]
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False)
+    env = {**os.environ, "BENCH_BAND_ROWS": str(band_rows)}
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False, env=env)
     if res.returncode != 0:
         raise SystemExit(f"{mode} run failed:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -83,6 +90,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--model", default=str(REPO / "models" / "poppyscan-default"))
+    ap.add_argument("--band-rows", type=int, default=1024, help="band height for the tall-mosaic runs")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
     from poppyscan.resume import work_path
@@ -143,8 +151,86 @@ def main() -> None:
     print(f"         without the fixed model load ({fixed_full:.1f} s / {fixed_resumed:.1f} s): "
           f"{work_resumed:.1f} s vs {work_full:.1f} s of mosaic work, saved "
           f"{100 * (1 - work_resumed / work_full):.0f} %", flush=True)
+    bands = bench_bands(wd, mosaics, args)
     (wd / "bench_scale.json").write_text(json.dumps({"local": local, "cluster": cluster, "resume": {
-        "killed_after_s": killed_after, "journaled": done, **resumed, "saved_s": saved}}, indent=2))
+        "killed_after_s": killed_after, "journaled": done, **resumed, "saved_s": saved}, "bands": bands},
+        indent=2))
+
+
+def stack_mosaics(mosaics: list[Path], path: Path) -> Path:
+    """The scenes' pixels stacked top to bottom into one tall 4 cm UTM GeoTIFF (alpha from their masks)."""
+    import numpy as np
+    import rasterio
+    from affine import Affine
+
+    if path.exists():
+        return path
+    rgba = []
+    for m in mosaics:
+        with rasterio.open(m) as ds:
+            rgba.append(np.concatenate([ds.read([1, 2, 3]), ds.read_masks(1)[None]]))
+    width = min(a.shape[2] for a in rgba)
+    data = np.concatenate([a[:, :, :width] for a in rgba], axis=1)
+    profile = dict(driver="GTiff", width=width, height=data.shape[1], count=4, dtype="uint8",
+                   crs="EPSG:32649",
+                   transform=Affine(0.04, 0, 400000.0, 0, -0.04, 2800000.0), tiled=True, blockxsize=512,
+                   blockysize=512, compress="deflate", photometric="RGB", alpha="YES")
+    tmp = path.with_name(f".{path.name}.tmp")
+    with rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(data)
+    os.replace(tmp, path)
+    return path
+
+
+def bench_bands(wd: Path, mosaics: list[Path], args: argparse.Namespace) -> dict:
+    from poppyscan.resume import work_path
+
+    tall = stack_mosaics(mosaics, wd / "tall.tif")
+    import rasterio
+
+    with rasterio.open(tall) as ds:
+        mpx, rows = ds.width * ds.height / 1e6, ds.height
+    n_bands = -(-rows // args.band_rows)
+    print(f"bands:   one {mpx:.0f} Mpx mosaic ({rows} rows), bands of {args.band_rows} rows -> "
+          f"{n_bands} bands", flush=True)
+    one = child("local", wd / "tall_one", args.model, 1, [tall], band_rows=0)
+    banded = child("local", wd / "tall_bands", args.model, 1, [tall], band_rows=args.band_rows)
+    print(f"         local, one pass: {one['seconds']:.1f} s ({one['tiles']} tiles); in bands: "
+          f"{banded['seconds']:.1f} s ({banded['tiles']} tiles, "
+          f"+{100 * (banded['tiles'] / one['tiles'] - 1):.1f} %)"
+          f"; plots equal: {same_plots(wd / 'tall_one', wd / 'tall_bands')}", flush=True)
+    cl = child("cluster", wd / "tall_cluster", args.model, args.workers, [tall],
+               band_rows=args.band_rows)
+    print(f"         cluster ({args.workers} workers, bands as tasks): cold {cl['seconds']:.1f} s, "
+          f"warm {cl['warm_s']:.1f} s; plots equal: {same_plots(wd / 'tall_one', wd / 'tall_cluster')}",
+          flush=True)
+    out = wd / "tall_resumed"
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    bands_dir = work_path(out) / "journal" / "0000.bands"
+    env = {**os.environ, "BENCH_BAND_ROWS": str(args.band_rows)}
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, "local", str(out), args.model, "1", str(tall)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    t0 = time.perf_counter()
+    half = math.ceil(n_bands / 2)
+    while proc.poll() is None and not (bands_dir.is_dir()
+                                       and len(list(bands_dir.glob("[0-9]*.npz"))) >= half):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_after = time.perf_counter() - t0
+    done = len(list(bands_dir.glob("[0-9]*.npz")))
+    resumed = child("resume", out, args.model, 1, [tall], band_rows=args.band_rows)
+    saved = banded["seconds"] - resumed["seconds"]
+    print(f"         killed after {killed_after:.1f} s with {done}/{n_bands} bands journaled; --resume took "
+          f"{resumed['seconds']:.1f} s vs {banded['seconds']:.1f} s: saved {saved:.1f} s "
+          f"({100 * saved / banded['seconds']:.0f} %); plots equal: {same_plots(wd / 'tall_one', out)}",
+          flush=True)
+    return {"mpx": mpx, "band_rows": args.band_rows, "bands": n_bands, "one_pass": one, "banded": banded,
+            "cluster": cl, "resume": {"killed_after_s": killed_after, "journaled": done, **resumed,
+                                      "saved_s": saved}}
 
 
 if __name__ == "__main__":

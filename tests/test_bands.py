@@ -89,7 +89,7 @@ def test_a_mosaic_in_bands_gives_exactly_the_plots_and_raster_of_one_pass(tmp_pa
         assert b.overviews(1) == a.overviews(1)
         assert (b.read(1)[1300:, :100] == 255).all()  # nodata outside the footprint
     leftovers = [p.name for p in (tmp_path / "banded").iterdir() if p.name.startswith(".")]
-    assert leftovers == []  # band parts and the VRT are gone
+    assert leftovers == []  # band parts and the stitched temp file are gone
 
 
 def test_kill_9_inside_a_mosaic_then_resume_reruns_only_the_unfinished_bands(tmp_path):
