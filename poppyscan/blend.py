@@ -82,9 +82,7 @@ class Blender:
             weights = self._tmp[:h, :w]
             np.multiply(base, valid[:h, :w], out=weights)
         cv2.accumulate(weights, self._wsum[r:r + h, cols])  # in place on the band view (SIMD)
-        tmp = self._tmp[:h, :w]
-        np.multiply(weights, prob[:h, :w], out=tmp)
-        cv2.accumulate(tmp, self._acc[r:r + h, cols])
+        cv2.accumulateProduct(prob[:h, :w], weights, self._acc[r:r + h, cols])  # one pass, no temporary
 
     def flush(self, until: int) -> None:
         """Emit all rows above ``until`` (no later tile may start above it)."""
