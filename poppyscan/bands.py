@@ -12,7 +12,8 @@ neighbours run (~1 tile row per band edge, 2-3 % at the default 16384 rows).
 returns its unmerged polygon pieces (:class:`~poppyscan.vectorize.VectorParts`). :func:`finish_mosaic`
 joins the pieces of all bands (:func:`~poppyscan.vectorize.merge_parts`) and writes the probability COG
 from the parts (stitched into one GeoTIFF first). Bands are what ``--resume`` journals inside a mosaic
-and what a Dask cluster runs as separate tasks (:mod:`~poppyscan.distributed`); a mosaic of one band runs as before.
+and what a Dask cluster runs as separate tasks (:mod:`~poppyscan.distributed`); a mosaic of one band
+runs as before.
 """
 
 from __future__ import annotations
