@@ -10,8 +10,9 @@
    :func:`poppyscan.evaluate.evaluate_scenes` on the *same* held-out scenes with the same settings;
 4. the decision by a stated :class:`~poppyscan.promotion.PromotionRule`, and only when it says so and
    ``promote_to`` is given, :func:`~poppyscan.promotion.promote_bundle`: the new bundle is copied beside
-   the target, then renamed into place, the old one kept as ``<name>.bak-<UTC time>``. A target that is not the bundle evaluated as current
-   (compared by content digest) is refused, so a bundle nobody compared is never replaced.
+   the target, then renamed into place, the old one kept as ``<name>.bak-<UTC time>``. A target that is
+   not the bundle evaluated as current (compared by content digest) is refused, so a bundle nobody
+   compared is never replaced.
 
 Held-out scenes must not be among the training or validation scenes (refused), and must contain at
 least one poppy plot (object F1 is undefined otherwise).
