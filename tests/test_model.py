@@ -194,3 +194,22 @@ def test_other_archs_build_and_run():
     x = torch.zeros(1, 3, 64, 64)
     for arch in ("unet_mnv3l", "lraspp_mobilenet_v3_large"):
         assert build_model(arch).eval()(x).shape == (1, 2, 64, 64)
+
+
+@pytest.mark.parametrize("arch", ["unet_mnv3s", "unet_mnv3l", "lraspp_mobilenet_v3_large"])
+@pytest.mark.parametrize("poppy", [1, 0])
+def test_export_upsamples_the_logit_margin_with_the_same_probabilities_as_softmax(arch, poppy):
+    from poppyscan.bundle import new_meta
+
+    torch.manual_seed(0)
+    net = build_model(arch).eval()
+    meta = new_meta(name="t", version="0", arch=arch, classes=("a", "b"), poppy_class=poppy)
+    module = ExportModule(net, meta).eval()
+    image = torch.randint(0, 256, (2, 96, 160, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        fast = module(image)  # sigmoid of the low-resolution margin, upsampled
+        x = (image.permute(0, 3, 1, 2).float() - module.mean) / module.std
+        reference = torch.softmax(net(x), dim=1)[:, poppy]  # softmax of the upsampled logits
+    assert fast.shape == (2, 96, 160)
+    assert torch.allclose(fast, reference, atol=1e-5)
+    assert fast.std() > 1e-4  # not a constant map
