@@ -64,9 +64,12 @@ class LazyGroup(click.Group):
 def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """poppyscan: find opium-poppy plots in drone orthomosaics and turn them into field work."""
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    # other libraries (pyogrio, distributed, ...) log at INFO too: only their warnings unless -v
+    others = logging.WARNING if quiet or not verbose else level
     logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=others, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    logging.getLogger("poppyscan").setLevel(level)
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
 
