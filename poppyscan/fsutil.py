@@ -25,6 +25,26 @@ def check_writable(path: str | Path, overwrite: bool) -> Path:
 
 
 @contextlib.contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive inter-process lock on ``path`` (through ``.<name>.lock`` beside it).
+
+    For read-modify-write of a shared file by separate programs, e.g. the review server updating the
+    ``review`` column of a run's ``plots.gpkg`` while ``poppyscan tasks`` copies it, adds its layer
+    and renames the copy over it. An OS lock (``flock``): released by the kernel if the process dies.
+    The lock file is left in place (removing it would race with a waiting locker).
+    """
+    import fcntl
+
+    path = Path(path)
+    with open(path.with_name(f".{path.name}.lock"), "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def atomic_path(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it onto ``final`` when the block succeeds.
 

@@ -478,3 +478,45 @@ def test_tasks_leave_out_rejected_plots_unless_asked(run):
     assert task_plots() == [1, 2, 3, 4, 5, 6]
     build_tasks(run.run_dir, config=Config().with_overrides({"tasks.include_rejected": True}))
     assert task_plots() == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_decision_saved_while_tasks_replaces_plots_gpkg_is_not_lost(run):
+    """``poppyscan tasks`` copies plots.gpkg, adds its layer and renames the copy over it, holding the
+    file's lock; a decision mirrored meanwhile waits for the lock and lands in the new file."""
+    import threading
+    import time
+
+    from poppyscan.fsutil import file_lock
+
+    gpkg = run.run_dir / "plots.gpkg"
+    with file_lock(gpkg):  # what export/gpkg_styles.write_gpkg holds around copy -> rename
+        copy = gpkg.with_name(".plots.gpkg.copy")
+        shutil.copy2(gpkg, copy)
+        saver = threading.Thread(target=store.save_decision, args=(run.run_dir, 4, "rejected"))
+        saver.start()
+        time.sleep(0.5)
+        assert saver.is_alive()  # review.json is written; the mirror waits for the lock
+        assert store.load_decisions(run.run_dir) == {4: "rejected"}
+        os.replace(copy, gpkg)
+    saver.join(timeout=30)
+    assert not saver.is_alive()
+    df = pyogrio.read_dataframe(gpkg, layer="plots")
+    assert dict(zip(df.plot_id, df.review, strict=True))[4] == "rejected"
+
+
+def test_tasks_and_review_share_the_plots_gpkg_lock(run):
+    import threading
+    import time
+
+    from poppyscan.export.gpkg_styles import write_gpkg
+    from poppyscan.fsutil import file_lock
+
+    gpkg = run.run_dir / "plots.gpkg"
+    tasks = pyogrio.read_dataframe(gpkg, layer="plots").iloc[:0][["plot_id", "geometry"]]
+    with file_lock(gpkg):
+        writer = threading.Thread(target=write_gpkg, args=(gpkg, tasks), kwargs={"base": gpkg})
+        writer.start()
+        time.sleep(0.5)
+        assert writer.is_alive()  # waits for the lock before copying
+    writer.join(timeout=30)
+    assert "tasks" in {name for name, _ in pyogrio.list_layers(gpkg)}

@@ -14,6 +14,7 @@ is parsed back with :mod:`xml.etree` before use.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import shutil
@@ -26,7 +27,7 @@ from xml.sax.saxutils import quoteattr
 import geopandas as gpd
 import pyogrio
 
-from ..fsutil import atomic_path
+from ..fsutil import atomic_path, file_lock
 
 QML_HEAD = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
 QGIS_VERSION = "3.28.0-Firenze"
@@ -311,7 +312,10 @@ def write_gpkg(
     ``plots`` instead, a fresh GeoPackage holding those plots is written (a team's own package).
     """
     final = Path(final)
-    with atomic_path(final, overwrite=True) as tmp:
+    # copy -> add layer -> rename over ``base``: hold its lock, so a review decision mirrored into it
+    # meanwhile (review/store.py) is neither lost nor written into the file being replaced
+    lock = file_lock(base) if base is not None else contextlib.nullcontext()
+    with lock, atomic_path(final, overwrite=True) as tmp:
         if base is not None:
             shutil.copy2(base, tmp)
         elif plots is not None:

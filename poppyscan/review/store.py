@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..fsutil import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +241,11 @@ def mirror_review_column(run_dir: str | Path, values: dict[int, str] | None = No
     full = values is None
     if full:
         values = {pid: d for pid, d in load_decisions(run_dir).items()}
+    with file_lock(path):  # poppyscan tasks may be replacing plots.gpkg with a copy (export/gpkg_styles.py)
+        _mirror(path, values, full)
+
+
+def _mirror(path: Path, values: dict[int, str], full: bool) -> None:
     con = sqlite3.connect(path, timeout=10)
     _register_gpkg_functions(con)
     try:
