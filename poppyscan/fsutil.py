@@ -20,7 +20,8 @@ def check_writable(path: str | Path, overwrite: bool) -> Path:
     """Raise :class:`OutputExistsError` if ``path`` exists and ``overwrite`` is false."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"output '{path}' already exists; pass --overwrite to replace it or choose another path")
+        raise OutputExistsError(f"output '{path}' already exists; pass --overwrite to replace it or choose "
+                                "another path")
     return path
 
 
