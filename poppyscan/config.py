@@ -54,25 +54,36 @@ class DetectConfig:
             _check(bool(self.scheduler.strip()) and not any(c.isspace() for c in self.scheduler),
                    "detect.scheduler", "must be a Dask scheduler address such as tcp://10.0.0.5:8786 "
                    f"(or null to run locally), got {self.scheduler!r}")
-        _check(self.device in ("auto", "cpu", "cuda"), "detect.device", f"must be auto, cpu or cuda, got {self.device!r}")
+        _check(self.device in ("auto", "cpu", "cuda"), "detect.device",
+               f"must be auto, cpu or cuda, got {self.device!r}")
         if self.tile_size is not None:
             _check(64 <= self.tile_size <= 4096 and self.tile_size % 32 == 0, "detect.tile_size",
                    f"must be a multiple of 32 in [64, 4096], got {self.tile_size}")
         if self.overlap is not None:
             _check(0 <= self.overlap < 0.5, "detect.overlap", f"must be in [0, 0.5), got {self.overlap}")
-        _check(1 <= self.batch_size <= 256, "detect.batch_size", f"must be in [1, 256], got {self.batch_size}")
+        _check(1 <= self.batch_size <= 256, "detect.batch_size",
+               f"must be in [1, 256], got {self.batch_size}")
         if self.threshold is not None:
             _check(0 < self.threshold < 1, "detect.threshold", f"must be in (0, 1), got {self.threshold}")
-        _check(0 <= self.threads <= 256, "detect.threads", f"must be in [0, 256] (0 = all cores), got {self.threads}")
-        _check(0 <= self.streams <= 64, "detect.streams", f"must be in [0, 64] (0 = auto), got {self.streams}")
-        _check(256 <= self.window_rows <= 65536, "detect.window_rows", f"must be in [256, 65536], got {self.window_rows}")
+        _check(0 <= self.threads <= 256, "detect.threads",
+               f"must be in [0, 256] (0 = all cores), got {self.threads}")
+        _check(0 <= self.streams <= 64, "detect.streams",
+               f"must be in [0, 64] (0 = auto), got {self.streams}")
+        _check(256 <= self.window_rows <= 65536, "detect.window_rows",
+               f"must be in [256, 65536], got {self.window_rows}")
         _check(self.band_rows == 0 or self.window_rows <= self.band_rows <= 2**20, "detect.band_rows",
-               f"must be 0 (whole mosaics) or in [window_rows ({self.window_rows}), 1048576], got {self.band_rows}")
-        _check(0 <= self.min_area_m2 <= 10000, "detect.min_area_m2", f"must be in [0, 10000], got {self.min_area_m2}")
-        _check(0 <= self.max_hole_m2 <= 10000, "detect.max_hole_m2", f"must be in [0, 10000], got {self.max_hole_m2}")
-        _check(0 <= self.morph_radius_px <= 10, "detect.morph_radius_px", f"must be in [0, 10], got {self.morph_radius_px}")
-        _check(0 < self.plants_per_m2 <= 100, "detect.plants_per_m2", f"must be in (0, 100], got {self.plants_per_m2}")
-        _check(1 <= self.criminal_plants, "detect.criminal_plants", f"must be >= 1, got {self.criminal_plants}")
+               f"must be 0 (whole mosaics) or in [window_rows ({self.window_rows}), 1048576], "
+               f"got {self.band_rows}")
+        _check(0 <= self.min_area_m2 <= 10000, "detect.min_area_m2",
+               f"must be in [0, 10000], got {self.min_area_m2}")
+        _check(0 <= self.max_hole_m2 <= 10000, "detect.max_hole_m2",
+               f"must be in [0, 10000], got {self.max_hole_m2}")
+        _check(0 <= self.morph_radius_px <= 10, "detect.morph_radius_px",
+               f"must be in [0, 10], got {self.morph_radius_px}")
+        _check(0 < self.plants_per_m2 <= 100, "detect.plants_per_m2",
+               f"must be in (0, 100], got {self.plants_per_m2}")
+        _check(1 <= self.criminal_plants, "detect.criminal_plants",
+               f"must be >= 1, got {self.criminal_plants}")
 
 
 @dataclass(frozen=True)
@@ -107,22 +118,29 @@ class TrainConfig:
         _check(64 <= self.tile_size <= 1024 and self.tile_size % 32 == 0, "train.tile_size",
                f"must be a multiple of 32 in [64, 1024], got {self.tile_size}")
         _check(1 <= self.epochs <= 10000, "train.epochs", f"must be in [1, 10000], got {self.epochs}")
-        _check(1 <= self.steps_per_epoch, "train.steps_per_epoch", f"must be >= 1, got {self.steps_per_epoch}")
+        _check(1 <= self.steps_per_epoch, "train.steps_per_epoch",
+               f"must be >= 1, got {self.steps_per_epoch}")
         _check(1 <= self.batch_size <= 512, "train.batch_size", f"must be in [1, 512], got {self.batch_size}")
         _check(0 < self.lr < 1, "train.lr", f"must be in (0, 1), got {self.lr}")
-        _check(0 <= self.weight_decay < 1, "train.weight_decay", f"must be in [0, 1), got {self.weight_decay}")
-        _check(0 <= self.positive_fraction <= 1, "train.positive_fraction", f"must be in [0, 1], got {self.positive_fraction}")
-        _check(0 <= self.val_fraction < 1, "train.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
+        _check(0 <= self.weight_decay < 1, "train.weight_decay",
+               f"must be in [0, 1), got {self.weight_decay}")
+        _check(0 <= self.positive_fraction <= 1, "train.positive_fraction",
+               f"must be in [0, 1], got {self.positive_fraction}")
+        _check(0 <= self.val_fraction < 1, "train.val_fraction",
+               f"must be in [0, 1), got {self.val_fraction}")
         _check(0 <= self.workers <= 64, "train.workers", f"must be in [0, 64], got {self.workers}")
         _check(64 <= self.infer_tile_size <= 4096 and self.infer_tile_size % 32 == 0, "train.infer_tile_size",
                f"must be a multiple of 32 in [64, 4096], got {self.infer_tile_size}")
         _check(0 <= self.overlap < 0.5, "train.overlap", f"must be in [0, 0.5), got {self.overlap}")
         _check(0 <= self.hard_negative_fraction <= 1, "train.hard_negative_fraction",
                f"must be in [0, 1], got {self.hard_negative_fraction}")
-        _check(0 <= self.scale_jitter < 1, "train.scale_jitter", f"must be in [0, 1), got {self.scale_jitter}")
+        _check(0 <= self.scale_jitter < 1, "train.scale_jitter",
+               f"must be in [0, 1), got {self.scale_jitter}")
         _check(1 <= self.val_tiles <= 100000, "train.val_tiles", f"must be >= 1, got {self.val_tiles}")
-        _check(0 <= self.min_area_m2 <= 10000, "train.min_area_m2", f"must be in [0, 10000], got {self.min_area_m2}")
-        _check(0 <= self.threads <= 256, "train.threads", f"must be in [0, 256] (0 = torch default), got {self.threads}")
+        _check(0 <= self.min_area_m2 <= 10000, "train.min_area_m2",
+               f"must be in [0, 10000], got {self.min_area_m2}")
+        _check(0 <= self.threads <= 256, "train.threads",
+               f"must be in [0, 256] (0 = torch default), got {self.threads}")
 
 
 @dataclass(frozen=True)
@@ -136,7 +154,8 @@ class TasksConfig:
     include_rejected: bool = False
 
     def __post_init__(self) -> None:
-        _check(1 <= self.chip_size_m <= 500, "tasks.chip_size_m", f"must be in [1, 500], got {self.chip_size_m}")
+        _check(1 <= self.chip_size_m <= 500, "tasks.chip_size_m",
+               f"must be in [1, 500], got {self.chip_size_m}")
         _check(64 <= self.chip_px <= 2048, "tasks.chip_px", f"must be in [64, 2048], got {self.chip_px}")
         allowed = {"gpkg", "csv", "xlsx", "kmz", "gpx", "geojson", "html"}
         bad = sorted(set(self.formats) - allowed)
@@ -165,7 +184,8 @@ class Config:
     survey: SurveyConfig = field(default_factory=SurveyConfig)
 
     def with_overrides(self, overrides: dict[str, Any]) -> Config:
-        """Return a copy with dotted keys replaced, e.g. ``{"detect.threshold": 0.6}``; ``None`` values are skipped."""
+        """Return a copy with dotted keys replaced, e.g. ``{"detect.threshold": 0.6}``;
+        ``None`` values are skipped."""
         nested: dict[str, dict[str, Any]] = {}
         for key, value in overrides.items():
             if value is None:

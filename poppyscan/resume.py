@@ -270,7 +270,8 @@ class WorkArea:
 
     @staticmethod
     def restore(entry: dict[str, Any], crs: Any, grid: Any) -> dict[str, Any]:
-        """A journal entry -> a :func:`~poppyscan.bands.finish_mosaic` result (``grid`` recomputed by the caller)."""
+        """A journal entry -> a :func:`~poppyscan.bands.finish_mosaic` result
+        (``grid`` recomputed by the caller)."""
         det = entry["detections"]
         geoms = shapely.from_wkb(det["wkb"]) if det["wkb"] else []
         gdf = gpd.GeoDataFrame({"prob_mean": det["prob_mean"], "prob_max": det["prob_max"],

@@ -215,7 +215,8 @@ def fill_xlsx(src: Path, dst: Path, results: dict[str, dict]) -> None:
 
 
 def fill_gpkg(src: Path, dst: Path, results: dict[str, dict]) -> None:
-    """Edit the ``tasks`` layer of ``src`` plots.gpkg into ``dst`` like QField does (same features, new values)."""
+    """Edit the ``tasks`` layer of ``src`` plots.gpkg into ``dst`` like QField does
+    (same features, new values)."""
     import shutil
 
     shutil.copy(src, dst)

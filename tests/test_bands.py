@@ -124,7 +124,8 @@ def test_kill_9_inside_a_mosaic_then_resume_reruns_only_the_unfinished_bands(tmp
     detect([mosaic], out, config=config, model=resumed, progress=False, resume=True)
     assert 0 < resumed.calls <= full_model.calls * (6 - finished + 1) / 6
     assert_same_plots(plots_of(tmp_path / "full"), plots_of(out))
-    with rasterio.open(tmp_path / "full" / "probability.tif") as a, rasterio.open(out / "probability.tif") as b:
+    with (rasterio.open(tmp_path / "full" / "probability.tif") as a,
+          rasterio.open(out / "probability.tif") as b):
         assert np.array_equal(a.read(), b.read())
     assert not work_path(out).exists()
 
@@ -149,7 +150,8 @@ def test_a_failed_mosaic_keeps_its_finished_bands_for_resume(tmp_path):
     kept = sorted(p.name for p in bands_dir.glob("*.npz"))
     assert kept and len(kept) < 6
     parts = sorted(p.name for p in work_path(tmp_path / "run").glob(".probability.tif.band*.tif"))
-    assert parts == [f".probability.tif.band{int(k[:4]):04d}.tif" for k in kept]  # the failed band's part is gone
+    # the failed band's part is gone
+    assert parts == [f".probability.tif.band{int(k[:4]):04d}.tif" for k in kept]
     model.limit = 10**9
     detect([mosaic], tmp_path / "run", config=config, model=model, progress=False, resume=True)
     assert len(plots_of(tmp_path / "run")) == 5

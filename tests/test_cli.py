@@ -33,11 +33,12 @@ def test_console_script_prints_one_line_error_without_traceback(tmp_path):
     bad.write_text("detect:\n  overlap: 2\n")
     # run as a real process, the way a user does
     proc = subprocess.run(
-        [sys.executable, "-m", "poppyscan", "detect", str(tmp_path / "missing.tif"), "--out", str(tmp_path / "o"),
-         "--config", str(bad)],
+        [sys.executable, "-m", "poppyscan", "detect", str(tmp_path / "missing.tif"),
+         "--out", str(tmp_path / "o"), "--config", str(bad)],
         capture_output=True, text=True, cwd=REPO,
     )
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
-    err_lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("poppyscan: error:") or ln.startswith("Error")]
+    err_lines = [ln for ln in proc.stderr.splitlines()
+                 if ln.startswith("poppyscan: error:") or ln.startswith("Error")]
     assert err_lines, proc.stderr

@@ -181,7 +181,8 @@ def test_empty_cells_never_clear_and_corrections_are_history(run):
         run["dir"] / "tasks.csv", run["tmp"] / "a.csv", {ids[0]: {"result": "poppy", "checked_by": "王"}}
     )
     import_results(run["reg"], run["tmp"] / "a.csv", today=TODAY)
-    # another team's file: blank for ids[0]; then a correction of ids[0], with Chinese values and a GB18030 CSV
+    # another team's file: blank for ids[0]; then a correction of ids[0], with Chinese values
+    # and a GB18030 CSV
     import_results(run["reg"], run["dir"] / "tasks.csv", today=TODAY)
     assert task_rows(run["reg"])[ids[0]]["result"] == "poppy"
     rows = read_csv(run["dir"] / "tasks.csv")

@@ -1,4 +1,5 @@
-"""Statistics: the right counts after a two-year round trip, year-on-year change, files a supervisor can use."""
+"""Statistics: the right counts after a two-year round trip, year-on-year change,
+files a supervisor can use."""
 
 from __future__ import annotations
 
@@ -200,11 +201,14 @@ def test_real_detect_tasks_register_import_stats_chain(tmp_path):
     assert register_run(reg, tmp_path / "run2026", flight_date="2026-04-20").n_new_sites == 0  # idempotent
 
     fill_csv(tmp_path / "run2025" / "tasks.csv", tmp_path / "back2025.csv", {
-        task_of[(2025, "A")]: {"result": "poppy", "plants_eradicated": 50, "checked_by": "王", "checked_at": "2025-05-01"},
+        task_of[(2025, "A")]: {"result": "poppy", "plants_eradicated": 50, "checked_by": "王",
+                               "checked_at": "2025-05-01"},
         task_of[(2025, "B")]: {"result": "not_poppy", "checked_by": "王", "checked_at": "2025-05-01"},
-        task_of[(2025, "C")]: {"result": "already_eradicated", "checked_by": "李", "checked_at": "2025-05-02"}})
+        task_of[(2025, "C")]: {"result": "already_eradicated", "checked_by": "李",
+                               "checked_at": "2025-05-02"}})
     fill_gpkg(tmp_path / "run2026" / "plots.gpkg", tmp_path / "back2026.gpkg", {
-        task_of[(2026, "A")]: {"result": "poppy", "plants_eradicated": 30, "checked_by": "王", "checked_at": "2026-05-01"},
+        task_of[(2026, "A")]: {"result": "poppy", "plants_eradicated": 30, "checked_by": "王",
+                               "checked_at": "2026-05-01"},
         task_of[(2026, "D")]: {"result": "not_reached", "checked_by": "李", "checked_at": "2026-05-01"}})
     for back in ("back2025.csv", "back2026.gpkg"):
         report = import_results(reg, tmp_path / back)
@@ -218,7 +222,8 @@ def test_real_detect_tasks_register_import_stats_chain(tmp_path):
     assert (t26["plots_found"], t26["sites"], t26["repeat_sites"], t26["verified_poppy"], t26["not_reached"],
             t26["plants_eradicated"]) == (2, 2, 1, 1, 1, 30)
     assert t26["yoy_plots_found_pct"] == pytest.approx(-100 / 3)
-    assert t26["surveyed_ha"] == pytest.approx(t25["surveyed_ha"]) and t26["yoy_surveyed_ha_pct"] == pytest.approx(0)
+    assert (t26["surveyed_ha"] == pytest.approx(t25["surveyed_ha"])
+            and t26["yoy_surveyed_ha_pct"] == pytest.approx(0))
     assert t25["surveyed_ha"] == pytest.approx(0.09, rel=0.02)  # 30 m x 30 m mosaic, from probability.tif
 
     # retraining input: verified poppy -> positives, false positives -> hard negatives, the rest ignored
@@ -236,8 +241,12 @@ def test_real_detect_tasks_register_import_stats_chain(tmp_path):
 
     with rasterio.open(s25.mosaic) as ds:
         t = ds.transform
-    px = shapely.transform(s25.negatives[0], lambda xy: np.column_stack([(xy[:, 0] - t.c) / t.a, (xy[:, 1] - t.f) / t.e]))
+    px = shapely.transform(
+        s25.negatives[0], lambda xy: np.column_stack([(xy[:, 0] - t.c) / t.a, (xy[:, 1] - t.f) / t.e])
+    )
     assert px.intersection(b_poly).area > 0.5 * b_poly.area
     with pytest.raises(OutputExistsError):
         export_training_labels(reg, tmp_path / "labels")
-    assert main(["results", "export-labels", str(tmp_path / "labels"), "--overwrite", "--register", str(reg)]) == 0
+    assert main(
+        ["results", "export-labels", str(tmp_path / "labels"), "--overwrite", "--register", str(reg)]
+    ) == 0

@@ -135,7 +135,8 @@ def test_link_distance_is_respected_and_plots_of_one_run_stay_separate_sites(tmp
     make_run(tmp_path / "c", [PlotSpec(12, 0)], tag="c", mosaic="c.tif", flight_date="2027-04-01")
     assert register_run(reg, tmp_path / "c", link_distance_m=15).n_linked == 1
     with sqlite3.connect(reg) as conn:
-        site = dict(conn.execute("SELECT r.year || '/' || p.plot_id, p.site_id FROM plots p JOIN runs r ON r.fid = p.run_id"))
+        site = dict(conn.execute("SELECT r.year || '/' || p.plot_id, p.site_id "
+                                 "FROM plots p JOIN runs r ON r.fid = p.run_id"))
     assert site["2027/1"] == site["2026/1"] != site["2025/1"]
 
 

@@ -47,9 +47,9 @@ class LabelExport:
     missing_mosaics: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
-        text = (f"wrote {self.scenes_csv}: {self.scenes} scene(s), {self.positives} verified poppy plot(s) as "
-                f"positives, {self.hard_negatives} false positive(s) as hard negatives, {self.ignored} unverified "
-                "plot(s) ignored")
+        text = (f"wrote {self.scenes_csv}: {self.scenes} scene(s), {self.positives} verified poppy plot(s) "
+                f"as positives, {self.hard_negatives} false positive(s) as hard negatives, "
+                f"{self.ignored} unverified plot(s) ignored")
         if self.missing_mosaics:
             text += (f"; skipped {len(self.missing_mosaics)} mosaic(s) no longer at their recorded path: "
                      + ", ".join(self.missing_mosaics))

@@ -3,8 +3,8 @@
 A **site** is one place across flights and years. A new plot joins an existing site when its polygon
 overlaps one of the site's plots or its centroid lies within ``link_distance_m`` of one of their
 centroids; otherwise it starts a new site (separate plots of one flight are separate sites, even when
-close together). When several sites qualify the plot joins the one it overlaps most (else the nearest). A plot whose site was already seen
-on an earlier flight date is a *repeat*.
+close together). When several sites qualify the plot joins the one it overlaps most (else the nearest).
+A plot whose site was already seen on an earlier flight date is a *repeat*.
 """
 
 from __future__ import annotations
@@ -145,7 +145,8 @@ def _register(conn: sqlite3.Connection, run: RunData, link_distance_m: float) ->
 
 
 def _link_sites(conn: sqlite3.Connection, run: RunData, d: float) -> tuple[list[int], int, int]:
-    """Site id for each plot of ``run`` (new sites created as needed); also counts new sites and linked plots."""
+    """Site id for each plot of ``run`` (new sites created as needed);
+    also counts new sites and linked plots."""
     plots = run.plots
     n = len(plots)
     if n == 0:
@@ -188,8 +189,8 @@ def _link_sites(conn: sqlite3.Connection, run: RunData, d: float) -> tuple[list[
             continue
         c = shapely.centroid(plots.geometry.iloc[i])
         cur = conn.execute(
-            "INSERT INTO sites (geom, site_code, first_seen, last_seen, n_detections, minx, miny, maxx, maxy) "
-            "VALUES (?, '', ?, ?, 0, ?, ?, ?, ?)",
+            "INSERT INTO sites (geom, site_code, first_seen, last_seen, n_detections, "
+            "minx, miny, maxx, maxy) VALUES (?, '', ?, ?, 0, ?, ?, ?, ?)",
             (to_blob(c), run.flight_date, run.flight_date, c.x, c.y, c.x, c.y),
         )
         conn.execute("UPDATE sites SET site_code = ? WHERE fid = ?", (f"S{cur.lastrowid:06d}", cur.lastrowid))
@@ -250,7 +251,8 @@ def _insert_plots(conn: sqlite3.Connection, run_id: int, run: RunData, site_ids:
     conn.executemany(
         "INSERT INTO plots (geom, run_id, plot_id, site_id, flight_date, year, area_m2, area_mu, est_plants, "
         "over_500_plants, prob_mean, prob_max, lon, lat, mosaic, model_version, county, township, village, "
-        "minx, miny, maxx, maxy) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "minx, miny, maxx, maxy) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         rows,
     )
 
@@ -265,8 +267,8 @@ def _refresh_sites(conn: sqlite3.Connection, site_ids: set[int]) -> None:
         ).fetchone()
         point = shapely.Point(r["x"], r["y"])
         conn.execute(
-            "UPDATE sites SET geom=?, first_seen=?, last_seen=?, n_detections=?, minx=?, miny=?, maxx=?, maxy=? "
-            "WHERE fid=?",
+            "UPDATE sites SET geom=?, first_seen=?, last_seen=?, n_detections=?, "
+            "minx=?, miny=?, maxx=?, maxy=? WHERE fid=?",
             (to_blob(point), r["f"], r["l"], r["n"], r["x"], r["y"], r["x"], r["y"], sid),
         )
 
@@ -314,8 +316,9 @@ def _add_tasks(conn: sqlite3.Connection, run_id: int, run: RunData) -> int:
         known.add(t.task_id)
     before = conn.total_changes
     conn.executemany(
-        "INSERT OR IGNORE INTO tasks (geom, task_id, task_code, run_id, plot_fid, plot_id, lon, lat, priority, route_seq, "
-        "county, township, village, minx, miny, maxx, maxy) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT OR IGNORE INTO tasks (geom, task_id, task_code, run_id, plot_fid, plot_id, lon, lat, "
+        "priority, route_seq, county, township, village, minx, miny, maxx, maxy) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         rows,
     )
     return conn.total_changes - before

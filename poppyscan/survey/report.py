@@ -103,7 +103,8 @@ def output_paths(out: Path, table: StatsTable) -> dict[str, Path]:
 def write_outputs(
     table: StatsTable, out: str | Path, *, overwrite: bool = False, charts: bool = True
 ) -> dict[str, Path]:
-    """Write CSV, XLSX and (with ``charts``) PNG files into ``out``; refuses to replace files without ``overwrite``."""
+    """Write CSV, XLSX and (with ``charts``) PNG files into ``out``;
+    refuses to replace files without ``overwrite``."""
     out = Path(out)
     paths = output_paths(out, table)
     if not charts:

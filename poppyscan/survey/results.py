@@ -229,8 +229,8 @@ def _apply(
         who = diff.get("checked_by", current["checked_by"])
         when = diff.get("checked_at", current["checked_at"])
         conn.executemany(
-            "INSERT INTO status_history (task_id, field, old_value, new_value, changed_by, checked_at, recorded_at, "
-            "source_file, source_row, import_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO status_history (task_id, field, old_value, new_value, changed_by, checked_at, "
+            "recorded_at, source_file, source_row, import_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (tid, k, _text(current[k]), _text(v), who, when, now, source, n, import_id)
                 for k, v in diff.items()

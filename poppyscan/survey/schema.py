@@ -34,11 +34,14 @@ _DDL = """
 CREATE TABLE IF NOT EXISTS survey_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
   fid INTEGER PRIMARY KEY AUTOINCREMENT, geom BLOB, run_key TEXT NOT NULL UNIQUE, run_dir TEXT NOT NULL,
-  flight_date TEXT NOT NULL, year INTEGER NOT NULL, mosaics TEXT NOT NULL, mosaic_paths TEXT NOT NULL DEFAULT '[]', mosaic_key TEXT NOT NULL,
-  model_version TEXT, crs TEXT, surveyed_ha REAL, n_plots INTEGER NOT NULL, n_tasks INTEGER NOT NULL DEFAULT 0,
+  flight_date TEXT NOT NULL, year INTEGER NOT NULL, mosaics TEXT NOT NULL,
+  mosaic_paths TEXT NOT NULL DEFAULT '[]', mosaic_key TEXT NOT NULL,
+  model_version TEXT, crs TEXT, surveyed_ha REAL, n_plots INTEGER NOT NULL,
+  n_tasks INTEGER NOT NULL DEFAULT 0,
   registered_at TEXT NOT NULL, minx REAL, miny REAL, maxx REAL, maxy REAL);
 CREATE TABLE IF NOT EXISTS run_units (
-  run_id INTEGER NOT NULL REFERENCES runs(fid), county TEXT NOT NULL DEFAULT '', township TEXT NOT NULL DEFAULT '',
+  run_id INTEGER NOT NULL REFERENCES runs(fid), county TEXT NOT NULL DEFAULT '',
+  township TEXT NOT NULL DEFAULT '',
   village TEXT NOT NULL DEFAULT '', surveyed_ha REAL NOT NULL,
   PRIMARY KEY (run_id, county, township, village));
 CREATE TABLE IF NOT EXISTS sites (
@@ -68,7 +71,8 @@ CREATE TABLE IF NOT EXISTS status_history (
   source_row INTEGER, import_id INTEGER REFERENCES imports(fid));
 CREATE INDEX IF NOT EXISTS history_task ON status_history (task_id);
 CREATE TABLE IF NOT EXISTS imports (
-  fid INTEGER PRIMARY KEY AUTOINCREMENT, source_file TEXT NOT NULL, sha256 TEXT NOT NULL, imported_at TEXT NOT NULL,
+  fid INTEGER PRIMARY KEY AUTOINCREMENT, source_file TEXT NOT NULL, sha256 TEXT NOT NULL,
+  imported_at TEXT NOT NULL,
   n_rows INTEGER NOT NULL, n_changed INTEGER NOT NULL, n_rejected INTEGER NOT NULL);
 """
 
