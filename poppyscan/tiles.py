@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 from rasterio.windows import Window
@@ -118,17 +117,3 @@ def taper(length: int, overlap: int, start_edge: bool, end_edge: bool) -> np.nda
         if not end_edge:
             w[length - ramp_len:] = ramp[::-1]
     return w
-
-
-@lru_cache(maxsize=32)
-def _weights(height: int, width: int, overlap: int, edges: tuple[bool, bool, bool, bool]) -> np.ndarray:
-    wy = taper(height, overlap, edges[0], edges[1])
-    wx = taper(width, overlap, edges[2], edges[3])
-    out = np.outer(wy, wx).astype(np.float32)
-    out.setflags(write=False)
-    return out
-
-
-def tile_weights(tile: Tile, overlap: int) -> np.ndarray:
-    """Read-only ``(height, width)`` float32 blending weights for ``tile`` (cached per shape/edges)."""
-    return _weights(tile.height, tile.width, overlap, tile.edges)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from poppyscan.blend import Blender, to_percent
-from poppyscan.tiles import axis_starts, overlap_px, taper, tile_grid, tile_weights
+from poppyscan.tiles import axis_starts, overlap_px, taper, tile_grid
 
 sizes = st.integers(1, 3000)
 tile_sizes = st.sampled_from([32, 64, 96, 128, 256, 512, 1024])
@@ -115,14 +115,6 @@ def test_blender_refuses_a_tile_off_its_grid():
 def test_blender_memory_is_one_band_not_the_raster():
     blender = Blender(100_000, 3000, tile_size=512, overlap=64, sink=lambda *a: None)
     assert blender._acc.shape == (512, 3000)
-
-
-def test_weights_are_cached_read_only_and_untapered_at_raster_edges():
-    t = tile_grid(1000, 1000, tile_size=256, overlap=32)[0]
-    wts = tile_weights(t, 32)
-    assert wts.shape == (256, 256) and not wts.flags.writeable
-    assert wts[0, 0] == 1.0 and wts[-1, -1] < 0.01
-    assert tile_weights(t, 32) is wts
 
 
 def test_to_percent():
