@@ -75,6 +75,25 @@ def child(mode: str, out: Path, model: str, workers: int, mosaics: list[Path],
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def run_and_kill(out: Path, model: str, mosaics: list[Path], journal: Path, pattern: str, n: int, *,
+                 band_rows: int) -> tuple[float, int]:
+    """Start a local detect into ``out`` in a child, SIGKILL it once ``n`` entries matching ``pattern``
+    are journaled in ``journal``; return the seconds it ran and the entries journaled."""
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
+    env = {**os.environ, "BENCH_BAND_ROWS": str(band_rows)}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, "local", str(out), model, "1", *map(str, mosaics)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    while proc.poll() is None and not (journal.is_dir() and len(list(journal.glob(pattern))) >= n):
+        time.sleep(0.05)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return time.perf_counter() - t0, len(list(journal.glob(pattern)))
+
+
 def same_plots(a: Path, b: Path) -> bool:
     import geopandas as gpd
 
@@ -124,21 +143,8 @@ def main() -> None:
           flush=True)
 
     out = wd / "resumed"
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    journal = work_path(out) / "journal"
-    half = math.ceil(args.mosaics / 2)
-    cmd = [sys.executable, "-c", CHILD, "local", str(out), args.model, "1", *map(str, mosaics)]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while proc.poll() is None and not (journal.is_dir() and len(list(journal.glob("[0-9]*.json"))) >= half):
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed_after = time.perf_counter() - t0
-    done = len(list(journal.glob("[0-9]*.json")))
+    killed_after, done = run_and_kill(out, args.model, mosaics, work_path(out) / "journal", "[0-9]*.json",
+                                      math.ceil(args.mosaics / 2), band_rows=16384)
     resumed = child("resume", out, args.model, 1, mosaics)
     saved = local["seconds"] - resumed["seconds"]
     print(f"resume:  killed (SIGKILL) after {killed_after:.1f} s with {done}/{args.mosaics} mosaics "
@@ -205,23 +211,8 @@ def bench_bands(wd: Path, mosaics: list[Path], args: argparse.Namespace) -> dict
           f"warm {cl['warm_s']:.1f} s; plots equal: {same_plots(wd / 'tall_one', wd / 'tall_cluster')}",
           flush=True)
     out = wd / "tall_resumed"
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    bands_dir = work_path(out) / "journal" / "0000.bands"
-    env = {**os.environ, "BENCH_BAND_ROWS": str(args.band_rows)}
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, "local", str(out), args.model, "1", str(tall)],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    t0 = time.perf_counter()
-    half = math.ceil(n_bands / 2)
-    while proc.poll() is None and not (bands_dir.is_dir()
-                                       and len(list(bands_dir.glob("[0-9]*.npz"))) >= half):
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed_after = time.perf_counter() - t0
-    done = len(list(bands_dir.glob("[0-9]*.npz")))
+    killed_after, done = run_and_kill(out, args.model, [tall], work_path(out) / "journal" / "0000.bands",
+                                      "[0-9]*.npz", math.ceil(n_bands / 2), band_rows=args.band_rows)
     resumed = child("resume", out, args.model, 1, [tall], band_rows=args.band_rows)
     saved = banded["seconds"] - resumed["seconds"]
     print(f"         killed after {killed_after:.1f} s with {done}/{n_bands} bands journaled; --resume took "
