@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Train the shipped default model models/poppyscan-default on synthetic scenes only (poppyscan.synth).
-# Two stages on 2 shared CPU cores: stage 1 from scratch (~50 min), stage 2 fine-tunes it on twice the
-# scenes with more negative tiles (~40 min). Re-running the script resumes each stage from its last
-# epoch checkpoint (a finished stage is skipped).
+# Three stages on 2 shared CPU cores: stage 1 from scratch (~50 min), stage 2 fine-tunes it on twice the
+# scenes with more negative tiles (~40 min), stage 3 fine-tunes stage 2 with extra coarse-GSD and
+# poppy-free scenes, larger tiles and the coarse-GSD augmentation (~60 min). Re-running the script resumes
+# each stage from its last epoch checkpoint (a finished stage is skipped).
 #
 #   nohup bash scripts/train_default.sh > /tmp/train_default.log 2>&1 &
 #
-# DATA, RUN1 and RUN2 can be overridden; all live outside the repository. Held-out test scenes use
-# seeds >= 900000 (scripts/eval_default.py); the training/validation seeds are 10000-10503.
+# DATA, RUN1, RUN2 and RUN3 can be overridden; all live outside the repository. Held-out test scenes use
+# seeds >= 900000 (scripts/eval_default.py); the training/validation seeds are 10000-10815.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-/tmp/poppy_data}
 RUN1=${RUN1:-/tmp/poppy_train_default}
 RUN2=${RUN2:-/tmp/poppy_train_default2}
+RUN3=${RUN3:-/tmp/poppy_train_default3}
 PY=${PY:-.venv/bin/python}
 
 mode() { if [ -f "$1/checkpoints/last.pt" ]; then echo --resume; else echo --overwrite; fi; }
@@ -40,7 +42,37 @@ for name, dirs in (("stage2_train.csv", train), ("stage2_val.csv", val)):
     (data / name).write_text("mosaic,labels\n" + "\n".join(rows) + "\n")
 print(f"stage 2: {len(train)} training scenes, {len(val)} validation scenes")
 PYEOF
-"$PY" -m poppyscan train "$DATA/stage2_train.csv" --val "$DATA/stage2_val.csv" --init "$RUN1/bundle" \
-    --out "$RUN2" $(mode "$RUN2") --config scripts/train_default_stage2.yaml \
-    --bundle-out models/poppyscan-default --name poppyscan-default --model-version 0.2.0
-# then: python scripts/eval_default.py models/poppyscan-default --report models/poppyscan-default-eval.json --update-bundle
+if [ ! -f "$RUN2/bundle/bundle.json" ]; then
+  "$PY" -m poppyscan train "$DATA/stage2_train.csv" --val "$DATA/stage2_val.csv" --init "$RUN1/bundle" \
+      --out "$RUN2" $(mode "$RUN2") --config scripts/train_default_stage2.yaml \
+      --name poppyscan-default --model-version 0.2.0
+fi
+
+# ---- stage 3: + 120 scenes at GSD 4.5-8 cm (30 % poppy-free, seeds 10600-10719) and 60 poppy-free
+# scenes at 2-8 cm (seeds 10720-10779); fine-tuned from stage 2, 28 epochs of 320 px tiles with 30 % of
+# tiles coarsened (down- then up-sampled, as 6-8 cm mosaics are when detect resamples them to 4 cm).
+# Validation: stage 2's 48 validation scenes + 16 new ones (seeds 10800-10815), never trained on.
+"$PY" scripts/render_training_set.py "$DATA/train3" --first-seed 10600 --count 120 --poppy-free 0.3 \
+    --gsd-min 0.045 --gsd-max 0.08
+"$PY" scripts/render_training_set.py "$DATA/train3" --first-seed 10720 --count 60 --poppy-free 1.0
+"$PY" scripts/render_training_set.py "$DATA/val3" --first-seed 10800 --count 16 --poppy-free 0.25
+"$PY" - "$DATA" <<'PYEOF'
+import sys
+from pathlib import Path
+data = Path(sys.argv[1])
+def rows(name): return (data / name).read_text().splitlines()[1:]
+new = [f"{d}/mosaic.tif,{d}/truth.gpkg" for d in sorted((data / "train3").glob("scene_*"))]
+val = [f"{d}/mosaic.tif,{d}/truth.gpkg" for d in sorted((data / "val3").glob("scene_*"))]
+for name, r in (("stage3_train.csv", rows("stage2_train.csv") + new), ("stage3_val.csv", rows("stage2_val.csv") + val)):
+    (data / name).write_text("mosaic,labels\n" + "\n".join(r) + "\n")
+    print(f"{name}: {len(r)} scenes")
+PYEOF
+if [ ! -f "$RUN3/bundle/bundle.json" ]; then
+  POPPYSCAN_COARSE_AUG=0.3 "$PY" -m poppyscan train "$DATA/stage3_train.csv" --val "$DATA/stage3_val.csv" \
+      --init "$RUN2/bundle" --out "$RUN3" $(mode "$RUN3") --config scripts/train_default_stage3.yaml \
+      --name poppyscan-default --model-version 0.3.0
+fi
+# ---- ship: the stage-3 bundle becomes the default model, measured on the held-out scenes (seeds >= 900000)
+rm -rf models/poppyscan-default && mkdir -p models/poppyscan-default
+cp "$RUN3/bundle/bundle.json" "$RUN3/bundle/model.pt" "$RUN3/bundle/model.onnx" models/poppyscan-default/
+"$PY" scripts/eval_default.py models/poppyscan-default --report models/poppyscan-default-eval.json --update-bundle
