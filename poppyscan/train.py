@@ -42,24 +42,6 @@ THRESHOLDS = tuple(round(float(t), 2) for t in np.arange(0.25, 0.96, 0.05))
 # validation scenes the best pooled object F1 sat at the old grid's top (0.95).
 CALIBRATION_THRESHOLDS = THRESHOLDS + (0.96, 0.97, 0.98, 0.99)
 CKPT_VERSION = 1
-# Share of training tiles coarsened (traindata.coarsen) to imitate 6-8 cm imagery. Not a config key yet
-# (poppyscan/config.py is owned elsewhere): set by scripts/train_default.sh for stage 3; default 0 keeps
-# earlier runs reproducible. Recorded in the bundle's training summary and checked on --resume.
-COARSE_AUG_ENV = "POPPYSCAN_COARSE_AUG"
-
-
-def coarse_aug_share() -> float:
-    """The coarse-GSD augmentation share from ``$POPPYSCAN_COARSE_AUG`` (0 when unset)."""
-    raw = os.environ.get(COARSE_AUG_ENV, "").strip()
-    try:
-        value = float(raw) if raw else 0.0
-    except ValueError:
-        raise ConfigError(f"${COARSE_AUG_ENV} must be a number in [0, 1], got {raw!r}") from None
-    if not 0 <= value <= 1:
-        raise ConfigError(f"${COARSE_AUG_ENV} must be in [0, 1], got {value}")
-    return value
-
-
 @dataclass
 class TrainResult:
     bundle_path: Path
@@ -333,12 +315,12 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, max(1, total // 30)))
     start_epoch, history, best = 0, [], None
     cfg_dict = dataclasses.asdict(cfg)
-    coarse_p = coarse_aug_share()
+    coarse_p = float(cfg.coarse_aug)  # share of tiles coarsened (traindata.coarsen)
     if resume:
         ck = torch.load(last_ckpt, map_location="cpu", weights_only=False)
         for key in ("arch", "gsd_m", "tile_size", "seed", "steps_per_epoch", "batch_size", "coarse_aug"):
             old = ck["config"].get(key, 0.0 if key == "coarse_aug" else None)
-            now = {"arch": arch, "gsd_m": gsd, "coarse_aug": coarse_p}.get(key, cfg_dict.get(key))
+            now = {"arch": arch, "gsd_m": gsd}.get(key, cfg_dict.get(key))
             if old != now:
                 raise ConfigError(
                     f"config 'train.{key}' is {now!r} but the checkpoint was trained with {old!r}; "
@@ -414,7 +396,7 @@ def train(
                 "epoch": epoch,
                 "history": history,
                 "best": best,
-                "config": {**cfg_dict, "arch": arch, "gsd_m": gsd, "coarse_aug": coarse_p},
+                "config": {**cfg_dict, "arch": arch, "gsd_m": gsd},
             },
             last_ckpt,
         )
@@ -435,7 +417,7 @@ def train(
         "epochs": len(history),
         "best_epoch": best["epoch"] if best else len(history),
         "init": str(init) if init else None,
-        "config": {**cfg_dict, "arch": arch, "gsd_m": gsd, "coarse_aug": coarse_p},
+        "config": {**cfg_dict, "arch": arch, "gsd_m": gsd},
         "train_seconds_this_session": round(time.time() - t_start, 1),
     }
     metrics = {}

@@ -68,7 +68,7 @@ for name, r in (("stage3_train.csv", rows("stage2_train.csv") + new), ("stage3_v
     print(f"{name}: {len(r)} scenes")
 PYEOF
 if [ ! -f "$RUN3/bundle/bundle.json" ]; then
-  POPPYSCAN_COARSE_AUG=0.3 "$PY" -m poppyscan train "$DATA/stage3_train.csv" --val "$DATA/stage3_val.csv" \
+  "$PY" -m poppyscan train "$DATA/stage3_train.csv" --val "$DATA/stage3_val.csv" \
       --init "$RUN2/bundle" --out "$RUN3" $(mode "$RUN3") --config scripts/train_default_stage3.yaml \
       --name poppyscan-default --model-version 0.3.0
 fi

@@ -164,8 +164,8 @@ def test_cli_bad_options_give_one_line_errors(scenes, tmp_path, capsys, extra, m
     assert code == 2 and err.startswith("poppyscan: error:") and msg in err and "\n" not in err
 
 
-def test_coarse_augmentation_blurs_and_keeps_labels(scenes, monkeypatch):
-    from poppyscan.train import COARSE_AUG_ENV, coarse_aug_share
+def test_coarse_augmentation_blurs_and_keeps_labels(scenes):
+    from poppyscan.config import load_config
     from poppyscan.traindata import coarsen
 
     sc = [open_scene(scenes / f"s{i}" / "mosaic.tif", scenes / f"s{i}" / "truth.gpkg") for i in range(3)]
@@ -179,10 +179,7 @@ def test_coarse_augmentation_blurs_and_keeps_labels(scenes, monkeypatch):
     a = augment(rgb, label, np.random.default_rng(2))[0]
     b = augment(rgb, label, np.random.default_rng(2), coarse_p=0.0)[0]
     assert np.array_equal(a, b)
-    monkeypatch.delenv(COARSE_AUG_ENV, raising=False)
-    assert coarse_aug_share() == 0.0
-    monkeypatch.setenv(COARSE_AUG_ENV, "0.3")
-    assert coarse_aug_share() == 0.3
-    monkeypatch.setenv(COARSE_AUG_ENV, "2")
-    with pytest.raises(ConfigError, match="POPPYSCAN_COARSE_AUG"):
-        coarse_aug_share()
+    assert load_config().train.coarse_aug == 0.0
+    assert load_config(overrides={"train.coarse_aug": 0.3}).train.coarse_aug == 0.3
+    with pytest.raises(ConfigError, match="train.coarse_aug"):
+        load_config(overrides={"train.coarse_aug": 2})
