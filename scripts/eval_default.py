@@ -6,7 +6,11 @@
 
 Renders (once) 16 poppy scenes, seeds 900000-900015, four per GSD band 2-3, 3-4.5, 4.5-6 and 6-8 cm,
 and 8 poppy-free scenes of 2048 px, seeds 900100-900107 (GSD 2-8 cm); training and validation used seeds
-10000-10503.
+10000-10815. ``--extended`` adds 32 poppy scenes (8 per band, seeds 901000 + 100 x band + k) and 16
+poppy-free 2048 px scenes (seeds 901900-901915), never used for any decision about the shipped model:
+
+    python scripts/eval_default.py models/poppyscan-default --extended \
+        --report models/poppyscan-default-eval-extended.json
 Each scene runs through ``poppyscan.detect`` (the production path; ``--engine simple`` for the small
 in-memory predictor). Prints a table and breakdowns by GSD band, growth stage, setting and plot size,
 writes the JSON report, and with ``--update-bundle`` stores the summary in the bundle's metrics.
@@ -35,18 +39,32 @@ def _render_module():
     return mod
 
 
-def render_test_set(root: Path) -> list[Path]:
+def render_test_set(root: Path, extended: bool = False) -> list[Path]:
+    """The held-out scenes (rendered once). ``extended`` adds 8 more poppy scenes per GSD band (seeds
+    901000 + 100 x band + k) and 16 more poppy-free 2048 px scenes (seeds 901900-901915)."""
     render = _render_module()
     dirs = []
+    sets = [("poppy", 900000, 4, "poppy_free", 900100, 8)]
+    if extended:
+        sets.append(("poppy_ext", 901000, 8, "poppy_free_ext", 901900, 16))
+    for poppy_dir, poppy_seed, per_band, free_dir, free_seed, n_free in sets:
+        _render_set(render, root, poppy_dir, poppy_seed, per_band, free_dir, free_seed, n_free)
+        for sub in (poppy_dir, free_dir):
+            dirs += sorted(d for d in (root / sub).iterdir() if d.is_dir())
+    return dirs
+
+
+def _render_set(render, root: Path, poppy_dir: str, poppy_seed: int, per_band: int,  # noqa: ANN001
+                free_dir: str, free_seed: int, n_free: int) -> None:
     for i, (lo, hi) in enumerate(BANDS):
-        first = 900000 + 4 * i
+        first = poppy_seed + (4 * i if poppy_seed == 900000 else 100 * i)
         render.main(
             [
-                str(root / "poppy"),
+                str(root / poppy_dir),
                 "--first-seed",
                 str(first),
                 "--count",
-                "4",
+                str(per_band),
                 "--poppy-free",
                 "0",
                 "--gsd-min",
@@ -58,20 +76,17 @@ def render_test_set(root: Path) -> list[Path]:
     # poppy-free scenes are 4x larger (2048 px): one false plot is then ~0.1-0.2 /ha, not ~0.5 /ha
     render.main(
         [
-            str(root / "poppy_free"),
+            str(root / free_dir),
             "--first-seed",
-            "900100",
+            str(free_seed),
             "--count",
-            "8",
+            str(n_free),
             "--poppy-free",
             "1",
             "--size",
             "2048",
         ]
     )
-    for sub in ("poppy", "poppy_free"):
-        dirs += sorted(d for d in (root / sub).iterdir() if d.is_dir())
-    return dirs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--threshold", type=float)
     ap.add_argument("--update-bundle", action="store_true", help="store the summary in bundle.json metrics")
+    ap.add_argument("--extended", action="store_true",
+                    help="also 32 more poppy scenes (8 per GSD band) and 16 more poppy-free scenes")
     args = ap.parse_args(argv)
 
     import geopandas as gpd
@@ -98,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     from poppyscan.model import load_bundle, make_predictor, update_meta
     from poppyscan.scene_predict import predict_scene, scene_gsd_m
 
-    scenes = render_test_set(args.data)
+    scenes = render_test_set(args.data, extended=args.extended)
     bundle = load_bundle(args.bundle)
     thr = bundle.meta.threshold if args.threshold is None else args.threshold
     predict = make_predictor(bundle, device="cpu", threads=args.threads) if args.engine == "simple" else None
@@ -121,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         truth = read_polygons(d / "truth.gpkg", "plots").to_crs(pred.crs)
         score = score_polygons(pred, truth, valid_area_m2=area)
         gsd = scene_gsd_m(mosaic)
-        kind = "poppy_free" if d.parent.name == "poppy_free" else "poppy"
+        kind = "poppy_free" if d.parent.name.startswith("poppy_free") else "poppy"
         rep = {
             "scene": d.name,
             "kind": kind,
@@ -166,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         "iou_min": 0.25,
         "min_area_m2": 1.0,
         "data": str(args.data),
-        "test_seeds": "900000-900015 (poppy), 900100-900107 (poppy-free, 2048 px); training used 10000-10503",
+        "test_seeds": "900000-900015 (poppy), 900100-900107 (poppy-free, 2048 px)"
+        + ("; extended: 901000-901307 (8 per GSD band), 901900-901915 (poppy-free, 2048 px)" if args.extended
+           else "")
+        + "; training and validation used 10000-10815",
         "summary": summary,
         "recall_by_stage": recall_by("stage"),
         "recall_by_setting": recall_by("setting"),
