@@ -162,3 +162,20 @@ def test_band_rows_below_window_rows_is_a_config_error():
 
     with pytest.raises(ConfigError, match="detect.band_rows"):
         load_config(overrides={"detect.window_rows": 1024, "detect.band_rows": 512})
+
+
+def test_cli_band_rows_option(tmp_path, capsys):
+    from poppyscan.cli import main
+
+    mosaic = tall_mosaic(tmp_path)  # 1400 rows at 5 cm -> 1750 rows at the default model's 4 cm
+    model = TESTS.parent / "models" / "poppyscan-default"
+    base = ["detect", str(mosaic), "--model", str(model), "--device", "cpu", "-q"]
+    assert main([*base, "--out", str(tmp_path / "run"), "--band-rows", "1024"]) == 0
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["timings"]["mosaics"][0]["bands"] == 2 and run["config"]["detect"]["band_rows"] == 1024
+    capsys.readouterr()
+    for value, fragment in (("100", "detect.band_rows"), ("-5", "'--band-rows' must be a whole number")):
+        assert main([*base, "--out", str(tmp_path / f"bad{value}"), "--band-rows", value]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("poppyscan: error:") and fragment in err and "\n" not in err
+        assert not (tmp_path / f"bad{value}").exists()

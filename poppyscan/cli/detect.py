@@ -39,6 +39,11 @@ def _device(value):  # noqa: ANN001, ANN202
     return value if value in ("auto", "cpu", "cuda") else None
 
 
+def _rows(value):  # noqa: ANN001, ANN202
+    n = int(value)
+    return n if n >= 0 else None
+
+
 @click.command("detect")
 @click.argument("mosaics", nargs=-1, metavar="MOSAIC [MOSAIC ...]")
 @click.option("--out", "out", metavar="DIR",
@@ -51,16 +56,19 @@ def _device(value):  # noqa: ANN001, ANN202
               help="Poppy probability cut (default: the bundle's).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 @click.option("--resume", is_flag=True,
-              help="Continue an interrupted run of --out from its finished mosaics "
+              help="Continue an interrupted run of --out from its finished mosaics and bands "
                    "(same inputs, model and config).")
 @click.option("--scheduler", metavar="ADDRESS",
               help="Run the mosaics on a Dask cluster, e.g. tcp://10.0.0.5:8786 "
                    "(default: config detect.scheduler).")
+@click.option("--band-rows", type=_Checked("band-rows", _rows, "a whole number of rows >= 0"), metavar="N",
+              help="Cut mosaics taller than N model-GSD rows into row bands: units of work for --resume "
+                   "and Dask tasks; 0 = whole mosaics (default: config detect.band_rows, 16384).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary line.")
 @click.pass_context
 def detect(ctx: click.Context, mosaics: tuple[str, ...], out: str | None, model: str | None,
            config_file: str | None, device: str | None, threshold: float | None, overwrite: bool,
-           resume: bool, scheduler: str | None, quiet: bool) -> None:
+           resume: bool, scheduler: str | None, band_rows: int | None, quiet: bool) -> None:
     """Detect poppy plots in one or more orthomosaics of a flight (overlaps are merged)."""
     from ..config import load_config
     from ..detect import detect as run_detect
@@ -76,7 +84,8 @@ def detect(ctx: click.Context, mosaics: tuple[str, ...], out: str | None, model:
     if not mosaics:
         raise InputError("no MOSAIC given: pass one or more orthomosaic files")
     config = load_config(config_file, {"detect.model": model, "detect.device": device,
-                                       "detect.threshold": threshold, "detect.scheduler": scheduler})
+                                       "detect.threshold": threshold, "detect.scheduler": scheduler,
+                                       "detect.band_rows": band_rows})
     summary = run_detect(list(mosaics), out, config=config, overwrite=overwrite, progress=not quiet,
                          resume=resume)
     if not quiet:
