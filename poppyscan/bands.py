@@ -63,11 +63,6 @@ class BandResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def halo_rows(morph_radius_px: int) -> int:
-    """Rows of context the vectoriser needs beyond a band edge (:class:`~poppyscan.vectorize.Vectorizer`)."""
-    return 2 * morph_radius_px + 1 if morph_radius_px else 0
-
-
 def plan_bands(height: int, width: int, *, tile_size: int, overlap: int, band_rows: int, window_rows: int,
                halo: int) -> list[Band]:
     """Cut a ``height`` x ``width`` grid into bands of ``band_rows`` rows rounded down to whole windows

@@ -126,6 +126,11 @@ def _sparse(labels: np.ndarray | None) -> Seam:
     return cols, labels[cols].astype(np.int32)
 
 
+def halo_rows(morph_radius_px: int) -> int:
+    """Rows of context a window (or band) needs beyond its edge for the opening and closing."""
+    return 2 * morph_radius_px + 1 if morph_radius_px else 0
+
+
 class Vectorizer:
     """Streamed polygonisation of a ``height`` x ``width`` percent raster (see the module docstring).
 
@@ -159,7 +164,7 @@ class Vectorizer:
         self.window_rows = window_rows
         self.threshold_pct = threshold_pct
         self.radius = morph_radius_px
-        self.halo = 2 * morph_radius_px + 1 if morph_radius_px else 0
+        self.halo = halo_rows(morph_radius_px)
         self.min_area_px, self.max_hole_px = min_area_px, max_hole_px
         self._kernel = (cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * self.radius + 1,) * 2)
                         if self.radius else None)
@@ -170,7 +175,7 @@ class Vectorizer:
         self._fill = 0  # buffer rows in use
         self._next = start  # first row of the next window
         self._pieces: list[_Piece] = []
-        self._index: dict[tuple[int, int], int] = {}  # (window, label) -> piece
+        self._keys: list[tuple[int, int]] = []  # (window, label) of each piece
         self._seams: list[tuple[np.ndarray | None, np.ndarray | None]] = []  # (top, bottom) labels per window
 
     # -- streaming --------------------------------------------------------------------------------
@@ -266,17 +271,14 @@ class Vectorizer:
                      shapes(crop.view(np.uint8), mask=crop, connectivity=4,
                             transform=Affine.translation(col + x, row + y))]
             geom = polys[0] if len(polys) == 1 else shapely.union_all(polys)
-            self._index[(w, offset + k - 1)] = len(self._pieces)
+            self._keys.append((w, offset + k - 1))
             self._pieces.append(_Piece(geom, int(area[k]), float(v.sum(dtype=np.int64)), int(v.max())))
 
     # -- finishing --------------------------------------------------------------------------------
     def partial(self) -> VectorParts:
         """Process the last rows and return the pieces and seams unmerged (see :func:`merge_parts`)."""
         self._drain(final=True)
-        keys = [None] * len(self._pieces)
-        for key, i in self._index.items():
-            keys[i] = key
-        return VectorParts(self._pieces, keys, self._seams)
+        return VectorParts(self._pieces, self._keys, self._seams)
 
     def finish(self) -> PixelPolygons:
         """Process the last rows, merge across seams, fill holes, simplify, drop small ones."""
