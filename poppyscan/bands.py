@@ -34,7 +34,7 @@ from .blend import Blender, ProbabilityWriter, assemble_cog, to_percent
 from .infer import Worker, iter_batches, run_inference
 from .mosaic import ModelGrid, Mosaic
 from .tiles import Tile, tile_grid
-from .vectorize import Vectorizer, VectorParts, merge_parts, to_crs
+from .vectorize import Vectorizer, VectorParts, halo_rows, merge_parts, to_crs
 
 log = logging.getLogger(__name__)
 
