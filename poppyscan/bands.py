@@ -76,11 +76,15 @@ def plan_bands(height: int, width: int, *, tile_size: int, overlap: int, band_ro
     step = band_rows // window_rows * window_rows if band_rows else 0
     if not step or height <= step:
         return [Band(0, 0, height, tuple(tiles))]
+    rows: dict[int, list[Tile]] = {}  # tile rows (row-major, so bands keep the order)
+    for t in tiles:
+        rows.setdefault(t.row, []).append(t)
     edges = [*range(0, height, step), height]
     bands = []
     for i, (r0, r1) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
         lo, hi = max(0, r0 - halo), min(height, r1 + halo)
-        bands.append(Band(i, r0, r1, tuple(t for t in tiles if t.row < hi and t.row + t.height > lo)))
+        needed = (ts for row, ts in rows.items() if row < hi and row + ts[0].height > lo)
+        bands.append(Band(i, r0, r1, tuple(t for ts in needed for t in ts)))
     return bands
 
 

@@ -260,16 +260,13 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
         tmp = work.path  # becomes out_dir when complete; journaled mosaics survive a crash
         try:
             t_open = time.perf_counter()
-            results, prob_names = [], []
-            total_tiles = 0
-            for m in opened:
-                total_tiles += sum(len(b.tiles) for b in mosaic_bands(m, config, gsd_m=float(meta.gsd_m),
-                                                                        tile_size=tile_size, overlap=overlap))
-            bar = _Progress(total_tiles, progress)
+            plans = [mosaic_bands(m, config, gsd_m=float(meta.gsd_m), tile_size=tile_size, overlap=overlap)
+                     for m in opened]
+            bar = _Progress(sum(len(b.tiles) for bands in plans for b in bands), progress)
             try:
-                results, prob_names = run_mosaics(opened, resolved, work, model_ref=model, config=config,
-                                                  device=device, tile_size=tile_size, overlap=overlap,
-                                                  threshold=threshold, progress=bar)
+                results, prob_names = run_mosaics(opened, plans, resolved, work, model_ref=model,
+                                                  config=config, device=device, tile_size=tile_size,
+                                                  overlap=overlap, threshold=threshold, progress=bar)
             finally:
                 bar.close()
             t_plots = time.perf_counter()

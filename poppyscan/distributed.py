@@ -29,7 +29,7 @@ from typing import Any
 
 import rasterio
 
-from .bands import Band, BandResult, finish_mosaic, mosaic_bands, run_band
+from .bands import Band, BandResult, finish_mosaic, run_band
 from .errors import DependencyError, InputError
 from .mosaic import Mosaic
 from .resume import WorkArea
@@ -44,10 +44,11 @@ def prob_name(index: int) -> str:
     return "probability.tif" if index == 0 else f"probability_{index + 1}.tif"
 
 
-def run_mosaics(opened: Sequence[Mosaic], resolved: Any, work: WorkArea, *, model_ref: Any, config: Any,
-                device: str, tile_size: int, overlap: int, threshold: float,
+def run_mosaics(opened: Sequence[Mosaic], plans: Sequence[list[Band]], resolved: Any, work: WorkArea, *,
+                model_ref: Any, config: Any, device: str, tile_size: int, overlap: int, threshold: float,
                 progress: Any) -> tuple[list[dict[str, Any]], list[str]]:
-    """Results (:func:`~poppyscan.bands.finish_mosaic` dicts) and probability file names of all mosaics."""
+    """Results (:func:`~poppyscan.bands.finish_mosaic` dicts) and probability file names of all mosaics;
+    ``plans[i]``: the bands of mosaic ``i`` (:func:`~poppyscan.bands.mosaic_bands`)."""
     from .detect import _gdal_cache_mb
 
     gsd = float(resolved.meta.gsd_m)
@@ -61,23 +62,23 @@ def run_mosaics(opened: Sequence[Mosaic], resolved: Any, work: WorkArea, *, mode
     todo = [i for i in range(len(opened)) if i not in results]
     scheduler = config.detect.scheduler
     if todo and scheduler:
-        results.update(_run_on_cluster(scheduler, opened, todo, resolved, work, model_ref=model_ref,
+        results.update(_run_on_cluster(scheduler, opened, plans, todo, resolved, work, model_ref=model_ref,
                                        config=config, device=device, tile_size=tile_size, overlap=overlap,
                                        threshold=threshold, progress=progress))
     elif todo:
         with rasterio.Env(GDAL_CACHEMAX=_gdal_cache_mb(list(opened), tile_size, gsd)):
             for i in todo:
-                results[i] = _detect_mosaic(i, opened[i], resolved, work, config=config, tile_size=tile_size,
-                                            overlap=overlap, threshold=threshold, progress=progress)
+                results[i] = _detect_mosaic(i, opened[i], plans[i], resolved, work, config=config,
+                                            tile_size=tile_size, overlap=overlap, threshold=threshold,
+                                            progress=progress)
     return [results[i] for i in range(len(opened))], [prob_name(i) for i in range(len(opened))]
 
 
-def _detect_mosaic(index: int, mosaic: Mosaic, model: Any, work: WorkArea, *, config: Any, tile_size: int,
-                   overlap: int, threshold: float, progress: Any) -> dict[str, Any]:
+def _detect_mosaic(index: int, mosaic: Mosaic, bands: list[Band], model: Any, work: WorkArea, *, config: Any,
+                   tile_size: int, overlap: int, threshold: float, progress: Any) -> dict[str, Any]:
     """One mosaic in this process, band by band (journaled ones reused), then finished and journaled."""
     gsd = float(model.meta.gsd_m)
     grid = mosaic.grid(gsd)
-    bands = mosaic_bands(mosaic, config, gsd_m=gsd, tile_size=tile_size, overlap=overlap)
     planned = sum(len(b.tiles) for b in bands)
     ha_per_tile = grid.width * grid.height * gsd**2 / 1e4 / planned
     log.info("reading %s: %dx%d px, %s, %.3f m/px, mask %s -> model grid %dx%d at %.3f m/px, %d tiles in "
@@ -122,9 +123,10 @@ def connect(address: str, timeout_s: float = 10.0) -> Any:
                          "to run locally") from None
 
 
-def _run_on_cluster(address: str, opened: Sequence[Mosaic], todo: list[int], resolved: Any, work: WorkArea,
-                    *, model_ref: Any, config: Any, device: str, tile_size: int, overlap: int,
-                    threshold: float, progress: Any) -> dict[int, dict[str, Any]]:
+def _run_on_cluster(address: str, opened: Sequence[Mosaic], plans: Sequence[list[Band]], todo: list[int],
+                    resolved: Any, work: WorkArea, *, model_ref: Any, config: Any, device: str,
+                    tile_size: int, overlap: int, threshold: float,
+                    progress: Any) -> dict[int, dict[str, Any]]:
     from distributed import as_completed
 
     # a bundle travels by path (each worker loads it once); a ready predictor object by pickle
@@ -139,7 +141,7 @@ def _run_on_cluster(address: str, opened: Sequence[Mosaic], todo: list[int], res
         n_tasks = 0
         for i in todo:
             path = str(opened[i].path.resolve())
-            bands = mosaic_bands(opened[i], config, gsd_m=gsd, tile_size=tile_size, overlap=overlap)
+            bands = plans[i]
             done = work.finished_bands(i, bands) if len(bands) > 1 else {}
             inputs: list[Any] = []
             for band in bands:
