@@ -91,13 +91,19 @@ def _first_difference(old: Any, new: Any, where: str = "") -> str:
     return f"{where}: {old!r} then, {new!r} now"
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
+def _write_atomic(path: Path, write: Any) -> None:
+    """``write(fh)`` into a temporary binary file beside ``path``, fsync it, then rename it to ``path``."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, ensure_ascii=False, default=str)
+    with open(tmp, "wb") as fh:
+        write(fh)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    text = json.dumps(data, ensure_ascii=False, default=str)
+    _write_atomic(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 @dataclass
@@ -221,13 +227,8 @@ class WorkArea:
         meta = {"index": result.index, "row0": result.row0, "row1": result.row1, "part": result.part,
                 "part_size": (self.path / result.part).stat().st_size, "tiles": result.tiles,
                 "skipped": result.skipped, "timings": result.timings}
-        path = d / f"{result.index:04d}.npz"
-        tmp = d / f".{path.name}.tmp"
-        with open(tmp, "wb") as fh:
-            np.savez(fh, meta=np.array(json.dumps(meta)), **result.parts.to_arrays())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        _write_atomic(d / f"{result.index:04d}.npz",
+                      lambda fh: np.savez(fh, meta=np.array(json.dumps(meta)), **result.parts.to_arrays()))
 
     def finished_bands(self, index: int, bands: Sequence[Any]) -> dict[int, Any]:
         """Journaled bands of mosaic ``index`` that match the plan ``bands`` and whose part is intact."""
