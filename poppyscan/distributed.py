@@ -189,19 +189,14 @@ def band_task(index: int, n_bands: int, band: Band, path: str, work_dir: str, mo
     """One band of mosaic ``index`` on a Dask worker: the same work as a local run, journaled when the
     mosaic has several bands."""
     from .detect import _gdal_cache_mb, _tune_heap
-    from .mosaic import open_mosaic
 
     _tune_heap()
     resolved = _model(model_ref, config, device)
     work = WorkArea(Path(work_dir), Path(work_dir))
-    with rasterio.Env(GDAL_CACHEMAX=64):
-        mosaic = open_mosaic(path)
-    try:
-        with rasterio.Env(GDAL_CACHEMAX=_gdal_cache_mb([mosaic], tile_size, float(resolved.meta.gsd_m))):
-            result = run_band(mosaic, resolved, band, work_dir=work.path, prob_name=prob_name(index),
-                              config=config, tile_size=tile_size, overlap=overlap, threshold=threshold)
-    finally:
-        mosaic.close()
+    with _open(path) as mosaic, \
+            rasterio.Env(GDAL_CACHEMAX=_gdal_cache_mb([mosaic], tile_size, float(resolved.meta.gsd_m))):
+        result = run_band(mosaic, resolved, band, work_dir=work.path, prob_name=prob_name(index),
+                          config=config, tile_size=tile_size, overlap=overlap, threshold=threshold)
     if n_bands > 1:
         work.record_band(index, result)
     return result
@@ -210,16 +205,18 @@ def band_task(index: int, n_bands: int, band: Band, path: str, work_dir: str, mo
 def finish_task(index: int, path: str, work_dir: str, config: Any, gsd_m: float, threshold: float,
                 *results: BandResult) -> dict[str, Any]:
     """Join the bands of mosaic ``index`` on a Dask worker: merged plots, probability COG, journal."""
-    from .mosaic import open_mosaic
-
     work = WorkArea(Path(work_dir), Path(work_dir))
-    with rasterio.Env(GDAL_CACHEMAX=64):
-        mosaic = open_mosaic(path)
-    try:
+    with _open(path) as mosaic:
         out = finish_mosaic(mosaic, mosaic.grid(gsd_m), list(results), work_dir=work.path,
                             prob_name=prob_name(index), config=config, threshold=threshold)
-    finally:
-        mosaic.close()
     work.record(index, prob_name(index), out)
     work.clear_bands(index)
     return out
+
+
+def _open(path: str) -> Mosaic:
+    """Open a mosaic on a worker (a context manager) with the small block cache detect opens them with."""
+    from .mosaic import open_mosaic
+
+    with rasterio.Env(GDAL_CACHEMAX=64):
+        return open_mosaic(path)
