@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 import rasterio
 from detect_scenes import ColourPredictor, write_scene
 from shapely.geometry import Point, box
-from test_resume import assert_same_plots, plots_of
+from test_resume import assert_same_plots, plots_of, start_slow_detect
 
 from poppyscan.bands import plan_bands
 from poppyscan.config import load_config
@@ -27,23 +25,6 @@ from poppyscan.resume import work_path
 TESTS = Path(__file__).resolve().parent
 WHOLE = {"detect.window_rows": 256, "detect.run_tasks": False, "detect.band_rows": 0}
 BANDED = {**WHOLE, "detect.band_rows": 256}
-
-CHILD = r"""
-import sys, time
-sys.path.insert(0, sys.argv[1])
-from detect_scenes import ColourPredictor
-from poppyscan.config import load_config
-from poppyscan.detect import detect
-
-class Slow(ColourPredictor):
-    def __call__(self, batch):
-        time.sleep(0.25)
-        return super().__call__(batch)
-
-config = load_config(overrides={"detect.window_rows": 256, "detect.run_tasks": False, "detect.band_rows": 256,
-                                "detect.streams": 1, "detect.batch_size": 4})
-detect([sys.argv[3]], sys.argv[2], config=config, model=Slow(), progress=False)
-"""
 
 
 def tall_mosaic(tmp_path: Path) -> Path:
@@ -100,8 +81,7 @@ def test_kill_9_inside_a_mosaic_then_resume_reruns_only_the_unfinished_bands(tmp
 
     out = tmp_path / "run"
     bands_dir = work_path(out) / "journal" / "0000.bands"
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(TESTS), str(out), str(mosaic)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = start_slow_detect(out, [mosaic], {**BANDED, "detect.streams": 1, "detect.batch_size": 4})
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:

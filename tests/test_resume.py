@@ -6,6 +6,7 @@ a child process so there is time to kill it after two mosaics are journaled.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -29,7 +30,7 @@ TESTS = Path(__file__).resolve().parent
 KEYS = {"detect.window_rows": 256, "detect.run_tasks": False}
 
 CHILD = r"""
-import sys, time
+import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from detect_scenes import ColourPredictor
 from poppyscan.config import load_config
@@ -40,9 +41,16 @@ class Slow(ColourPredictor):
         time.sleep(0.3)
         return super().__call__(batch)
 
-config = load_config(overrides={"detect.window_rows": 256, "detect.run_tasks": False})
-detect(sys.argv[3:], sys.argv[2], config=config, model=Slow(), progress=False)
+config = load_config(overrides=json.loads(sys.argv[3]))
+detect(sys.argv[4:], sys.argv[2], config=config, model=Slow(), progress=False)
 """
+
+
+def start_slow_detect(out: Path, mosaics: list[Path], overrides: dict) -> subprocess.Popen:
+    """``detect`` of ``mosaics`` into ``out`` in a child process, with a test model that is slowed down so
+    there is time to kill it mid-run."""
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(TESTS), str(out), json.dumps(overrides),
+                             *map(str, mosaics)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def flight(tmp_path: Path, n: int = 4) -> list[Path]:
@@ -77,8 +85,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_plots(tmp_path):
     out = tmp_path / "run"
     work = work_path(out)
     journal = work / "journal"
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(TESTS), str(out), *map(str, mosaics)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = start_slow_detect(out, mosaics, KEYS)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
