@@ -68,7 +68,6 @@ class Blender:
                  top: int = 0) -> None:
         self.height, self.width = height, width
         self.band = min(tile_size, height)
-        self.overlap = overlap
         self.sink = sink
         self._rows = _unit_tapers(height, tile_size, overlap)
         self._cols = _unit_tapers(width, tile_size, overlap)
