@@ -34,7 +34,6 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import rasterio
 
 from . import __version__
 from .bands import mosaic_bands
@@ -42,7 +41,7 @@ from .config import Config, load_config
 from .distributed import run_mosaics
 from .errors import InputError, OutputExistsError
 from .infer import plan_streams
-from .mosaic import Mosaic, check_gsd, open_mosaic
+from .mosaic import Mosaic, block_cache, check_gsd, open_mosaic
 from .plots import merge_overlapping, plot_table
 from .resume import WorkArea, fingerprint
 from .tiles import overlap_px
@@ -237,7 +236,7 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
     _check_out_dir(out_dir, overwrite)
     opened: list[Mosaic] = []
     try:
-        with rasterio.Env(GDAL_CACHEMAX=64):  # bounded from the first read: blocks cached now stay
+        with block_cache(64):  # bounded from the first read: blocks cached now stay
             for p in paths:
                 opened.append(open_mosaic(p))
         t_model = time.perf_counter()

@@ -27,11 +27,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import rasterio
-
 from .bands import Band, BandResult, finish_mosaic, run_band
 from .errors import DependencyError, InputError
-from .mosaic import Mosaic
+from .mosaic import Mosaic, block_cache
 from .resume import WorkArea
 
 log = logging.getLogger(__name__)
@@ -66,7 +64,7 @@ def run_mosaics(opened: Sequence[Mosaic], plans: Sequence[list[Band]], resolved:
                                        config=config, device=device, tile_size=tile_size, overlap=overlap,
                                        threshold=threshold, progress=progress))
     elif todo:
-        with rasterio.Env(GDAL_CACHEMAX=_gdal_cache_mb(list(opened), tile_size, gsd)):
+        with block_cache(_gdal_cache_mb(list(opened), tile_size, gsd)):
             for i in todo:
                 results[i] = _detect_mosaic(i, opened[i], plans[i], resolved, work, config=config,
                                             tile_size=tile_size, overlap=overlap, threshold=threshold,
@@ -194,7 +192,7 @@ def band_task(index: int, n_bands: int, band: Band, path: str, work_dir: str, mo
     resolved = _model(model_ref, config, device)
     work = WorkArea(Path(work_dir), Path(work_dir))
     with _open(path) as mosaic, \
-            rasterio.Env(GDAL_CACHEMAX=_gdal_cache_mb([mosaic], tile_size, float(resolved.meta.gsd_m))):
+            block_cache(_gdal_cache_mb([mosaic], tile_size, float(resolved.meta.gsd_m))):
         result = run_band(mosaic, resolved, band, work_dir=work.path, prob_name=prob_name(index),
                           config=config, tile_size=tile_size, overlap=overlap, threshold=threshold)
     if n_bands > 1:
@@ -218,5 +216,5 @@ def _open(path: str) -> Mosaic:
     """Open a mosaic on a worker (a context manager) with the small block cache detect opens them with."""
     from .mosaic import open_mosaic
 
-    with rasterio.Env(GDAL_CACHEMAX=64):
+    with block_cache(64):
         return open_mosaic(path)

@@ -261,6 +261,21 @@ class Mosaic:
         self.close()
 
 
+def block_cache(mb: int) -> rasterio.Env:
+    """A rasterio environment whose GDAL block cache holds ``mb`` MiB.
+
+    rasterio passes an integer ``GDAL_CACHEMAX`` to ``GDALSetCacheMax64``, which counts *bytes* (GDAL's
+    "below 100000 means MB" rule is for the config string only): ``rasterio.Env(GDAL_CACHEMAX=64)`` is a
+    64-byte cache, and every source block shared by two tile rows is then decoded twice (measured: 2.3 s
+    instead of 1.1 s of CPU to read a 100 Mpx DEFLATE mosaic strip by strip).
+
+    >>> with block_cache(64):
+    ...     rasterio.env.get_gdal_config("GDAL_CACHEMAX") == 64 * 2**20
+    True
+    """
+    return rasterio.Env(GDAL_CACHEMAX=int(mb) * 2**20)
+
+
 def open_mosaic(path: str | Path) -> Mosaic:
     """Open and check a mosaic; raises :class:`~poppyscan.errors.InputError` naming the problem."""
     path = Path(path)
