@@ -158,6 +158,7 @@ def run_band(mosaic: Mosaic, model: Any, band: Band, *, work_dir: Path, prob_nam
     writer.close()
     return BandResult(band.index, band.row0, band.row1, part.name, parts, stats.tiles, stats.skipped,
                       {"infer_s": time.perf_counter() - t_start, "forward_s": stats.forward_s,
+                       "forward_cpu_s": stats.forward_cpu_s,
                        "reader_wait_s": stats.read_wait_s, "writer_busy_s": worker.busy_s})
 
 
@@ -180,7 +181,7 @@ def finish_mosaic(mosaic: Mosaic, grid: ModelGrid, results: list[BandResult], *,
     gdf = gpd.GeoDataFrame({"prob_mean": polys.prob_sum / count / 100.0, "prob_max": polys.prob_max / 100.0,
                             "mosaic": mosaic.path.name}, geometry=gpd.GeoSeries(geoms, crs=mosaic.crs))
     timings = {k: sum(r.timings.get(k, 0.0) for r in results)
-               for k in ("infer_s", "forward_s", "reader_wait_s", "writer_busy_s")}
+               for k in ("infer_s", "forward_s", "forward_cpu_s", "reader_wait_s", "writer_busy_s")}
     timings.update(vectorize_finish_s=t_vec - t0, cog_s=t_cog - t_vec, bands=len(results))
     tiles, skipped = sum(r.tiles for r in results), sum(r.skipped for r in results)
     log.info("%s: %d band(s), %d tiles (%d without valid pixels skipped), %d detections; wrote %s",

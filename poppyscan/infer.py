@@ -43,6 +43,7 @@ class InferStats:
     tiles: int = 0
     skipped: int = 0
     forward_s: float = 0.0
+    forward_cpu_s: float = 0.0  # CPU time of the calling threads (ONNX Runtime runs single-threaded there)
     read_wait_s: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -227,15 +228,16 @@ def run_inference(batches: Iterator[Batch], predict: Callable[[np.ndarray], np.n
     pool = ThreadPoolExecutor(streams, thread_name_prefix="poppyscan-infer") if streams > 1 else None
     pending: deque[tuple[Batch, Any]] = deque()
 
-    def timed(images: np.ndarray) -> tuple[np.ndarray, float]:
-        t0 = time.perf_counter()
+    def timed(images: np.ndarray) -> tuple[np.ndarray, float, float]:
+        t0, c0 = time.perf_counter(), time.thread_time()
         prob = predict_tta(predict, images, tta)
-        return prob, time.perf_counter() - t0
+        return prob, time.perf_counter() - t0, time.thread_time() - c0
 
     def finish_oldest() -> None:
         batch, job = pending.popleft()
-        prob, seconds = job.result() if pool is not None else job
+        prob, seconds, cpu = job.result() if pool is not None else job
         stats.forward_s += seconds
+        stats.forward_cpu_s += cpu
         stats.tiles += len(batch.tiles)
         consume(batch, prob)
         if progress is not None:
