@@ -223,6 +223,8 @@ def test_outputs_follow_the_contract(tmp_path):
     assert (plots.geometry.geom_type == "Polygon").all() and plots.is_valid.all()
     with rasterio.open(tmp_path / "run" / "probability.tif") as ds, rasterio.open(scene.path) as src:
         assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert ds.overviews(1) == [2]  # nearest-neighbour decimation of the full-resolution band
+        assert (ds.read(1, out_shape=(ds.height // 2, ds.width // 2)) == ds.read(1)[::2, ::2]).all()
         assert ds.dtypes[0] == "uint8" and ds.nodata == 255 and ds.crs == src.crs
         assert ds.transform.a == pytest.approx(0.05) and ds.bounds.left == src.bounds.left
         prob = ds.read(1)
