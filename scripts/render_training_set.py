@@ -22,7 +22,10 @@ import numpy as np
 CRSS = [("EPSG:32649", 0.6), ("EPSG:4547", 0.2), ("EPSG:4490", 0.2)]
 
 
-def scene_params(seed: int, poppy_free: float, gsd_min: float, gsd_max: float) -> dict:
+def scene_params(seed: int, poppy_free: float, gsd_min: float, gsd_max: float, wild: float = 0.0) -> dict:
+    """A scene's parameters from its seed. ``wild``: share of scenes drawn as poppy-free wild land
+    (decided from a separate stream, so the other parameters of a seed never change with it)."""
+    is_wild = bool(np.random.default_rng([seed, 515151]).random() < wild)
     rng = np.random.default_rng([seed, 424242])
     gsd = float(np.exp(rng.uniform(np.log(gsd_min), np.log(gsd_max))))
     mask_mode = str(rng.choice(["alpha", "nodata", "none"], p=[0.5, 0.25, 0.25]))
@@ -35,8 +38,9 @@ def scene_params(seed: int, poppy_free: float, gsd_min: float, gsd_max: float) -
         "mask_mode": mask_mode,
         "compress": compress,
         "crs": crs,
-        "poppy": bool(rng.random() >= poppy_free),
+        "poppy": bool(rng.random() >= poppy_free) and not is_wild,
         "center_lonlat": (round(lon, 4), round(lat, 4)),
+        "landscape": "wild" if is_wild else "farmland",
     }
 
 
@@ -50,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gsd-min", type=float, default=0.02)
     ap.add_argument("--gsd-max", type=float, default=0.08)
     ap.add_argument("--crs", help="force one CRS for every scene")
+    ap.add_argument("--wild", type=float, default=0.0,
+                    help="share of scenes drawn as poppy-free wild land (meadow, shrubs, forest edge)")
     args = ap.parse_args(argv)
 
     from poppyscan.synth import render_scene
@@ -58,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest, skipped = [], []
     t0 = time.time()
     for seed in range(args.first_seed, args.first_seed + args.count):
-        p = scene_params(seed, args.poppy_free, args.gsd_min, args.gsd_max)
+        p = scene_params(seed, args.poppy_free, args.gsd_min, args.gsd_max, args.wild)
         if args.crs:
             p["crs"] = args.crs
         d = args.outdir / f"scene_{seed}"
@@ -80,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         print(
-            f"{d.name}: gsd {p['gsd']} {p['mask_mode']} {p['compress']} {p['crs']} poppy={p['poppy']}"
+            f"{d.name}: gsd {p['gsd']} {p['mask_mode']} {p['compress']} {p['crs']} poppy={p['poppy']} "
+            f"{p['landscape']}"
             + (f" plots={info.n_plots} {info.scene_kind}" if info else " (kept)"),
             flush=True,
         )

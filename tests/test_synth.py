@@ -72,6 +72,41 @@ def test_deterministic_by_seed():
     assert not np.array_equal(a.rgb, c.rgb)
 
 
+def test_wild_land_scenes_hold_no_poppy_and_are_their_own_landscape():
+    scenes = [render_arrays(seed, SMALL, gsd, poppy=True, landscape="wild")
+              for seed, gsd in ((0, 0.03), (1, 0.05), (2, 0.08), (3, 0.04))]
+    for s in scenes:
+        assert s.plots == [] and not s.poppy.any() and s.meta["scene_kind"] == "wild"
+        assert s.rgb[s.valid > 0].std() > 5  # drawn, not a flat fill
+    assert any(c["kind"] == "dead_tree" for s in scenes for c in s.confusers)
+    again = render_arrays(1, SMALL, 0.05, poppy=True, landscape="wild")
+    assert np.array_equal(again.rgb, scenes[1].rgb)
+    farm = render_arrays(1, SMALL, 0.05, poppy=True)
+    assert farm.meta["scene_kind"] != "wild" and not np.array_equal(farm.rgb, scenes[1].rgb)
+    with pytest.raises(ValueError, match="landscape"):
+        render_arrays(1, SMALL, 0.05, landscape="desert")
+
+
+def test_training_set_wild_share_leaves_other_scene_parameters_alone():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "render_training_set.py"
+    spec = importlib.util.spec_from_file_location("render_training_set", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    plain = [mod.scene_params(seed, 0.2, 0.02, 0.08) for seed in range(100, 140)]
+    wild = [mod.scene_params(seed, 0.2, 0.02, 0.08, wild=0.5) for seed in range(100, 140)]
+    assert all(p["landscape"] == "farmland" for p in plain)
+    drawn_wild = [w for w in wild if w["landscape"] == "wild"]
+    assert 8 <= len(drawn_wild) <= 32 and not any(w["poppy"] for w in drawn_wild)
+    for p, w in zip(plain, wild, strict=True):
+        same = {k: v for k, v in p.items() if k not in ("landscape", "poppy")}
+        assert same == {k: v for k, v in w.items() if k not in ("landscape", "poppy")}
+        if w["landscape"] == "farmland":
+            assert w["poppy"] == p["poppy"]
+
+
 def _read(path):
     with rasterio.open(path) as ds:
         return ds.read(), ds.dataset_mask(), ds.crs, ds.transform, ds.profile

@@ -110,6 +110,7 @@ def render_scene(
     center_lonlat=DEFAULT_CENTER,
     compress: str = "deflate",
     footprint: bool = True,
+    landscape: str = "farmland",
 ) -> SceneInfo:
     """Render a scene and write ``outdir/mosaic.tif`` and ``outdir/truth.gpkg``.
 
@@ -127,6 +128,7 @@ def render_scene(
         compress: ``"deflate"`` (lossless, any mask mode) or ``"jpeg"`` (YCbCr JPEG-in-GeoTIFF, quality 90;
             alpha mode then stores the footprint as an internal mask band, nodata mode is refused).
         footprint: False makes the whole frame valid.
+        landscape: ``"farmland"`` or ``"wild"`` (poppy-free meadow, shrubland and forest edge).
 
     Returns:
         :class:`SceneInfo` with paths and a summary.
@@ -144,7 +146,8 @@ def render_scene(
     check_writable(mosaic, overwrite)
     check_writable(truth, overwrite)
     transform = scene_transform(crs_obj, int(size), float(gsd), center_lonlat)
-    scene = render_arrays(int(seed), int(size), float(gsd), poppy=poppy, footprint=footprint)
+    scene = render_arrays(int(seed), int(size), float(gsd), poppy=poppy, footprint=footprint,
+                          landscape=landscape)
     outdir.mkdir(parents=True, exist_ok=True)
     with atomic_path(mosaic, overwrite) as tmp:
         write_mosaic(tmp, scene, crs_obj, transform, mask_mode, compress)

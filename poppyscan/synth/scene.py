@@ -17,6 +17,7 @@ from .camera import apply_camera, flight_footprint
 from .layout import Layout, make_layout
 from .materials import TEXTURES, Canvas, _mix, jitter_colour, rgb
 from .noise import blob_polygon, fbm, fill_polygon, jitter_quad, polygon_mask, rotated_rect, soften
+from .wild import WILD_TEXTURES, wild_layout
 
 STAGES = ["flowering", "rosette", "capsule"]
 STAGE_P = [0.55, 0.2, 0.25]
@@ -172,6 +173,7 @@ def render_arrays(
     poppy: bool = True,
     footprint: bool = True,
     camera: bool = True,
+    landscape: str = "farmland",
 ) -> SceneArrays:
     """Render a synthetic drone orthomosaic scene in memory.
 
@@ -182,7 +184,11 @@ def render_arrays(
         poppy: False renders confusers and farmland without any poppy plot (false-alarm scenes).
         footprint: False makes the whole frame valid (no irregular flight footprint).
         camera: False skips illumination, seamline, blur, noise and JPEG effects (for debugging).
+        landscape: ``"farmland"`` (fields, hamlets, roads: where poppy is planted) or ``"wild"``
+            (meadow, shrubland, wildflowers, conifers, dead wood: never any poppy, see :mod:`.wild`).
     """
+    if landscape not in ("farmland", "wild"):
+        raise ValueError(f"'landscape' must be 'farmland' or 'wild', got {landscape!r}")
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     h = w = int(size)
@@ -190,7 +196,10 @@ def render_arrays(
     cv = Canvas(rng, h, w, ppm)
     fp = flight_footprint(rng, h, w) if footprint else Polygon([(0, 0), (w, 0), (w, h), (0, h)])
     inner = fp.buffer(-max(2.0, 0.2 * ppm))
-    lay, kind = make_layout(rng, h, w, ppm)
+    if landscape == "wild":
+        lay, kind = wild_layout(rng, h, w, ppm), "wild"
+    else:
+        lay, kind = make_layout(rng, h, w, ppm)
     # sun: azimuth east..south..west, elevation 30-72 deg; shadow vector (px per metre of height)
     az = np.deg2rad(rng.uniform(95, 265))
     elev = np.deg2rad(rng.uniform(30, 72))
@@ -360,6 +369,8 @@ def _rasterize(polys: list, h: int, w: int) -> np.ndarray:
 def _paint(cv: Canvas, poly, tex: str, params: dict) -> None:
     if tex == "lettuce":
         cv.paint(poly, plants.lettuce, params)
+    elif tex in WILD_TEXTURES:
+        cv.paint(poly, WILD_TEXTURES[tex], params, edge_soft=0.6)
     else:
         cv.paint(poly, TEXTURES[tex], params, edge_soft=0.6)
 
