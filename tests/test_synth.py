@@ -219,6 +219,14 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert not (tmp_path / "bad" / "mosaic.tif").exists()
 
 
+def test_cli_wild_scene(tmp_path, capsys):
+    assert main(["synth", str(tmp_path / "w"), "--wild", "--size", "192", "--seed", "3"]) == 0
+    assert "wild scene, 0 poppy plots" in capsys.readouterr().out
+    assert len(geopandas.read_file(tmp_path / "w" / "truth.gpkg", layer="plots")) == 0
+    with pytest.raises(ConfigError, match="landscape"):
+        render_scene(tmp_path / "x", seed=1, size=128, gsd=0.04, landscape="desert")
+
+
 @pytest.mark.parametrize("epsg, lonlat", [(4490, (116.9, 38.5)), (4326, (111.2, 34.6))])
 def test_geographic_pixel_size_matches_gsd(epsg, lonlat):
     from poppyscan.synth import scene_transform

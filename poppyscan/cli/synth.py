@@ -30,11 +30,13 @@ from ..errors import ConfigError
 )
 @click.option("--no-mask", "mask_mode", flag_value="none", help="RGB, black margins, no mask.")
 @click.option("--no-poppy", is_flag=True, help="No poppy plots (confusers only), for false-alarm tests.")
+@click.option("--wild", is_flag=True,
+              help="Wild land (meadow, shrubs, conifers, dead trees) instead of farmland; never any poppy.")
 @click.option("--jpeg", is_flag=True, help="JPEG-in-GeoTIFF (smaller; not with --rgb-nodata).")
 @click.option("--lon", type=float, default=114.5, show_default=True, help="Scene centre longitude (WGS84).")
 @click.option("--lat", type=float, default=36.6, show_default=True, help="Scene centre latitude (WGS84).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing mosaic.tif / truth.gpkg.")
-def synth(outdir, seed, size, gsd, crs, mask_mode, no_poppy, jpeg, lon, lat, overwrite):
+def synth(outdir, seed, size, gsd, crs, mask_mode, no_poppy, wild, jpeg, lon, lat, overwrite):
     """Render a synthetic drone orthomosaic with exact poppy plot polygons into OUTDIR."""
     from ..synth import render_scene
 
@@ -53,6 +55,7 @@ def synth(outdir, seed, size, gsd, crs, mask_mode, no_poppy, jpeg, lon, lat, ove
         overwrite=overwrite,
         center_lonlat=(lon, lat),
         compress="jpeg" if jpeg else "deflate",
+        landscape="wild" if wild else "farmland",
     )
     click.echo(
         f"wrote {info.mosaic} and {info.truth}: {info.scene_kind} scene, {info.n_plots} poppy plots "

@@ -134,6 +134,8 @@ def render_scene(
         :class:`SceneInfo` with paths and a summary.
     """
     validate(size, gsd, mask_mode)
+    if landscape not in ("farmland", "wild"):
+        raise ConfigError(f"'landscape' must be 'farmland' or 'wild', got {landscape!r}")
     if compress not in ("deflate", "jpeg"):
         raise ConfigError(f"'compress' must be 'deflate' or 'jpeg', got {compress!r}")
     if compress == "jpeg" and mask_mode == "nodata":
