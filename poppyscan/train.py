@@ -71,13 +71,14 @@ def split_scenes(scenes: list[Scene], val_fraction: float, seed: int) -> tuple[l
 
 
 def _batch(
-    sampler: TileSampler, rng: np.random.Generator, n: int, aug: bool, coarse_p: float = 0.0
+    sampler: TileSampler, rng: np.random.Generator, n: int, aug: bool, coarse_p: float = 0.0,
+    color: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = [], []
     for _ in range(n):
         rgb, label, _ = sampler.sample(rng, jitter=aug)
         if aug:
-            rgb, label = augment(rgb, label, rng, coarse_p=coarse_p)
+            rgb, label = augment(rgb, label, rng, coarse_p=coarse_p, color=color)
         xs.append(rgb)
         ys.append(label)
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
@@ -292,10 +293,13 @@ def train(
         hard_negative_fraction=cfg.hard_negative_fraction,
         scale_jitter=cfg.scale_jitter,
     )
-    sampler = TileSampler(tr_scenes, cfg.tile_size, gsd, **samp)
+    sampler = TileSampler(tr_scenes, cfg.tile_size, gsd, mined_fraction=cfg.mined_fraction, **samp)
+    n_mined = sum(len(s.mined) for s in tr_scenes)
     say(
         f"scenes: {len(tr_scenes)} train ({sum(len(s.positives) for s in tr_scenes)} plots, "
-        f"{sum(len(s.negatives) for s in tr_scenes)} hard negatives), {len(val_scenes)} validation; "
+        f"{sum(len(s.negatives) for s in tr_scenes)} hard negatives"
+        + (f", {n_mined} mined negatives" if n_mined else "")
+        + f"), {len(val_scenes)} validation; "
         f"arch {arch}, {gsd} m/px, tiles {cfg.tile_size} px"
     )
     val_tiles = None
@@ -318,8 +322,9 @@ def train(
     coarse_p = float(cfg.coarse_aug)  # share of tiles coarsened (traindata.coarsen)
     if resume:
         ck = torch.load(last_ckpt, map_location="cpu", weights_only=False)
-        for key in ("arch", "gsd_m", "tile_size", "seed", "steps_per_epoch", "batch_size", "coarse_aug"):
-            old = ck["config"].get(key, 0.0 if key == "coarse_aug" else None)
+        olddef = {"coarse_aug": 0.0, "color_aug": 1.0, "mined_fraction": 0.0}  # before the keys existed
+        for key in ("arch", "gsd_m", "tile_size", "seed", "steps_per_epoch", "batch_size", *olddef):
+            old = ck["config"].get(key, olddef.get(key))
             now = {"arch": arch, "gsd_m": gsd}.get(key, cfg_dict.get(key))
             if old != now:
                 raise ConfigError(
@@ -346,7 +351,7 @@ def train(
         t0, run_loss, n_loss, t_data = time.time(), 0.0, 0, 0.0
         for step in range(cfg.steps_per_epoch):
             td = time.time()
-            x, y = _batch(sampler, rng, cfg.batch_size, aug=True, coarse_p=coarse_p)
+            x, y = _batch(sampler, rng, cfg.batch_size, aug=True, coarse_p=coarse_p, color=cfg.color_aug)
             t_data += time.time() - td
             loss = seg_loss(model(_normalise(x, mean, std)), y, meta0.poppy_class)
             opt.zero_grad(set_to_none=True)
@@ -412,6 +417,7 @@ def train(
         "scenes_val": [str(s.mosaic) for s in val_scenes],
         "plots_train": sum(len(s.positives) for s in tr_scenes),
         "hard_negatives_train": sum(len(s.negatives) for s in tr_scenes),
+        "mined_negatives_train": n_mined,
         "poppy_free_scenes_train": sum(1 for s in tr_scenes if not s.positives),
         "tiles_seen": len(history) * cfg.steps_per_epoch * cfg.batch_size if history else 0,
         "epochs": len(history),

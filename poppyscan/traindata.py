@@ -9,6 +9,10 @@ Tiles are read on demand with rasterio windowed reads resampled to the model GSD
 scale factor, which is the GSD/scale augmentation), so a mosaic of any size costs only its open file
 handle. Label polygons are rasterised into each tile; pixels outside the valid-data mask or the raster
 get the ignore label :data:`IGNORE`.
+
+A label file may also hold a layer :data:`MINED_LAYER` of *mined* negatives: places where a model made
+false plots (``scripts/mine_hard_negatives.py``). They are background like hard negatives, but kept
+apart so that :class:`TileSampler` can give them their own share of tiles (``mined_fraction``).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ NEGATIVE_VALUES = {
 }
 LABEL_COLUMNS = ("label", "class", "result", "is_poppy")
 NEGATIVE_LAYERS = ("confusers", "negatives", "hard_negatives")
+MINED_LAYER = "mined_negatives"
 MOSAIC_NAMES = ("mosaic.tif", "mosaic.tiff", "ortho.tif", "orthomosaic.tif")
 LABEL_NAMES = ("truth.gpkg", "labels.gpkg", "truth.geojson", "labels.geojson", "truth.shp", "labels.shp")
 
@@ -62,6 +67,7 @@ class Scene:
     positives: list = field(default_factory=list)  # shapely polygons, raster CRS
     negatives: list = field(default_factory=list)
     ignored: list = field(default_factory=list)
+    mined: list = field(default_factory=list)  # mined false-plot places (background), MINED_LAYER
     _ds: rasterio.DatasetReader | None = None
     _rgb: tuple[int, int, int] = (1, 2, 3)
 
@@ -176,7 +182,23 @@ def open_scene(mosaic: str | Path, labels: str | Path | None) -> Scene:
         if not labels.is_file():
             raise InputError(f"labels '{labels}' do not exist; check the path")
         scene.positives, scene.negatives, scene.ignored = read_labels(labels, ds.crs)
+        scene.mined = read_mined(labels, ds.crs)
     return scene
+
+
+def read_mined(path: Path, crs) -> list:  # noqa: ANN001
+    """Polygons of the :data:`MINED_LAYER` layer of a label file (none when it has no such layer)."""
+    import geopandas as gpd
+    import pyogrio
+
+    if path.suffix.lower() != ".gpkg" or MINED_LAYER not in [n for n, _ in pyogrio.list_layers(path)]:
+        return []
+    gdf = gpd.read_file(path, layer=MINED_LAYER)
+    if len(gdf) == 0:
+        return []
+    if gdf.crs is None:
+        raise InputError(f"labels '{path}' layer '{MINED_LAYER}' has no CRS; set it and retry")
+    return [g for g in gdf.to_crs(crs).geometry if g is not None and not g.is_empty]
 
 
 def find_scenes(sources: list[str | Path]) -> list[tuple[Path, Path | None]]:
@@ -319,12 +341,16 @@ def augment(
     *,
     coarse_p: float = 0.0,
     coarse_max: float = 2.2,
+    color: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Flips/rot90, brightness/contrast/saturation/hue/gamma jitter, blur, noise, JPEG artefacts.
 
     With ``coarse_p`` > 0, that share of tiles is first :func:`coarsened <coarsen>` by a factor drawn
     from U(1.25, ``coarse_max``): the fine-GSD scenes then also teach what coarse imagery looks like,
     with exact labels. ``coarse_p=0`` (the default) draws exactly the random numbers it always did.
+    ``color`` scales the photometric ranges (brightness, contrast, gamma, white balance, saturation)
+    around no change: 1.5 gives brightness x U(0.55, 1.45) instead of U(0.7, 1.3). The hue shift is not
+    scaled (flower colour is a cue). ``color=1`` (the default) gives exactly the old augmentation.
     """
     k = int(rng.integers(4))
     rgb, label = np.rot90(rgb, k), np.rot90(label, k)
@@ -336,16 +362,17 @@ def augment(
         rgb = coarsen(rgb, float(rng.uniform(1.25, max(1.25, coarse_max))))
     x = rgb.astype(np.float32)
     # brightness / contrast / gamma
-    x = x * rng.uniform(0.7, 1.3)
+    x = x * rng.uniform(*_widen(0.7, 1.3, color))
     mean = x.mean()
-    x = (x - mean) * rng.uniform(0.75, 1.25) + mean
+    x = (x - mean) * rng.uniform(*_widen(0.75, 1.25, color)) + mean
     x = np.clip(x, 0, 255)
     if rng.random() < 0.5:
-        x = 255.0 * (x / 255.0) ** rng.uniform(0.75, 1.33)
+        lo, hi = (0.75, 1.33) if color == 1 else (0.75**color, 1.33**color)  # log-symmetric
+        x = 255.0 * (x / 255.0) ** rng.uniform(lo, hi)
     # per-channel gain (white balance) and saturation
-    x = x * rng.uniform(0.9, 1.1, size=3).astype(np.float32)
+    x = x * rng.uniform(*_widen(0.9, 1.1, color), size=3).astype(np.float32)
     grey = x.mean(axis=2, keepdims=True)
-    x = grey + (x - grey) * rng.uniform(0.7, 1.3)
+    x = grey + (x - grey) * rng.uniform(*_widen(0.7, 1.3, color))
     x = np.clip(x, 0, 255).astype(np.uint8)
     if rng.random() < 0.3:  # small hue shift (flower colour is a cue: keep it small)
         hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV)
@@ -363,6 +390,13 @@ def augment(
     return x, label
 
 
+def _widen(lo: float, hi: float, s: float) -> tuple[float, float]:
+    """The range (lo, hi) around 1 scaled by ``s`` (unchanged for s = 1), never below 0.05."""
+    if s == 1:
+        return lo, hi
+    return max(0.05, 1 + (lo - 1) * s), 1 + (hi - 1) * s
+
+
 class TileSampler:
     """Draws training tiles from scenes: positive-centred, hard-negative-centred or random.
 
@@ -378,6 +412,10 @@ class TileSampler:
         Share of the remaining tiles centred on a hard-negative polygon (when any scene has one).
     scale_jitter
         Relative GSD jitter; each tile is read at ``gsd * U(1 - j, 1 + j)``.
+    mined_fraction
+        Share of the non-positive tiles centred on a mined false-plot place (``Scene.mined``), drawn
+        before the hard-negative share (when any scene has one). 0 (the default) draws exactly the
+        random numbers the sampler always did.
     """
 
     def __init__(
@@ -389,6 +427,7 @@ class TileSampler:
         positive_fraction: float = 0.6,
         hard_negative_fraction: float = 0.3,
         scale_jitter: float = 0.25,
+        mined_fraction: float = 0.0,
     ) -> None:
         self.scenes = scenes
         self.size = size
@@ -396,17 +435,22 @@ class TileSampler:
         self.positive_fraction = positive_fraction
         self.hard_negative_fraction = hard_negative_fraction
         self.scale_jitter = scale_jitter
+        self.mined_fraction = mined_fraction
         self._pos = [polygon_pixel_centres(s, s.positives) for s in scenes]
         self._neg = [polygon_pixel_centres(s, s.negatives) for s in scenes]
         self._pos_scenes = [i for i, p in enumerate(self._pos) if len(p)]
         self._neg_scenes = [i for i, p in enumerate(self._neg) if len(p)]
+        self._mined = [polygon_pixel_centres(s, s.mined) for s in scenes]
+        self._mined_scenes = [i for i, p in enumerate(self._mined) if len(p)]
 
     def sample(self, rng: np.random.Generator, *, jitter: bool = True) -> tuple[np.ndarray, np.ndarray, str]:
-        """Return ``(rgb, label, kind)`` with kind ``positive``, ``hard_negative`` or ``random``."""
+        """Return ``(rgb, label, kind)``, kind ``positive``, ``mined``, ``hard_negative`` or ``random``."""
         gsd = self.gsd * (rng.uniform(1 - self.scale_jitter, 1 + self.scale_jitter) if jitter else 1.0)
         r = rng.random()
         if self._pos_scenes and r < self.positive_fraction:
             return (*self._around(rng, self._pos_scenes, self._pos, gsd), "positive")
+        if self._mined_scenes and self.mined_fraction > 0 and rng.random() < self.mined_fraction:
+            return (*self._around(rng, self._mined_scenes, self._mined, gsd), "mined")
         r2 = rng.random()
         if self._neg_scenes and r2 < self.hard_negative_fraction:
             return (*self._around(rng, self._neg_scenes, self._neg, gsd), "hard_negative")

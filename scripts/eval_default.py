@@ -11,9 +11,19 @@ poppy-free 2048 px scenes (seeds 901900-901915), never used for any decision abo
 
     python scripts/eval_default.py models/poppyscan-default --extended \
         --report models/poppyscan-default-eval-extended.json
+
+The extended set then decided whether stage 4 (0.4.0) shipped, so ``--final`` measures a fresh set
+instead (only it, not the scenes above): 32 poppy scenes (8 per band, seeds 902000 + 100 x band + k)
+and 16 poppy-free 2048 px scenes (seeds 902900-902915), rendered into ``poppy_final`` and
+``poppy_free_final``. Measure it once, after a decision, never to make one:
+
+    python scripts/eval_default.py models/poppyscan-default --final \
+        --report models/poppyscan-default-eval-final.json
+
 Each scene runs through ``poppyscan.detect`` (the production path; ``--engine simple`` for the small
 in-memory predictor). Prints a table and breakdowns by GSD band, growth stage, setting and plot size,
-writes the JSON report, and with ``--update-bundle`` stores the summary in the bundle's metrics.
+writes the JSON report, and with ``--update-bundle`` stores the summary in the bundle's metrics
+(``heldout_synthetic``; ``heldout_synthetic_extended`` / ``_final`` for those sets).
 """
 
 from __future__ import annotations
@@ -39,14 +49,18 @@ def _render_module():
     return mod
 
 
-def render_test_set(root: Path, extended: bool = False) -> list[Path]:
+def render_test_set(root: Path, extended: bool = False, final: bool = False) -> list[Path]:
     """The held-out scenes (rendered once). ``extended`` adds 8 more poppy scenes per GSD band (seeds
-    901000 + 100 x band + k) and 16 more poppy-free 2048 px scenes (seeds 901900-901915)."""
+    901000 + 100 x band + k) and 16 more poppy-free 2048 px scenes (seeds 901900-901915). ``final`` is
+    only the final set: 8 poppy scenes per band (seeds 902000 + 100 x band + k) and 16 poppy-free
+    2048 px scenes (seeds 902900-902915)."""
     render = _render_module()
     dirs = []
     sets = [("poppy", 900000, 4, "poppy_free", 900100, 8)]
     if extended:
         sets.append(("poppy_ext", 901000, 8, "poppy_free_ext", 901900, 16))
+    if final:
+        sets = [("poppy_final", 902000, 8, "poppy_free_final", 902900, 16)]
     for poppy_dir, poppy_seed, per_band, free_dir, free_seed, n_free in sets:
         _render_set(render, root, poppy_dir, poppy_seed, per_band, free_dir, free_seed, n_free)
         for sub in (poppy_dir, free_dir):
@@ -100,7 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--update-bundle", action="store_true", help="store the summary in bundle.json metrics")
     ap.add_argument("--extended", action="store_true",
                     help="also 32 more poppy scenes (8 per GSD band) and 16 more poppy-free scenes")
+    ap.add_argument("--final", action="store_true",
+                    help="only the final set: 32 poppy scenes (8 per GSD band) and 16 poppy-free scenes, "
+                    "seeds 902000-902915; measure once, after a decision")
     args = ap.parse_args(argv)
+    if args.final and args.extended:
+        ap.error("--final and --extended are separate sets; give one")
 
     import geopandas as gpd
 
@@ -115,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     from poppyscan.model import load_bundle, make_predictor, update_meta
     from poppyscan.scene_predict import predict_scene, scene_gsd_m
 
-    scenes = render_test_set(args.data, extended=args.extended)
+    scenes = render_test_set(args.data, extended=args.extended, final=args.final)
     bundle = load_bundle(args.bundle)
     thr = bundle.meta.threshold if args.threshold is None else args.threshold
     predict = make_predictor(bundle, device="cpu", threads=args.threads) if args.engine == "simple" else None
@@ -183,9 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         "iou_min": 0.25,
         "min_area_m2": 1.0,
         "data": str(args.data),
-        "test_seeds": "900000-900015 (poppy), 900100-900107 (poppy-free, 2048 px)"
-        + ("; extended: 901000-901307 (8 per GSD band), 901900-901915 (poppy-free, 2048 px)" if args.extended
-           else "")
+        "test_seeds": (
+            "final: 902000-902307 (8 per GSD band), 902900-902915 (poppy-free, 2048 px)" if args.final
+            else "900000-900015 (poppy), 900100-900107 (poppy-free, 2048 px)"
+            + ("; extended: 901000-901307 (8 per GSD band), 901900-901915 (poppy-free, 2048 px)"
+               if args.extended else "")
+        )
         + "; training and validation used 10000-10815",
         "summary": summary,
         "recall_by_stage": recall_by("stage"),
@@ -206,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.update_bundle:
         p, f = summary.get("poppy", {}), summary.get("poppy_free", {})
         metrics = dict(bundle.meta.metrics)
-        metrics["heldout_synthetic"] = {
+        key = "heldout_synthetic" + ("_final" if args.final else "_extended" if args.extended else "")
+        metrics[key] = {
             "scenes": f"{sum(r['kind'] == 'poppy' for r in rows)} poppy + "
             f"{sum(r['kind'] == 'poppy_free' for r in rows)}"
             " poppy-free rendered scenes, GSD 2-8 cm, seeds never used in training",
@@ -221,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             "false_plots_per_ha_all": summary["total"].get("false_plots_per_ha"),
         }
         update_meta(args.bundle, metrics=metrics)
-        print(f"metrics stored in {args.bundle}/bundle.json")
+        print(f"metrics stored in {args.bundle}/bundle.json ({key})")
     return 0
 
 

@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # Train the shipped default model models/poppyscan-default on synthetic scenes only (poppyscan.synth).
-# Three stages on 2 shared CPU cores: stage 1 from scratch (~50 min), stage 2 fine-tunes it on twice the
+# Four stages on 2 shared CPU cores: stage 1 from scratch (~50 min), stage 2 fine-tunes it on twice the
 # scenes with more negative tiles (~40 min), stage 3 fine-tunes stage 2 with extra coarse-GSD and
-# poppy-free scenes, larger tiles and the coarse-GSD augmentation (~60 min). Re-running the script resumes
-# each stage from its last epoch checkpoint (a finished stage is skipped).
+# poppy-free scenes, larger tiles and the coarse-GSD augmentation (~60 min), stage 4 fine-tunes stage 3
+# with more coarse-GSD and poppy-free scenes and hard negatives mined with stage 3 (~80 min). Re-running
+# the script resumes each stage from its last epoch checkpoint (a finished stage is skipped).
 #
 #   nohup bash scripts/train_default.sh > /tmp/train_default.log 2>&1 &
 #
-# DATA, RUN1, RUN2 and RUN3 can be overridden; all live outside the repository. Held-out test scenes use
-# seeds >= 900000 (scripts/eval_default.py); the training/validation seeds are 10000-10815.
+# DATA, RUN1 ... RUN4 can be overridden; all live outside the repository. Held-out test scenes use
+# seeds >= 900000 (scripts/eval_default.py); the training/validation seeds are 10000-10815 (stages 1-3)
+# and 10900-11115 (stage 4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-/tmp/poppy_data}
 RUN1=${RUN1:-/tmp/poppy_train_default}
 RUN2=${RUN2:-/tmp/poppy_train_default2}
 RUN3=${RUN3:-/tmp/poppy_train_default3}
+RUN4=${RUN4:-/tmp/poppy_train_default4}
 PY=${PY:-.venv/bin/python}
 
 mode() { if [ -f "$1/checkpoints/last.pt" ]; then echo --resume; else echo --overwrite; fi; }
@@ -71,6 +74,35 @@ if [ ! -f "$RUN3/bundle/bundle.json" ]; then
   "$PY" -m poppyscan train "$DATA/stage3_train.csv" --val "$DATA/stage3_val.csv" \
       --init "$RUN2/bundle" --out "$RUN3" $(mode "$RUN3") --config scripts/train_default_stage3.yaml \
       --name poppyscan-default --model-version 0.3.0
+fi
+# ---- stage 4: + 100 scenes at GSD 4.5-8 cm (35 % poppy-free, seeds 10900-10999) and 40 poppy-free
+# scenes at 2-8 cm (seeds 11000-11039); hard negatives mined with the stage-3 model on every training
+# scene (its false plots at threshold 0.5, layer mined_negatives, 30 % of the non-positive tiles);
+# fine-tuned from stage 3, 26 epochs, wider photometric jitter (color_aug 1.5), 35 % coarsened tiles.
+# Validation: stage 3's 64 validation scenes + 16 new ones (seeds 11100-11115), never trained or mined on.
+"$PY" scripts/render_training_set.py "$DATA/train4" --first-seed 10900 --count 100 --poppy-free 0.35 \
+    --gsd-min 0.045 --gsd-max 0.08
+"$PY" scripts/render_training_set.py "$DATA/train4" --first-seed 11000 --count 40 --poppy-free 1.0
+"$PY" scripts/render_training_set.py "$DATA/val4" --first-seed 11100 --count 16 --poppy-free 0.25
+"$PY" - "$DATA" <<'PYEOF'
+import sys
+from pathlib import Path
+data = Path(sys.argv[1])
+def rows(name): return (data / name).read_text().splitlines()[1:]
+new = [f"{d}/mosaic.tif,{d}/truth.gpkg" for d in sorted((data / "train4").glob("scene_*"))]
+val = [f"{d}/mosaic.tif,{d}/truth.gpkg" for d in sorted((data / "val4").glob("scene_*"))]
+for name, r in (("stage4_train.csv", rows("stage3_train.csv") + new), ("stage4_val.csv", rows("stage3_val.csv") + val)):
+    (data / name).write_text("mosaic,labels\n" + "\n".join(r) + "\n")
+    print(f"{name}: {len(r)} scenes")
+PYEOF
+if [ ! -f "$DATA/stage4_train_mined.csv" ]; then
+  "$PY" scripts/mine_hard_negatives.py "$RUN3/bundle" "$DATA/stage4_train.csv" "$DATA/mined4" \
+      --out-csv "$DATA/stage4_train_mined.csv" --threshold 0.5 --threads 1
+fi
+if [ ! -f "$RUN4/bundle/bundle.json" ]; then
+  "$PY" -m poppyscan train "$DATA/stage4_train_mined.csv" --val "$DATA/stage4_val.csv" \
+      --init "$RUN3/bundle" --out "$RUN4" $(mode "$RUN4") --config scripts/train_default_stage4.yaml \
+      --name poppyscan-default --model-version 0.4.0
 fi
 # ---- ship: the stage-3 bundle becomes the default model, measured on the held-out scenes (seeds >= 900000)
 rm -rf models/poppyscan-default && mkdir -p models/poppyscan-default

@@ -183,3 +183,57 @@ def test_coarse_augmentation_blurs_and_keeps_labels(scenes):
     assert load_config(overrides={"train.coarse_aug": 0.3}).train.coarse_aug == 0.3
     with pytest.raises(ConfigError, match="train.coarse_aug"):
         load_config(overrides={"train.coarse_aug": 2})
+
+
+def test_color_augmentation_strength_and_defaults(scenes):
+    from poppyscan.config import load_config
+
+    sc = [open_scene(scenes / f"s{i}" / "mosaic.tif", scenes / f"s{i}" / "truth.gpkg") for i in range(3)]
+    rgb, label, _ = TileSampler(sc, 48, 0.04, positive_fraction=1.0).sample(np.random.default_rng(0))
+    # color=1 (the default) is exactly the old augmentation
+    a = augment(rgb, label, np.random.default_rng(3))[0]
+    b = augment(rgb, label, np.random.default_rng(3), color=1.0)[0]
+    assert np.array_equal(a, b)
+    # a stronger jitter spreads the tiles' mean brightness wider, and labels only move with flips
+    def spread(c):
+        return np.std([augment(rgb, label, np.random.default_rng(k), color=c)[0].mean() for k in range(40)])
+    assert spread(2.0) > spread(1.0)
+    rgb2, label2 = augment(rgb, label, np.random.default_rng(4), color=3.0)
+    assert rgb2.dtype == np.uint8 and (label2 == 1).sum() == (label == 1).sum()
+    assert load_config().train.color_aug == 1.0
+    with pytest.raises(ConfigError, match="train.color_aug"):
+        load_config(overrides={"train.color_aug": 0})
+
+
+def test_mined_negatives_layer_gets_its_share_of_tiles(scenes, tmp_path):
+    import shutil
+
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from poppyscan.config import load_config
+    from poppyscan.traindata import MINED_LAYER
+
+    labels = tmp_path / "mined.gpkg"
+    shutil.copyfile(scenes / "s0" / "truth.gpkg", labels)
+    plain = open_scene(scenes / "s0" / "mosaic.tif", scenes / "s0" / "truth.gpkg")
+    crs = plain.ds.crs
+    x0, y0 = plain.ds.transform * (10, 10)
+    gpd.GeoDataFrame({"kind": ["mined"]}, geometry=[box(x0, y0 - 0.4, x0 + 0.4, y0)], crs=crs).to_file(
+        labels, layer=MINED_LAYER, driver="GPKG"
+    )
+    mined = open_scene(scenes / "s0" / "mosaic.tif", labels)
+    assert len(mined.mined) == 1 and not plain.mined
+    assert len(mined.positives) == len(plain.positives) and len(mined.negatives) == len(plain.negatives)
+    smp = TileSampler([mined], 48, 0.04, positive_fraction=0.0, mined_fraction=1.0)
+    assert {smp.sample(np.random.default_rng(k))[2] for k in range(5)} == {"mined"}
+    # mined_fraction=0 (the default) draws the same tiles as a sampler without the option
+    for s in (TileSampler([mined], 48, 0.04, positive_fraction=0.3), TileSampler([plain], 48, 0.04,
+              positive_fraction=0.3, mined_fraction=0.5)):
+        r1, r2 = np.random.default_rng(5), np.random.default_rng(5)
+        ref = TileSampler([plain], 48, 0.04, positive_fraction=0.3)
+        for _ in range(4):
+            assert np.array_equal(s.sample(r1)[0], ref.sample(r2)[0])
+    assert load_config(overrides={"train.mined_fraction": 0.25}).train.mined_fraction == 0.25
+    with pytest.raises(ConfigError, match="train.mined_fraction"):
+        load_config(overrides={"train.mined_fraction": 1.5})
