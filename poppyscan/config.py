@@ -48,8 +48,11 @@ class DetectConfig:
     criminal_plants: int = 500
     run_tasks: bool = True
     scheduler: str | None = None
+    warn_plots_per_ha: float = 2.0
 
     def __post_init__(self) -> None:
+        _check(0 <= self.warn_plots_per_ha <= 10000, "detect.warn_plots_per_ha",
+               f"must be in [0, 10000] (0 = never warn), got {self.warn_plots_per_ha}")
         if self.scheduler is not None:
             _check(bool(self.scheduler.strip()) and not any(c.isspace() for c in self.scheduler),
                    "detect.scheduler", "must be a Dask scheduler address such as tcp://10.0.0.5:8786 "

@@ -211,6 +211,24 @@ def test_existing_output_is_refused_and_left_intact_and_failures_never_touch_it(
     assert json.loads((out / "run.json").read_text())["params"]["threshold"] == 0.4
 
 
+def test_an_implausible_rate_of_plots_is_warned_about_in_the_log_and_run_json(tmp_path, caplog):
+    # 2.36 ha (960 px at 0.16 m/px, resampled to the model's 0.05) with 6 plots = 2.5 per ha
+    plots = [Point(150 + 300 * (i % 3), 200 + 500 * (i // 3)).buffer(12) for i in range(6)]
+    scene = write_scene(tmp_path / "m.tif", plots_px=plots, size=(960, 960), gsd=0.16)
+    run(scene.path, tmp_path / "run")
+    warnings = json.loads((tmp_path / "run" / "run.json").read_text())["warnings"]
+    assert len(read_plots(tmp_path / "run")) == 6
+    assert len(warnings) == 1
+    assert re.match(r"m\.tif: 6 suspected plots on 2\.4 ha = 2\.5 per ha, above "
+                    r"detect\.warn_plots_per_ha = 2;", warnings[0])
+    assert any(r.levelname == "WARNING" and "warn_plots_per_ha" in r.getMessage() for r in caplog.records)
+    run(scene.path, tmp_path / "run", config=cfg(warn_plots_per_ha=3), overwrite=True)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["warnings"] == []
+    small = write_scene(tmp_path / "s.tif", plots_px=SHAPES, size=(560, 560), gsd=0.05)  # 80 /ha on 0.08 ha
+    run(small.path, tmp_path / "small")
+    assert json.loads((tmp_path / "small" / "run.json").read_text())["warnings"] == []
+
+
 def test_outputs_follow_the_contract(tmp_path):
     scene = write_scene(tmp_path / "m.tif", plots_px=SHAPES, size=(560, 560), crs="EPSG:4547", mask="alpha",
                         footprint_px=box(0, 0, 560, 540))
