@@ -49,13 +49,19 @@ def _render_module():
     return mod
 
 
-def render_test_set(root: Path, extended: bool = False, final: bool = False) -> list[Path]:
+def render_test_set(root: Path, extended: bool = False, final: bool = False,
+                    wild: bool = False) -> list[Path]:
     """The held-out scenes (rendered once). ``extended`` adds 8 more poppy scenes per GSD band (seeds
     901000 + 100 x band + k) and 16 more poppy-free 2048 px scenes (seeds 901900-901915). ``final`` is
     only the final set: 8 poppy scenes per band (seeds 902000 + 100 x band + k) and 16 poppy-free
-    2048 px scenes (seeds 902900-902915)."""
+    2048 px scenes (seeds 902900-902915). ``wild`` is only the wild-land set: 16 poppy-free 2048 px
+    scenes of meadow, shrubs and forest edge (seeds 903000-903015, ``poppy_free_wild``)."""
     render = _render_module()
     dirs = []
+    if wild:
+        render.main([str(root / "poppy_free_wild"), "--first-seed", "903000", "--count", "16",
+                     "--wild", "1.0", "--size", "2048"])
+        return sorted(d for d in (root / "poppy_free_wild").iterdir() if d.is_dir())
     sets = [("poppy", 900000, 4, "poppy_free", 900100, 8)]
     if extended:
         sets.append(("poppy_ext", 901000, 8, "poppy_free_ext", 901900, 16))
@@ -117,9 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--final", action="store_true",
                     help="only the final set: 32 poppy scenes (8 per GSD band) and 16 poppy-free scenes, "
                     "seeds 902000-902915; measure once, after a decision")
+    ap.add_argument("--wild", action="store_true",
+                    help="only the wild-land set: 16 poppy-free 2048 px scenes of meadow, shrubs and forest "
+                    "edge (seeds 903000-903015), a landscape the farmland training scenes do not show")
     args = ap.parse_args(argv)
-    if args.final and args.extended:
-        ap.error("--final and --extended are separate sets; give one")
+    if args.final + args.extended + args.wild > 1:
+        ap.error("--final, --extended and --wild are separate sets; give one")
 
     import geopandas as gpd
 
@@ -134,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     from poppyscan.model import load_bundle, make_predictor, update_meta
     from poppyscan.scene_predict import predict_scene, scene_gsd_m
 
-    scenes = render_test_set(args.data, extended=args.extended, final=args.final)
+    scenes = render_test_set(args.data, extended=args.extended, final=args.final, wild=args.wild)
     bundle = load_bundle(args.bundle)
     thr = bundle.meta.threshold if args.threshold is None else args.threshold
     predict = make_predictor(bundle, device="cpu", threads=args.threads) if args.engine == "simple" else None
@@ -203,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         "min_area_m2": 1.0,
         "data": str(args.data),
         "test_seeds": (
-            "final: 902000-902307 (8 per GSD band), 902900-902915 (poppy-free, 2048 px)" if args.final
+            "wild: 903000-903015 (poppy-free wild land, 2048 px)" if args.wild
+            else "final: 902000-902307 (8 per GSD band), 902900-902915 (poppy-free, 2048 px)" if args.final
             else "900000-900015 (poppy), 900100-900107 (poppy-free, 2048 px)"
             + ("; extended: 901000-901307 (8 per GSD band), 901900-901915 (poppy-free, 2048 px)"
                if args.extended else "")
@@ -228,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.update_bundle:
         p, f = summary.get("poppy", {}), summary.get("poppy_free", {})
         metrics = dict(bundle.meta.metrics)
-        key = "heldout_synthetic" + ("_final" if args.final else "_extended" if args.extended else "")
+        key = "heldout_synthetic" + ("_final" if args.final else "_extended" if args.extended
+                                     else "_wild" if args.wild else "")
         metrics[key] = {
             "scenes": f"{sum(r['kind'] == 'poppy' for r in rows)} poppy + "
             f"{sum(r['kind'] == 'poppy_free' for r in rows)}"
