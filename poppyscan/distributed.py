@@ -82,6 +82,9 @@ def _detect_mosaic(index: int, mosaic: Mosaic, bands: list[Band], model: Any, wo
     log.info("reading %s: %dx%d px, %s, %.3f m/px, mask %s -> model grid %dx%d at %.3f m/px, %d tiles in "
              "%d band(s)", mosaic.path, mosaic.width, mosaic.height, mosaic.describe()["crs"], mosaic.gsd_m,
              mosaic.mask_kind, grid.width, grid.height, grid.gsd_m, planned, len(bands))
+    hint = mosaic.overview_hint(gsd)
+    if hint:
+        log.info("hint: %s", hint)
     done = work.finished_bands(index, bands) if len(bands) > 1 else {}
     if done:
         log.info("%s: %d of %d band(s) finished in the interrupted run, reused", mosaic.path.name, len(done),

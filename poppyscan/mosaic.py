@@ -231,6 +231,20 @@ class Mosaic:
                          "rgb": np.empty((*shape, 3), np.uint8)}
         return self._buf
 
+    def overview_hint(self, model_gsd_m: float) -> str | None:
+        """Advice when this mosaic is >= 2x finer than the model and has no overviews, else ``None``.
+
+        Reading resamples every source pixel then (a 2 cm mosaic for a 4 cm model decodes 4x the pixels);
+        with a 2x overview GDAL reads the overview instead. Measured on a 6144 px, 2 cm DEFLATE mosaic:
+        0.72 s of CPU to read it at 4 cm, 0.14 s once ``gdaladdo -r average`` had built overviews.
+        """
+        factor = model_gsd_m / self.gsd_m
+        if factor < 1.9 or self.ds.overviews(self.rgb[0]):
+            return None
+        return (f"{self.path.name} is {100 * self.gsd_m:.1f} cm/px without overviews: reading it at the "
+                f"model's {100 * model_gsd_m:g} cm decodes {factor**2:.0f}x the pixels; `gdaladdo -r average "
+                f"{self.path} 2 4` once makes reading it several times cheaper")
+
     def describe(self, grid: ModelGrid | None = None) -> dict[str, Any]:
         """Plain-data description for ``run.json``."""
         crs = self.crs

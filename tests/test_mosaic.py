@@ -173,3 +173,18 @@ def test_fourth_band_of_only_0_and_255_is_taken_as_alpha(tmp_path):
     with open_mosaic(path) as m:
         assert m.alpha == 4 and m.mask_kind == "alpha"
         assert m.read_strip(m.grid(0.05), 0, 8)[1].sum() == 8 * 5
+
+
+def test_a_fine_mosaic_without_overviews_gets_a_gdaladdo_hint(tmp_path):
+    fine = write_scene(tmp_path / "fine.tif", plots_px=[], size=(512, 512), gsd=0.02)
+    coarse = write_scene(tmp_path / "coarse.tif", plots_px=[], size=(512, 512), gsd=0.03)
+    with open_mosaic(fine.path) as m:
+        hint = m.overview_hint(0.04)
+    assert "fine.tif is 2.0 cm/px without overviews" in hint and "decodes 4x the pixels" in hint
+    assert f"gdaladdo -r average {fine.path} 2 4" in hint
+    with open_mosaic(coarse.path) as m:
+        assert m.overview_hint(0.04) is None  # 1.3x finer: a 2x overview would not be used anyway
+    with rasterio.open(fine.path, "r+") as ds:
+        ds.build_overviews([2, 4], rasterio.enums.Resampling.average)
+    with open_mosaic(fine.path) as m:
+        assert m.overview_hint(0.04) is None
