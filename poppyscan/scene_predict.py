@@ -17,8 +17,10 @@ from rasterio.enums import Resampling
 from rasterio.features import shapes
 from shapely.geometry import Polygon, shape
 
+from .blend import Blender
 from .bundle import Bundle, Predictor
 from .errors import InputError
+from .tiles import overlap_px, tile_grid
 from .traindata import _rgb_bands, pixel_size_m
 
 MAX_PIXELS = 100_000_000
@@ -34,44 +36,34 @@ class ScenePrediction:
     seconds: float
 
 
-def _taper(n: int, ov: int) -> np.ndarray:
-    w = np.ones(n, np.float32)
-    if ov > 0:
-        ramp = (np.arange(ov, dtype=np.float32) + 0.5) / ov
-        w[:ov] = np.minimum(w[:ov], ramp)
-        w[-ov:] = np.minimum(w[-ov:], ramp[::-1])
-    return w
-
-
-def _starts(n: int, t: int, stride: int) -> list[int]:
-    if n <= t:
-        return [0]
-    s = list(range(0, n - t, stride))
-    return s + [n - t]
-
-
 def predict_array(
     predict: Predictor, rgb: np.ndarray, tile: int, overlap: float, batch: int = 4
 ) -> np.ndarray:
-    """Blend tiled predictions of an ``(H, W, 3)`` uint8 image into ``(H, W)`` float32 probability."""
+    """Blend tiled predictions of an ``(H, W, 3)`` uint8 image into ``(H, W)`` float32 probability.
+
+    The tile grid (:func:`~poppyscan.tiles.tile_grid`) and blending weights
+    (:class:`~poppyscan.blend.Blender`) are detect's, in detect's order, so validation, threshold
+    calibration and hard-negative mining see the probabilities production will compute.
+    """
     h, w = rgb.shape[:2]
-    ph, pw = max(0, tile - h), max(0, tile - w)
-    if ph or pw:
-        rgb = np.pad(rgb, ((0, ph), (0, pw), (0, 0)))
-    H, W = rgb.shape[:2]
-    ov = int(round(tile * overlap))
-    stride = max(1, tile - ov)
-    acc = np.zeros((H, W), np.float32)
-    wsum = np.zeros((H, W), np.float32)
-    wt = np.outer(_taper(tile, ov), _taper(tile, ov))
-    boxes = [(r, c) for r in _starts(H, tile, stride) for c in _starts(W, tile, stride)]
-    for i in range(0, len(boxes), batch):
-        chunk = boxes[i : i + batch]
-        prob = predict(np.stack([rgb[r : r + tile, c : c + tile] for r, c in chunk]))
-        for (r, c), p in zip(chunk, prob, strict=True):
-            acc[r : r + tile, c : c + tile] += p * wt
-            wsum[r : r + tile, c : c + tile] += wt
-    return (acc / np.maximum(wsum, 1e-6))[:h, :w]
+    ov = overlap_px(tile, overlap)
+    out = np.empty((h, w), np.float32)
+
+    def sink(row: int, prob: np.ndarray, valid: np.ndarray) -> None:
+        out[row : row + len(prob)] = prob
+
+    blender = Blender(h, w, tile_size=tile, overlap=ov, sink=sink)
+    tiles = tile_grid(h, w, tile_size=tile, overlap=ov)
+    images = np.zeros((batch, tile, tile, 3), np.uint8)  # tiles of a raster smaller than `tile`: 0-padded
+    for i in range(0, len(tiles), batch):
+        chunk = tiles[i : i + batch]
+        for k, t in enumerate(chunk):
+            images[k, : t.height, : t.width] = rgb[t.slices]
+        prob = predict(images[: len(chunk)])
+        for t, p in zip(chunk, prob, strict=True):
+            blender.add(t, p)
+    blender.finish()
+    return out
 
 
 @dataclass

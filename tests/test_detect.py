@@ -229,6 +229,29 @@ def test_an_implausible_rate_of_plots_is_warned_about_in_the_log_and_run_json(tm
     assert json.loads((tmp_path / "small" / "run.json").read_text())["warnings"] == []
 
 
+def test_the_evaluation_predictor_blends_exactly_like_detect(tmp_path):
+    from poppyscan.blend import to_percent
+    from poppyscan.scene_predict import predict_array
+
+    # at the model's GSD (no resampling) and several tiles wide, so overlaps and grid edges are blended
+    scene = write_scene(tmp_path / "m.tif", plots_px=SHAPES, size=(500, 560), gsd=0.05)
+
+    class TileDependent(ColourPredictor):  # a tile's output depends on the whole tile: weights matter
+        def __call__(self, batch):
+            offset = batch[..., 1].mean(axis=(1, 2), dtype=np.float32)[:, None, None] / 255
+            return np.clip(0.8 * super().__call__(batch) + 0.3 * offset, 0, 1).astype(np.float32)
+
+    model = TileDependent()
+    run(scene.path, tmp_path / "run", model=model)
+    with rasterio.open(scene.path) as ds:
+        rgb = ds.read([1, 2, 3]).transpose(1, 2, 0).copy()
+    prob = predict_array(model, rgb, model.meta.tile_size, model.meta.overlap, batch=3)
+    with rasterio.open(tmp_path / "run" / "probability.tif") as ds:
+        stored = ds.read(1)
+    assert stored.shape == prob.shape and (stored >= 80).sum() > 1000
+    assert np.array_equal(to_percent(prob), stored)
+
+
 def test_outputs_follow_the_contract(tmp_path):
     scene = write_scene(tmp_path / "m.tif", plots_px=SHAPES, size=(560, 560), crs="EPSG:4547", mask="alpha",
                         footprint_px=box(0, 0, 560, 540))
