@@ -284,7 +284,7 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
                           geometry_type="Polygon")
             t_end = time.perf_counter()
             n_over = int(plots["over_500_plants"].sum()) if len(plots) else 0
-            warnings = implausible_rates(plots, opened, results, cfg.warn_plots_per_ha)
+            warnings = implausible_rates(opened, results, cfg.warn_plots_per_ha)
             for w in warnings:
                 log.warning("%s", w)
             summary = RunSummary(
@@ -334,18 +334,17 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
 WARN_MIN_HA = 2.0
 
 
-def implausible_rates(plots: gpd.GeoDataFrame, mosaics: list[Mosaic], results: list[dict[str, Any]],
-                      per_ha: float) -> list[str]:
+def implausible_rates(mosaics: list[Mosaic], results: list[dict[str, Any]], per_ha: float) -> list[str]:
     """One message per mosaic of :data:`WARN_MIN_HA` or more whose suspected plots per hectare exceed
-    ``per_ha`` (0 = never). Covert plots are rare (tens to hundreds of plants hidden in a watershed), so a
-    high rate means the imagery is unlike what the model learnt from, not a poppy boom: on real airborne
-    imagery of meadow and forest model 0.3.0 reported 7.6 false plots per hectare (0.4.0: 0.8)."""
+    ``per_ha`` (0 = never), counted from each mosaic's own detections (file names need not be unique).
+    Covert plots are rare (tens to hundreds of plants hidden in a watershed), so a high rate means the
+    imagery is unlike what the model learnt from, not a poppy boom: on real airborne imagery of meadow
+    and forest model 0.3.0 reported 7.6 false plots per hectare (0.4.0: 0.8)."""
     if per_ha <= 0:
         return []
     out = []
-    counts = plots["mosaic"].value_counts() if len(plots) else {}
     for m, r in zip(mosaics, results, strict=True):
-        n, ha = int(counts.get(m.path.name, 0)), float(r["ha"])
+        n, ha = len(r["gdf"]), float(r["ha"])
         if ha >= WARN_MIN_HA and n > per_ha * ha:
             out.append(f"{m.path.name}: {n} suspected plots on {ha:.1f} ha = {n / ha:.1f} per ha, above "
                        f"detect.warn_plots_per_ha = {per_ha:g}; the imagery is probably unlike the model's "

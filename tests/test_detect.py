@@ -224,6 +224,12 @@ def test_an_implausible_rate_of_plots_is_warned_about_in_the_log_and_run_json(tm
     assert any(r.levelname == "WARNING" and "warn_plots_per_ha" in r.getMessage() for r in caplog.records)
     run(scene.path, tmp_path / "run", config=cfg(warn_plots_per_ha=3), overwrite=True)
     assert json.loads((tmp_path / "run" / "run.json").read_text())["warnings"] == []
+    # a plot-free mosaic of the same file name beside it is not blamed for the other's plots
+    (tmp_path / "b").mkdir()
+    empty = write_scene(tmp_path / "b" / "m.tif", plots_px=[], size=(960, 960), gsd=0.16,
+                        origin=(300000, 4200000))
+    run([scene.path, empty.path], tmp_path / "two")
+    assert len(json.loads((tmp_path / "two" / "run.json").read_text())["warnings"]) == 1
     small = write_scene(tmp_path / "s.tif", plots_px=SHAPES, size=(560, 560), gsd=0.05)  # 80 /ha on 0.08 ha
     run(small.path, tmp_path / "small")
     assert json.loads((tmp_path / "small" / "run.json").read_text())["warnings"] == []
