@@ -102,6 +102,7 @@ class TrainConfig:
     scale_jitter: float = 0.25
     coarse_aug: float = 0.0
     color_aug: float = 1.0
+    camera_aug: float = 0.0
     mined_fraction: float = 0.0
     val_tiles: int = 64
     min_area_m2: float = 1.0
@@ -146,6 +147,8 @@ class TrainConfig:
                f"must be in [0, 1] (share of training tiles), got {self.coarse_aug}")
         _check(0.5 <= self.color_aug <= 3, "train.color_aug",
                f"must be in [0.5, 3] (scale of the photometric jitter ranges), got {self.color_aug}")
+        _check(0 <= self.camera_aug <= 1, "train.camera_aug",
+               f"must be in [0, 1] (share of training tiles), got {self.camera_aug}")
         _check(0 <= self.mined_fraction <= 1, "train.mined_fraction",
                f"must be in [0, 1] (share of non-positive tiles), got {self.mined_fraction}")
         _check(1 <= self.val_tiles <= 100000, "train.val_tiles", f"must be >= 1, got {self.val_tiles}")

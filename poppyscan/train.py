@@ -72,13 +72,13 @@ def split_scenes(scenes: list[Scene], val_fraction: float, seed: int) -> tuple[l
 
 def _batch(
     sampler: TileSampler, rng: np.random.Generator, n: int, aug: bool, coarse_p: float = 0.0,
-    color: float = 1.0,
+    color: float = 1.0, camera_p: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = [], []
     for _ in range(n):
         rgb, label, _ = sampler.sample(rng, jitter=aug)
         if aug:
-            rgb, label = augment(rgb, label, rng, coarse_p=coarse_p, color=color)
+            rgb, label = augment(rgb, label, rng, coarse_p=coarse_p, color=color, camera_p=camera_p)
         xs.append(rgb)
         ys.append(label)
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
@@ -322,7 +322,8 @@ def train(
     coarse_p = float(cfg.coarse_aug)  # share of tiles coarsened (traindata.coarsen)
     if resume:
         ck = torch.load(last_ckpt, map_location="cpu", weights_only=False)
-        olddef = {"coarse_aug": 0.0, "color_aug": 1.0, "mined_fraction": 0.0}  # before the keys existed
+        # values of the keys added after the first checkpoints were written
+        olddef = {"coarse_aug": 0.0, "color_aug": 1.0, "mined_fraction": 0.0, "camera_aug": 0.0}
         for key in ("arch", "gsd_m", "tile_size", "seed", "steps_per_epoch", "batch_size", *olddef):
             old = ck["config"].get(key, olddef.get(key))
             now = {"arch": arch, "gsd_m": gsd}.get(key, cfg_dict.get(key))
@@ -351,7 +352,8 @@ def train(
         t0, run_loss, n_loss, t_data = time.time(), 0.0, 0, 0.0
         for step in range(cfg.steps_per_epoch):
             td = time.time()
-            x, y = _batch(sampler, rng, cfg.batch_size, aug=True, coarse_p=coarse_p, color=cfg.color_aug)
+            x, y = _batch(sampler, rng, cfg.batch_size, aug=True, coarse_p=coarse_p, color=cfg.color_aug,
+                          camera_p=cfg.camera_aug)
             t_data += time.time() - td
             loss = seg_loss(model(_normalise(x, mean, std)), y, meta0.poppy_class)
             opt.zero_grad(set_to_none=True)

@@ -342,6 +342,7 @@ def augment(
     coarse_p: float = 0.0,
     coarse_max: float = 2.2,
     color: float = 1.0,
+    camera_p: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Flips/rot90, brightness/contrast/saturation/hue/gamma jitter, blur, noise, JPEG artefacts.
 
@@ -351,6 +352,9 @@ def augment(
     ``color`` scales the photometric ranges (brightness, contrast, gamma, white balance, saturation)
     around no change: 1.5 gives brightness x U(0.55, 1.45) instead of U(0.7, 1.3). The hue shift is not
     scaled (flower colour is a cue). ``color=1`` (the default) gives exactly the old augmentation.
+    With ``camera_p`` > 0, that share of tiles gets :func:`camera_effects` (vignetting, lateral chromatic
+    aberration, sharpening halos, haze, a stitching seamline) after the colour jitter; ``camera_p=0``
+    (the default) draws exactly the random numbers it always did.
     """
     k = int(rng.integers(4))
     rgb, label = np.rot90(rgb, k), np.rot90(label, k)
@@ -374,6 +378,8 @@ def augment(
     grey = x.mean(axis=2, keepdims=True)
     x = grey + (x - grey) * rng.uniform(*_widen(0.7, 1.3, color))
     x = np.clip(x, 0, 255).astype(np.uint8)
+    if camera_p > 0 and rng.random() < camera_p:
+        x = camera_effects(x, rng)
     if rng.random() < 0.3:  # small hue shift (flower colour is a cue: keep it small)
         hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV)
         hsv[..., 0] = ((hsv[..., 0].astype(np.int16) + int(rng.integers(-5, 6))) % 180).astype(np.uint8)
@@ -388,6 +394,50 @@ def augment(
         if ok:
             x = np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
     return x, label
+
+
+def camera_effects(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """What other cameras, photogrammetry software and weather do to a uint8 RGB tile, each effect
+    with its own chance (labels stay valid: nothing moves by more than 1.5 px).
+
+    - vignetting: a radial gain falling by 5-30 % towards a corner of the photo the tile was cut from;
+    - lateral chromatic aberration: red and blue shifted by up to 1.5 px in opposite directions;
+    - sharpening: an unsharp mask (amount 0.3-1.5, radius 0.8-2 px) with its bright/dark halos;
+    - haze: a blend of 5-30 % towards a bluish-grey airlight;
+    - a seamline: on one side of a random straight line the exposure and white balance differ, as
+      where an orthomosaic switches from one photo to the next.
+
+    >>> x = np.full((64, 64, 3), 120, np.uint8)
+    >>> y = camera_effects(x, np.random.default_rng(0))
+    >>> y.shape, y.dtype
+    ((64, 64, 3), dtype('uint8'))
+    """
+    h, w = rgb.shape[:2]
+    x = rgb.astype(np.float32)
+    if rng.random() < 0.5:  # vignetting: the tile is somewhere inside a photo
+        cy, cx = rng.uniform(-1.5, 1.5, 2) * (h, w)
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        r2 = ((yy - cy) ** 2 + (xx - cx) ** 2) / float((2.5 * max(h, w)) ** 2)
+        x *= (1 - rng.uniform(0.05, 0.3) * np.minimum(r2, 1.0))[..., None]
+    if rng.random() < 0.5:  # lateral chromatic aberration
+        dx, dy = rng.uniform(-1.5, 1.5, 2)
+        for ch, sign in ((0, 1.0), (2, -1.0)):
+            m = np.float32([[1, 0, sign * dx], [0, 1, sign * dy]])
+            x[..., ch] = cv2.warpAffine(x[..., ch], m, (w, h), flags=cv2.INTER_LINEAR,
+                                        borderMode=cv2.BORDER_REFLECT)
+    if rng.random() < 0.5:  # in-camera sharpening
+        blur = cv2.GaussianBlur(x, (0, 0), float(rng.uniform(0.8, 2.0)))
+        x += float(rng.uniform(0.3, 1.5)) * (x - blur)
+    if rng.random() < 0.3:  # haze
+        air = np.float32([200, 205, 215]) * rng.uniform(0.85, 1.15)
+        a = float(rng.uniform(0.05, 0.3))
+        x = x * (1 - a) + air * a
+    if rng.random() < 0.3:  # seamline between two photos
+        ang = rng.uniform(0, np.pi)
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        side = (xx - rng.uniform(0, w)) * np.cos(ang) + (yy - rng.uniform(0, h)) * np.sin(ang) > 0
+        x[side] *= rng.uniform(0.8, 1.25) * rng.uniform(0.95, 1.05, 3).astype(np.float32)
+    return np.clip(x, 0, 255).astype(np.uint8)
 
 
 def _widen(lo: float, hi: float, s: float) -> tuple[float, float]:

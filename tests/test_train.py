@@ -205,6 +205,33 @@ def test_color_augmentation_strength_and_defaults(scenes):
         load_config(overrides={"train.color_aug": 0})
 
 
+def test_camera_augmentation_changes_pixels_not_labels(scenes):
+    from poppyscan.config import load_config
+    from poppyscan.traindata import camera_effects
+
+    sc = [open_scene(scenes / f"s{i}" / "mosaic.tif", scenes / f"s{i}" / "truth.gpkg") for i in range(3)]
+    rgb, label, _ = TileSampler(sc, 64, 0.04, positive_fraction=1.0).sample(np.random.default_rng(0))
+    # camera_p=0 (the default) is exactly the old augmentation
+    a = augment(rgb, label, np.random.default_rng(5))[0]
+    assert np.array_equal(a, augment(rgb, label, np.random.default_rng(5), camera_p=0.0)[0])
+    # camera_p=1: the same geometry (labels identical) but other pixels, on every seed
+    for k in range(6):
+        x0, y0 = augment(rgb, label, np.random.default_rng(k))
+        x1, y1 = augment(rgb, label, np.random.default_rng(k), camera_p=1.0)
+        assert np.array_equal(y0, y1) and x1.dtype == np.uint8 and x1.shape == x0.shape
+    # each effect: sharpening adds contrast at edges, a flat tile stays within a bounded tint
+    edge = np.full((64, 64, 3), 80, np.uint8)
+    edge[:, 32:] = 160
+    outs = [camera_effects(edge, np.random.default_rng(k)).astype(int) for k in range(30)]
+    # sharpening halos: the bright side overshoots right at the edge, the dark side undershoots
+    assert any(o[30:34, 32, 1].mean() > o[30:34, 44, 1].mean() + 8 and
+               o[30:34, 31, 1].mean() < o[30:34, 19, 1].mean() - 8 for o in outs)
+    assert sum(not np.array_equal(o, edge) for o in outs) >= 25
+    assert load_config().train.camera_aug == 0.0
+    with pytest.raises(ConfigError, match="train.camera_aug"):
+        load_config(overrides={"train.camera_aug": 1.5})
+
+
 def test_mined_negatives_layer_gets_its_share_of_tiles(scenes, tmp_path):
     import shutil
 
