@@ -1,7 +1,9 @@
 """Plot table: merge detections across overlapping mosaics and compute the attributes.
 
 Areas and centroids are computed in a metric CRS: the output CRS itself when it is projected in
-metres (UTM, CGCS2000 Gauss-Krüger, ...), else the local UTM zone (geographic or non-metre CRS).
+metres (UTM, CGCS2000 Gauss-Krüger, ...) and every plot lies within (or :data:`AREA_OF_USE_MARGIN_DEG`
+of) its area of use, else each plot's own UTM zone (geographic or non-metre CRS, or mosaics from distant
+zones brought into the first one's CRS, where the grid's scale error would distort areas).
 Columns follow docs/INTERFACES.md: ``plot_id`` (1..n, north to south then west to east), ``area_m2``,
 ``area_mu`` (1 亩 = 666.67 m²), ``prob_mean``, ``prob_max``, ``est_plants`` (area x plants per m²,
 rounded), ``over_500_plants`` (``est_plants >= criminal_plants``), ``lon``/``lat`` (WGS84 centroid),
@@ -22,14 +24,69 @@ COLUMNS = ["plot_id", "area_m2", "area_mu", "prob_mean", "prob_max", "est_plants
            "lon", "lat", "mosaic", "model_version"]
 
 
+AREA_OF_USE_MARGIN_DEG = 2.0
+"""How far (degrees) beyond its CRS's area of use a plot may lie and still be measured in that CRS:
+2 degrees past the edge of a 3-degree Gauss-Krüger zone the grid's area error is ~0.3 %."""
+
+
 def metric_crs(gdf: gpd.GeoDataFrame):  # noqa: ANN201
     """The CRS to measure ``gdf`` in: its own if projected in metres, else the local UTM zone."""
     crs = gdf.crs
-    if crs.is_projected and crs.axis_info and all(a.unit_name in ("metre", "meter") for a in crs.axis_info):
+    if _metric(crs):
         return crs
     if len(gdf) == 0:
         return crs
     return gdf.estimate_utm_crs()
+
+
+def _metric(crs) -> bool:  # noqa: ANN001
+    return bool(crs.is_projected and crs.axis_info
+                and all(a.unit_name in ("metre", "meter") for a in crs.axis_info))
+
+
+def _area_of_use(crs):  # noqa: ANN001, ANN202
+    """The CRS's area of use; a CRS read from a GeoTIFF often has none until matched to its EPSG code."""
+    if crs.area_of_use is not None:
+        return crs.area_of_use
+    from pyproj import CRS
+
+    code = crs.to_epsg(min_confidence=70)
+    return CRS.from_epsg(code).area_of_use if code else None
+
+
+def measure(geoms: gpd.GeoSeries) -> tuple[np.ndarray, gpd.GeoSeries]:
+    """Areas (m²) and WGS84 centroids of ``geoms``, each measured in a metric CRS valid where it lies.
+
+    The series' own CRS when it is metric and every geometry lies within
+    :data:`AREA_OF_USE_MARGIN_DEG` of its area of use (one call, the usual case); otherwise each
+    geometry in the UTM zone of its own position.
+
+    >>> from shapely.geometry import box
+    >>> x, y = 500000, 4000000  # 10 m x 10 m on the central meridian of UTM 17N, seen from zone 11N
+    >>> g = gpd.GeoSeries([box(x, y, x + 10, y + 10)], crs="EPSG:32617").to_crs("EPSG:32611")
+    >>> round(float(g.area.iloc[0]), 1), round(float(measure(g)[0][0]), 1)
+    (129.2, 100.0)
+    """
+    crs = geoms.crs
+    lonlat = gpd.GeoSeries(geoms.representative_point(), crs=crs).to_crs("EPSG:4326")
+    lon, lat = lonlat.x.to_numpy(), lonlat.y.to_numpy()
+    if _metric(crs):
+        aou, m = _area_of_use(crs), AREA_OF_USE_MARGIN_DEG
+        if aou is None or ((lon >= aou.west - m) & (lon <= aou.east + m)
+                           & (lat >= aou.south - m) & (lat <= aou.north + m)).all():
+            proj = geoms.to_crs(crs)
+            return proj.area.to_numpy(), gpd.GeoSeries(proj.centroid, crs=crs).to_crs("EPSG:4326")
+    zone = np.clip(np.floor((lon + 180) / 6).astype(int) + 1, 1, 60)
+    epsg = np.where(lat >= 0, 32600, 32700) + zone
+    area = np.zeros(len(geoms))
+    cx, cy = np.zeros(len(geoms)), np.zeros(len(geoms))
+    for code in np.unique(epsg):
+        idx = np.flatnonzero(epsg == code)
+        proj = geoms.iloc[idx].to_crs(int(code))
+        area[idx] = proj.area.to_numpy()
+        c = gpd.GeoSeries(proj.centroid, crs=int(code)).to_crs("EPSG:4326")
+        cx[idx], cy[idx] = c.x.to_numpy(), c.y.to_numpy()
+    return area, gpd.GeoSeries(gpd.points_from_xy(cx, cy), index=geoms.index, crs="EPSG:4326")
 
 
 def merge_overlapping(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
@@ -75,12 +132,9 @@ def plot_table(gdf: gpd.GeoDataFrame, *, plants_per_m2: float, criminal_plants: 
         empty = gpd.GeoDataFrame({c: pd.Series(dtype=t) for c, t in _DTYPES.items()},
                                  geometry=gpd.GeoSeries([], crs=gdf.crs), crs=gdf.crs)
         return empty
-    metric = metric_crs(gdf)
-    geom_m = gdf.geometry.to_crs(metric)
-    area = geom_m.area.to_numpy()
+    area, centroid = measure(gdf.geometry)
     keep = area >= min_area_m2
-    gdf, geom_m, area = gdf[keep], geom_m[keep], area[keep]
-    centroid = gpd.GeoSeries(geom_m.centroid, crs=metric).to_crs("EPSG:4326")
+    gdf, area, centroid = gdf[keep], area[keep], centroid[keep]
     est = np.rint(area * plants_per_m2).astype(np.int64)
     out = gpd.GeoDataFrame({
         "area_m2": np.round(area, 3),

@@ -184,6 +184,22 @@ def test_two_overlapping_mosaics_give_each_plot_once(tmp_path):
     assert run_json["counts"]["detections"] == 6 and run_json["counts"]["plots"] == 4
 
 
+def test_mosaics_from_distant_utm_zones_get_true_areas(tmp_path):
+    # the plots layer is in the first mosaic's CRS (UTM 49N); a plot from a UTM 45N mosaic ~2000 km
+    # west measured in zone 49's grid would come out ~10 % too large
+    plot = box(200, 200, 300, 300)  # 100 x 100 px at 5 cm = 25 m2
+    a = write_scene(tmp_path / "a.tif", plots_px=[plot], size=(400, 400), crs="EPSG:32649")
+    b = write_scene(tmp_path / "b.tif", plots_px=[plot], size=(400, 400), crs="EPSG:32645",
+                    origin=(500000.0, 2800000.0))
+    run([a.path, b.path], tmp_path / "run")
+    plots = read_plots(tmp_path / "run")
+    assert plots.crs.to_string() == "EPSG:32649" and len(plots) == 2
+    assert sorted(plots.mosaic) == ["a.tif", "b.tif"]
+    far = plots[plots.mosaic == "b.tif"].iloc[0]
+    assert far.geometry.area > 27  # distorted in zone 49's grid
+    assert plots.area_m2.tolist() == pytest.approx([25.0, 25.0], rel=0.01)
+
+
 def _digest(run_dir: Path) -> dict[str, tuple[str, int]]:
     return {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
             for p in sorted(run_dir.iterdir())}
