@@ -118,9 +118,9 @@ class _Sites:
             m = self.lay.lab[sl] == pid
             if setting == "edge":
                 dist = ndimage.distance_transform_edt(m)
-                cand = np.argwhere((dist > 0.5 * self.ppm) & (dist < 2.5 * self.ppm))
+                cand = np.argwhere((dist > 0.5 * self.ppm) & (dist < 2.5 * self.ppm) & self.free[sl])
             else:
-                cand = np.argwhere(m)
+                cand = np.argwhere(m & self.free[sl])
             if len(cand) == 0:
                 continue
             r, c = cand[int(rng.integers(len(cand)))]
@@ -149,6 +149,19 @@ class _Sites:
         return None
 
 
+def _sow(rng, img, poly, setting: str, win, pm, ppm: float, shadow) -> dict:
+    """Paint a poppy plot (soil, then the stand) into its window; the plot's truth record."""
+    stage = land._pick(rng, STAGES)
+    colour = land._pick(rng, COLOURS)
+    m = pm.astype(np.float32)
+    if setting != "intercrop" or rng.random() < 0.5:
+        land.soil(img[win], m, rng, ppm, land.SOILS["loess"] * rng.uniform(0.8, 1.0))
+    flora.poppy(img[win], m, rng, ppm, stage=stage, colour=colour, shadow=shadow,
+                mixed=rng.uniform(0, 0.35) if rng.random() < 0.4 else 0.0)
+    return {"polygon": poly, "stage": stage, "setting": setting,
+            "flower_colour": colour if stage == "flowering" else "none", "area_m2": float(poly.area / ppm**2)}
+
+
 def render_alt_arrays(seed: int, size: int = 1024, gsd: float = 0.04, *, poppy: bool = True) -> AltScene:
     """Render a scene of the alternative renderer in memory; the same arguments give the same arrays."""
     rng = np.random.default_rng([int(seed), 731, int(bool(poppy))])
@@ -173,30 +186,13 @@ def render_alt_arrays(seed: int, size: int = 1024, gsd: float = 0.04, *, poppy: 
             if got is None:
                 continue
             poly, setting, pid, win, pm = got
-            stage = land._pick(rng, STAGES)
-            colour = land._pick(rng, COLOURS)
-            m = pm.astype(np.float32)
-            if setting != "intercrop" or rng.random() < 0.5:
-                land.soil(img[win], m, rng, ppm, land.SOILS["loess"] * rng.uniform(0.8, 1.0))
-            flora.poppy(
-                img[win],
-                m,
-                rng,
-                ppm,
-                stage=stage,
-                colour=colour,
-                shadow=shadow,
-                mixed=rng.uniform(0, 0.35) if rng.random() < 0.4 else 0.0,
-            )
-            plots.append(
-                {
-                    "polygon": poly,
-                    "stage": stage,
-                    "setting": setting,
-                    "flower_colour": colour if stage == "flowering" else "none",
-                    "area_m2": float(poly.area / ppm**2),
-                }
-            )
+            plots.append(_sow(rng, img, poly, setting, win, pm, ppm, shadow))
+    for _ in range(3 if poppy and not plots else 0):  # a poppy scene always gets a plot, if any fits
+        got = sites.place(rng, SETTINGS, (1.5, 15.0), tries=300)
+        if got is not None:
+            poly, setting, pid, win, pm = got
+            plots.append(_sow(rng, img, poly, setting, win, pm, ppm, shadow))
+            break
     confusers = _confusers(rng, img, lay, sites, ppm, shadow, poppy)
     land.paint_elevated(img, lay, rng, ppm, shadow, sun)
     out, cam = expose(rng, np.clip(img, 0, 1), ppm)
