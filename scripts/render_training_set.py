@@ -7,6 +7,10 @@ mode (alpha / nodata / none), JPEG-in-GeoTIFF, CRS (UTM 49N, CGCS2000 3-degree G
 geographic).
 
     python scripts/render_training_set.py OUTDIR --first-seed 10000 --count 240 --poppy-free 0.2
+
+``--alt`` draws the scenes with the second, independently written renderer (:mod:`poppyscan.synth_alt`:
+loess terraces and strip fields, plant sprites, photo-patchwork camera; CRS UTM 49N or CGCS2000 GK,
+alpha or nodata) instead, with the same seed-drawn poppy-free share and GSD range.
 """
 
 from __future__ import annotations
@@ -56,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crs", help="force one CRS for every scene")
     ap.add_argument("--wild", type=float, default=0.0,
                     help="share of scenes drawn as poppy-free wild land (meadow, shrubs, forest edge)")
+    ap.add_argument("--alt", action="store_true",
+                    help="draw with the independent renderer poppyscan.synth_alt instead")
     args = ap.parse_args(argv)
+    if args.alt:
+        return _main_alt(args)
 
     from poppyscan.synth import render_scene
 
@@ -96,6 +104,27 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(manifest)} scenes in {time.time() - t0:.0f} s -> {args.outdir}"
         + (f"; skipped seeds {skipped}" if skipped else "")
     )
+    return 0
+
+
+def _main_alt(args: argparse.Namespace) -> int:
+    from poppyscan.synth_alt import render_alt_scene
+
+    args.outdir.mkdir(parents=True, exist_ok=True)
+    manifest, t0 = [], time.time()
+    for seed in range(args.first_seed, args.first_seed + args.count):
+        poppy = bool(np.random.default_rng([seed, 616161]).random() >= args.poppy_free)
+        d = args.outdir / f"scene_{seed}"
+        kept = (d / "truth.gpkg").is_file() and (d / "mosaic.tif").is_file()
+        if not kept:
+            render_alt_scene(seed, d, size=args.size, poppy=poppy, gsd_range=(args.gsd_min, args.gsd_max),
+                             crs=args.crs, overwrite=True)
+        meta = json.loads((d / "alt_meta.json").read_text()) if (d / "alt_meta.json").is_file() else {}
+        manifest.append({"seed": seed, "renderer": "synth_alt", "poppy": poppy, "dir": d.name,
+                         **{k: meta[k] for k in ("gsd", "crs", "mask_mode") if k in meta}})
+        print(f"{d.name}: alt poppy={poppy}" + (" (kept)" if kept else ""), flush=True)
+    (args.outdir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    print(f"{len(manifest)} scenes in {time.time() - t0:.0f} s -> {args.outdir}")
     return 0
 
 
