@@ -1,5 +1,8 @@
-"""A second, independently written scene renderer, for evaluation only (never training, threshold
-choice or hard-negative mining).
+"""A second, independently written scene renderer, written to evaluate the model on scenes drawn
+another way. Its held-out seeds (904000-904915, ``scripts/eval_alt.py``) are never trained on, used for
+a threshold or mined; stage 6 of the default model (``scripts/train_default_stage6.yaml``) trains on
+other seeds of it (905000-905239, validation 905500-905515) beside the first renderer's scenes, so for
+a model trained that way the held-out set measures another seed range, not unseen imagery.
 
 It draws drone-orthomosaic-like scenes a different way from :mod:`poppyscan.synth`: loess terraces and
 strip fields planned as a parcel label map, plants as individual sprites splatted at plant positions,
