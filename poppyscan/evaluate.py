@@ -420,11 +420,14 @@ def calibrate_threshold(
     threads: int = 0,
     min_area_m2: float = 1.0,
     iou_min: float = 0.25,
+    max_false_per_ha: float | None = None,
 ) -> dict[str, Any]:
     """Pick the threshold with the best pooled object F1 over whole labelled scenes (validation scenes).
 
     Each scene is predicted once; every candidate threshold is then polygonised and scored. Ties go to
-    the higher threshold (fewer false plots). Returns ``{"threshold", "per_threshold": {t: report}}``.
+    the higher threshold (fewer false plots). With ``max_false_per_ha`` only thresholds whose pooled
+    false plots per hectare are at most that compete (none: the highest threshold). Returns
+    ``{"threshold", "per_threshold": {t: report}}``.
     """
     import geopandas as gpd
 
@@ -448,5 +451,7 @@ def calibrate_threshold(
             )
             totals[t] = score if t not in totals else totals[t] + score
     reports = {t: s.report() for t, s in totals.items()}
-    best = max(thresholds, key=lambda t: ((reports[t]["f1"] or 0.0), t))
+    allowed = [t for t in thresholds if max_false_per_ha is None
+               or (reports[t]["false_plots_per_ha"] or 0.0) <= max_false_per_ha + 1e-9]
+    best = max(allowed or [max(thresholds)], key=lambda t: ((reports[t]["f1"] or 0.0), t))
     return {"threshold": best, "scenes": len(pairs), "per_threshold": reports}

@@ -168,15 +168,18 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
-def calibrate_bundle(bundle, pairs: list, cfg: TrainConfig, say: Callable[[str], None]) -> BundleMeta:  # noqa: ANN001
-    """Set the bundle's threshold from whole validation scenes (best pooled object F1) and record the
+def calibrate_bundle(bundle, pairs: list, cfg: TrainConfig, say: Callable[[str], None],  # noqa: ANN001
+                     max_false_per_ha: float | None = None) -> BundleMeta:
+    """Set the bundle's threshold from whole validation scenes (best pooled object F1, optionally among
+    thresholds with at most ``max_false_per_ha`` false plots per hectare) and record the
     validation-scene metrics at that threshold in ``bundle.json``."""
     from .bundle import update_meta
     from .evaluate import calibrate_threshold
 
     say(f"calibrating the threshold on {len(pairs)} whole validation scenes")
     cal = calibrate_threshold(
-        bundle, pairs, thresholds=CALIBRATION_THRESHOLDS, threads=cfg.threads, min_area_m2=cfg.min_area_m2
+        bundle, pairs, thresholds=CALIBRATION_THRESHOLDS, threads=cfg.threads, min_area_m2=cfg.min_area_m2,
+        max_false_per_ha=max_false_per_ha,
     )
     rep = cal["per_threshold"][cal["threshold"]]
     keys = (

@@ -5,6 +5,13 @@
 
 Without SCENES, the bundle's own validation scenes (``training.scenes_val`` in bundle.json) are used:
 the same step `poppyscan train` runs at its end. Never calibrate on the scenes you report test figures on.
+
+``--fp-cap-from OTHER_BUNDLE`` first measures OTHER_BUNDLE at its own threshold on the same scenes and
+then lets only thresholds with no more false plots per hectare compete (``--fp-cap X`` gives the cap
+directly): a new model then keeps the shipped model's false-alarm rate and gains only in recall.
+
+    python scripts/calibrate_threshold.py /tmp/poppy_train_default6/bundle --threads 1 \
+        --fp-cap-from models/poppyscan-default
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("scenes", nargs="*", help="scene dirs / lists (default: the bundle's validation scenes)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--min-area", type=float, default=1.0)
+    ap.add_argument("--fp-cap", type=float, help="at most this many false plots per hectare (pooled)")
+    ap.add_argument("--fp-cap-from", type=Path, help="cap at this bundle's false plots/ha on the same scenes")
     args = ap.parse_args(argv)
 
     from poppyscan.config import TrainConfig
@@ -37,7 +46,18 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         pairs = find_scenes([Path(m) for m in val])
     cfg = TrainConfig(threads=args.threads, min_area_m2=args.min_area)
-    meta = calibrate_bundle(bundle, pairs, cfg, print)
+    cap = args.fp_cap
+    if args.fp_cap_from is not None:
+        from poppyscan.evaluate import calibrate_threshold
+
+        ref = load_bundle(args.fp_cap_from)
+        t = float(ref.meta.threshold)
+        rep = calibrate_threshold(ref, pairs, thresholds=(t,), threads=args.threads,
+                                  min_area_m2=args.min_area)["per_threshold"][t]
+        cap = rep["false_plots_per_ha"] or 0.0
+        print(f"{args.fp_cap_from} at its threshold {t:.2f} on these {len(pairs)} scenes: "
+              f"F1 {rep['f1']:.3f}, {cap:.3f} false plots/ha -> the cap")
+    meta = calibrate_bundle(bundle, pairs, cfg, print, max_false_per_ha=cap)
     print(f"{args.bundle}: threshold {meta.threshold:.2f}")
     return 0
 

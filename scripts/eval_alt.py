@@ -36,16 +36,19 @@ def _eval_default_module():
     return mod
 
 
-def render_alt_set(root: Path, bands: list[tuple[float, float]]) -> list[Path]:
-    """Render the alternative-renderer test set under ``root`` (skipping complete scenes); its dirs."""
+def render_alt_set(root: Path, bands: list[tuple[float, float]], poppy_seed: int = POPPY_SEED,
+                   free_seed: int = FREE_SEED) -> list[Path]:
+    """Render the alternative-renderer test set under ``root`` (skipping complete scenes); its dirs.
+    Other first seeds than the default ones go into folders named after them."""
     from poppyscan.synth_alt import render_alt_scene
 
+    tag = "" if (poppy_seed, free_seed) == (POPPY_SEED, FREE_SEED) else f"_{poppy_seed}"
     jobs = [
-        (root / "poppy_alt", POPPY_SEED + 100 * i + k, 1024, True, band)
+        (root / f"poppy_alt{tag}", poppy_seed + 100 * i + k, 1024, True, band)
         for i, band in enumerate(bands)
         for k in range(PER_BAND)
     ]
-    jobs += [(root / "poppy_free_alt", FREE_SEED + k, 2048, False, (0.02, 0.08)) for k in range(N_FREE)]
+    jobs += [(root / f"poppy_free_alt{tag}", free_seed + k, 2048, False, (0.02, 0.08)) for k in range(N_FREE)]
     dirs = []
     for parent, seed, size, poppy, band in jobs:
         d = parent / f"scene_{seed}"
@@ -68,10 +71,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=Path("/tmp/poppy_data/test_alt"))
     ap.add_argument("--report", type=Path, help="write the JSON report here")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seeds", default=f"{POPPY_SEED},{FREE_SEED}",
+                    help="first seeds of the poppy and the poppy-free scenes (another held-out set, e.g. "
+                    "907000,907900 for stage 6's second decision)")
     args = ap.parse_args(argv)
+    try:
+        poppy_seed, free_seed = (int(v) for v in args.seeds.split(","))
+    except ValueError:
+        ap.error(f"--seeds takes two integers 'POPPY,FREE', got {args.seeds!r}")
 
     ev = _eval_default_module()
-    dirs = render_alt_set(args.data, ev.BANDS)
+    dirs = render_alt_set(args.data, ev.BANDS, poppy_seed, free_seed)
     ev.render_test_set = lambda root, **kw: dirs  # score these scenes with eval_default's own loop
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "report.json"
@@ -79,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
             [str(args.bundle), "--data", str(args.data), "--threads", str(args.threads), "--report", str(raw)]
         )
         report = json.loads(raw.read_text(encoding="utf-8"))
-    report["test_seeds"] = SEEDS + "; training and validation used 10000-10815 of poppyscan.synth"
+    seeds = SEEDS if (poppy_seed, free_seed) == (POPPY_SEED, FREE_SEED) else (
+        f"alt renderer: {poppy_seed}-{poppy_seed + 307} (8 per GSD band, 1024 px), "
+        f"{free_seed}-{free_seed + N_FREE - 1} (poppy-free, 2048 px)")
+    report["test_seeds"] = seeds + "; training and validation used 10000-10815 of poppyscan.synth"
     report["renderer"] = (
         "poppyscan.synth_alt: an independently written renderer (loess terraces / strip "
         "fields, plant sprites, photo-patchwork camera), used for evaluation only"

@@ -50,12 +50,14 @@ def _render_module():
 
 
 def render_test_set(root: Path, extended: bool = False, final: bool = False,
-                    wild: bool = False) -> list[Path]:
+                    wild: bool = False, decision2: bool = False) -> list[Path]:
     """The held-out scenes (rendered once). ``extended`` adds 8 more poppy scenes per GSD band (seeds
     901000 + 100 x band + k) and 16 more poppy-free 2048 px scenes (seeds 901900-901915). ``final`` is
     only the final set: 8 poppy scenes per band (seeds 902000 + 100 x band + k) and 16 poppy-free
     2048 px scenes (seeds 902900-902915). ``wild`` is only the wild-land set: 16 poppy-free 2048 px
-    scenes of meadow, shrubs and forest edge (seeds 903000-903015, ``poppy_free_wild``)."""
+    scenes of meadow, shrubs and forest edge (seeds 903000-903015, ``poppy_free_wild``). ``decision2``
+    is only a fresh set for stage 6's second decision (``scripts/train_default_stage6.yaml``): 8 poppy
+    scenes per band (seeds 906000 + 100 x band + k) and 16 poppy-free 2048 px scenes (906900-906915)."""
     render = _render_module()
     dirs = []
     if wild:
@@ -67,6 +69,8 @@ def render_test_set(root: Path, extended: bool = False, final: bool = False,
         sets.append(("poppy_ext", 901000, 8, "poppy_free_ext", 901900, 16))
     if final:
         sets = [("poppy_final", 902000, 8, "poppy_free_final", 902900, 16)]
+    if decision2:
+        sets = [("poppy_dec2", 906000, 8, "poppy_free_dec2", 906900, 16)]
     for poppy_dir, poppy_seed, per_band, free_dir, free_seed, n_free in sets:
         _render_set(render, root, poppy_dir, poppy_seed, per_band, free_dir, free_seed, n_free)
         for sub in (poppy_dir, free_dir):
@@ -126,9 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wild", action="store_true",
                     help="only the wild-land set: 16 poppy-free 2048 px scenes of meadow, shrubs and forest "
                     "edge (seeds 903000-903015), a landscape the farmland training scenes do not show")
+    ap.add_argument("--decision2", action="store_true",
+                    help="only the fresh set of stage 6's second decision: 32 poppy scenes (8 per GSD band) "
+                    "and 16 poppy-free scenes, seeds 906000-906915")
     args = ap.parse_args(argv)
-    if args.final + args.extended + args.wild > 1:
-        ap.error("--final, --extended and --wild are separate sets; give one")
+    if args.final + args.extended + args.wild + args.decision2 > 1:
+        ap.error("--final, --extended, --wild and --decision2 are separate sets; give one")
 
     import geopandas as gpd
 
@@ -143,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     from poppyscan.model import load_bundle, make_predictor, update_meta
     from poppyscan.scene_predict import predict_scene, scene_gsd_m
 
-    scenes = render_test_set(args.data, extended=args.extended, final=args.final, wild=args.wild)
+    scenes = render_test_set(args.data, extended=args.extended, final=args.final, wild=args.wild,
+                             decision2=args.decision2)
     bundle = load_bundle(args.bundle)
     thr = bundle.meta.threshold if args.threshold is None else args.threshold
     predict = make_predictor(bundle, device="cpu", threads=args.threads) if args.engine == "simple" else None

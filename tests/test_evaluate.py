@@ -142,3 +142,27 @@ def test_evaluate_scenes_simple_and_detect_engines_agree(tmp_path):
         bundle, [(tmp_path / "scenes/a/mosaic.tif", tmp_path / "scenes/a/truth.gpkg")], threads=1
     )
     assert cal["threshold"] in cal["per_threshold"]
+
+
+def test_calibration_with_a_false_plot_cap_picks_the_best_f1_under_the_cap():
+    from pathlib import Path
+
+    from poppyscan.evaluate import calibrate_threshold
+    from poppyscan.model import load_bundle
+
+    root = Path(__file__).resolve().parent.parent
+    bundle = load_bundle(root / "models" / "poppyscan-default")
+    pairs = [(d / "mosaic.tif", d / "truth.gpkg") for d in sorted((root / "sample_tiles").iterdir())
+             if (d / "truth.gpkg").is_file()]
+    grid = (0.05, 0.25, 0.5, 0.75, 0.9, 0.97)
+    free = calibrate_threshold(bundle, pairs, thresholds=grid, threads=1)
+    per = free["per_threshold"]
+    fpha = {t: per[t]["false_plots_per_ha"] or 0.0 for t in grid}
+    assert fpha[0.05] > fpha[0.97]  # the grid spans different false-plot rates on these scenes
+    for cap in sorted(set(fpha.values()))[:2]:  # the lowest rate and the next
+        got = calibrate_threshold(bundle, pairs, thresholds=grid, threads=1, max_false_per_ha=cap)
+        allowed = [t for t in grid if fpha[t] <= cap + 1e-9]
+        assert fpha[got["threshold"]] <= cap + 1e-9
+        assert per[got["threshold"]]["f1"] == max(per[t]["f1"] for t in allowed)
+    none_allowed = calibrate_threshold(bundle, pairs, thresholds=grid, threads=1, max_false_per_ha=-1)
+    assert none_allowed["threshold"] == 0.97
