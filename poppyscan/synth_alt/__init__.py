@@ -14,8 +14,8 @@ aberration, sharpening halos, JPEG). It shares only the georeferencing/file writ
 - :func:`render_alt_arrays` — render in memory (:class:`AltScene`).
 
 Modules: ``prims`` (noise, splatting, rasterising), ``flora`` (poppy and other plants), ``land``
-(landforms, hamlets, greenhouses, painting), ``optics`` (footprint and camera), ``scene``
-(composition and output).
+(planning landforms, hamlets, greenhouses), ``paint`` (painting parcels and buildings), ``optics``
+(footprint and camera), ``scene`` (composition and output).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from shapely.geometry import Polygon, shape
 
 from ..errors import ConfigError
 from ..fsutil import atomic_path, check_writable
-from . import flora, land
+from . import flora, land, paint
 from .optics import expose, footprint
 from .prims import rasterize
 
@@ -155,7 +155,7 @@ def _sow(rng, img, poly, setting: str, win, pm, ppm: float, shadow) -> dict:
     colour = land._pick(rng, COLOURS)
     m = pm.astype(np.float32)
     if setting != "intercrop" or rng.random() < 0.5:
-        land.soil(img[win], m, rng, ppm, land.SOILS["loess"] * rng.uniform(0.8, 1.0))
+        paint.soil(img[win], m, rng, ppm, land.SOILS["loess"] * rng.uniform(0.8, 1.0))
     flora.poppy(img[win], m, rng, ppm, stage=stage, colour=colour, shadow=shadow,
                 mixed=rng.uniform(0, 0.35) if rng.random() < 0.4 else 0.0)
     return {"polygon": poly, "stage": stage, "setting": setting,
@@ -176,7 +176,7 @@ def render_alt_arrays(seed: int, size: int = 1024, gsd: float = 0.04, *, poppy: 
     shadow = (-sun[0] * ppm / np.tan(elev), -sun[1] * ppm / np.tan(elev))
     img = np.empty((h, w, 3), np.float32)
     img[:] = land.SOILS["loess"]
-    land.paint_ground(img, lay, rng, ppm, shadow)
+    paint.paint_ground(img, lay, rng, ppm, shadow)
     sites = _Sites(lay, inner, ppm)
     plots: list[dict] = []
     if poppy:
@@ -194,7 +194,7 @@ def render_alt_arrays(seed: int, size: int = 1024, gsd: float = 0.04, *, poppy: 
             plots.append(_sow(rng, img, poly, setting, win, pm, ppm, shadow))
             break
     confusers = _confusers(rng, img, lay, sites, ppm, shadow, poppy)
-    land.paint_elevated(img, lay, rng, ppm, shadow, sun)
+    paint.paint_elevated(img, lay, rng, ppm, shadow, sun)
     out, cam = expose(rng, np.clip(img, 0, 1), ppm)
     out = np.maximum(out, 1) * valid[..., None]
     poppy_mask = rasterize([p["polygon"] for p in plots], h, w) & valid
@@ -236,9 +236,9 @@ def _confusers(rng, img, lay: land.Layout, sites: _Sites, ppm, shadow, poppy: bo
         poly, _, _, win, pm = got
         m = pm.astype(np.float32)
         if kind == "red_plastic":
-            land.red_plastic(img[win], m, rng, ppm)
+            paint.red_plastic(img[win], m, rng, ppm)
         else:
-            land.paint_kind(img[win], m, rng, ppm, kind, lay.angle, shadow)
+            paint.paint_kind(img[win], m, rng, ppm, kind, lay.angle, shadow)
         found.append({"polygon": poly, "kind": kind})
     from rasterio.features import shapes
 
