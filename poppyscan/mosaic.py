@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import CRSError, RasterioIOError
+from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from .errors import InputError
@@ -298,7 +299,9 @@ def open_mosaic(path: str | Path) -> Mosaic:
     if path.is_dir():
         raise InputError(f"mosaic '{path}' is a directory; pass a GeoTIFF/COG/VRT file")
     try:
-        ds = rasterio.open(path)
+        with warnings.catch_warnings():  # a plain image: _check says so in one line, not GDAL's warning
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            ds = rasterio.open(path)
     except RasterioIOError:
         raise InputError(f"mosaic '{path}' is not a raster GDAL can read; "
                          "pass a GeoTIFF, COG or VRT") from None
