@@ -9,6 +9,10 @@ and 6-8 cm (seeds 904000 + 100 x band + k, ``poppy_alt``), and 16 poppy-free sce
 2-8 cm (seeds 904900-904915, ``poppy_free_alt``). The scenes are never to be used for training,
 threshold choice or hard-negative mining: they stand in for imagery drawn another way.
 
+``--seeds 907000,907900`` renders and scores another seed range (stage 6's second decision used it);
+``--update-bundle`` stores the summary in ``bundle.json`` metrics (``heldout_alt_renderer``, or
+``heldout_alt_renderer_<first seed>``).
+
 Scoring is ``scripts/eval_default.py``'s, unchanged (imported, not copied): every scene runs through
 ``poppyscan.detect`` at the bundle's threshold, minimum plot 1 m², matched one-to-one at IoU >= 0.25;
 per-band table, recall by stage / setting / size, false plots per hectare on the poppy-free scenes.
@@ -65,12 +69,26 @@ def render_alt_set(root: Path, bands: list[tuple[float, float]], poppy_seed: int
     return dirs
 
 
+def describe(bundle: Path | str, key: str, poppy_seed: int, free_seed: int) -> None:
+    """Say in the bundle's ``metrics[key]`` which renderer and seeds the figures come from."""
+    from poppyscan.model import read_meta, update_meta
+
+    metrics = dict(read_meta(Path(bundle)).metrics)
+    metrics[key] = {**metrics[key], "scenes": (
+        f"{PER_BAND * 4} poppy scenes (1024 px, seeds {poppy_seed}-{poppy_seed + 307}) + {N_FREE} poppy-free "
+        f"(2048 px, seeds {free_seed}-{free_seed + N_FREE - 1}) drawn by poppyscan.synth_alt, the "
+        "independently written renderer; GSD 2-8 cm")}
+    update_meta(Path(bundle), metrics=metrics)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundle", nargs="?", default="models/poppyscan-default")
     ap.add_argument("--data", type=Path, default=Path("/tmp/poppy_data/test_alt"))
     ap.add_argument("--report", type=Path, help="write the JSON report here")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--update-bundle", action="store_true",
+                    help="store the summary in bundle.json metrics (heldout_alt_renderer[_SEED])")
     ap.add_argument("--seeds", default=f"{POPPY_SEED},{FREE_SEED}",
                     help="first seeds of the poppy and the poppy-free scenes (another held-out set, e.g. "
                     "907000,907900 for stage 6's second decision)")
@@ -85,10 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     ev.render_test_set = lambda root, **kw: dirs  # score these scenes with eval_default's own loop
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "report.json"
+        key = "heldout_alt_renderer" + ("" if (poppy_seed, free_seed) == (POPPY_SEED, FREE_SEED)
+                                        else f"_{poppy_seed}")
         rc = ev.main(
             [str(args.bundle), "--data", str(args.data), "--threads", str(args.threads), "--report", str(raw)]
+            + (["--update-bundle", "--metrics-key", key] if args.update_bundle else [])
         )
         report = json.loads(raw.read_text(encoding="utf-8"))
+    if args.update_bundle:
+        describe(args.bundle, key, poppy_seed, free_seed)
     seeds = SEEDS if (poppy_seed, free_seed) == (POPPY_SEED, FREE_SEED) else (
         f"alt renderer: {poppy_seed}-{poppy_seed + 307} (8 per GSD band, 1024 px), "
         f"{free_seed}-{free_seed + N_FREE - 1} (poppy-free, 2048 px)")

@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wild", action="store_true",
                     help="only the wild-land set: 16 poppy-free 2048 px scenes of meadow, shrubs and forest "
                     "edge (seeds 903000-903015), a landscape the farmland training scenes do not show")
+    ap.add_argument("--metrics-key", help="with --update-bundle: store under this key in the bundle's "
+                    "metrics (default heldout_synthetic[_extended|_final|_wild|_decision2])")
     ap.add_argument("--decision2", action="store_true",
                     help="only the fresh set of stage 6's second decision: 32 poppy scenes (8 per GSD band) "
                     "and 16 poppy-free scenes, seeds 906000-906915")
@@ -246,8 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.update_bundle:
         p, f = summary.get("poppy", {}), summary.get("poppy_free", {})
         metrics = dict(bundle.meta.metrics)
-        key = "heldout_synthetic" + ("_final" if args.final else "_extended" if args.extended
-                                     else "_wild" if args.wild else "")
+        key = args.metrics_key or "heldout_synthetic" + (
+            "_final" if args.final else "_extended" if args.extended else "_wild" if args.wild
+            else "_decision2" if args.decision2 else "")
         metrics[key] = {
             "scenes": f"{sum(r['kind'] == 'poppy' for r in rows)} poppy + "
             f"{sum(r['kind'] == 'poppy_free' for r in rows)}"
