@@ -19,6 +19,8 @@ import shapely
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from .geo.utm import utm_epsg
+
 M2_PER_MU = 666.67
 COLUMNS = ["plot_id", "area_m2", "area_mu", "prob_mean", "prob_max", "est_plants", "over_500_plants",
            "lon", "lat", "mosaic", "model_version"]
@@ -27,16 +29,6 @@ COLUMNS = ["plot_id", "area_m2", "area_mu", "prob_mean", "prob_max", "est_plants
 AREA_OF_USE_MARGIN_DEG = 2.0
 """How far (degrees) beyond its CRS's area of use a plot may lie and still be measured in that CRS:
 2 degrees past the edge of a 3-degree Gauss-Krüger zone the grid's area error is ~0.3 %."""
-
-
-def metric_crs(gdf: gpd.GeoDataFrame):  # noqa: ANN201
-    """The CRS to measure ``gdf`` in: its own if projected in metres, else the local UTM zone."""
-    crs = gdf.crs
-    if _metric(crs):
-        return crs
-    if len(gdf) == 0:
-        return crs
-    return gdf.estimate_utm_crs()
 
 
 def _metric(crs) -> bool:  # noqa: ANN001
@@ -74,10 +66,8 @@ def measure(geoms: gpd.GeoSeries) -> tuple[np.ndarray, gpd.GeoSeries]:
         aou, m = _area_of_use(crs), AREA_OF_USE_MARGIN_DEG
         if aou is None or ((lon >= aou.west - m) & (lon <= aou.east + m)
                            & (lat >= aou.south - m) & (lat <= aou.north + m)).all():
-            proj = geoms.to_crs(crs)
-            return proj.area.to_numpy(), gpd.GeoSeries(proj.centroid, crs=crs).to_crs("EPSG:4326")
-    zone = np.clip(np.floor((lon + 180) / 6).astype(int) + 1, 1, 60)
-    epsg = np.where(lat >= 0, 32600, 32700) + zone
+            return geoms.area.to_numpy(), gpd.GeoSeries(geoms.centroid, crs=crs).to_crs("EPSG:4326")
+    epsg = utm_epsg(lon, lat)
     area = np.zeros(len(geoms))
     cx, cy = np.zeros(len(geoms)), np.zeros(len(geoms))
     for code in np.unique(epsg):

@@ -1,1 +1,1 @@
-"""Small geodesy helpers shared by stages (datum offsets such as GCJ-02)."""
+"""Small geodesy helpers shared by stages (datum offsets such as GCJ-02, UTM zones)."""

@@ -24,6 +24,7 @@ import shapely
 from pyproj import Transformer
 
 from ..errors import InputError
+from ..geo.utm import utm_epsg
 from ..tasks import RESULT_COLUMNS
 from .fieldfile import read_field_table
 from .gpkg import from_blob
@@ -381,7 +382,6 @@ def _distance_to_plot(conn: sqlite3.Connection, task: sqlite3.Row, lon: float, l
     c = geom.centroid
     if abs(lat) > 84 or abs(c.y - lat) > 5 or abs(c.x - lon) > 5:
         return math.inf  # far beyond any limit; avoid projecting across zones
-    zone = int((c.x + 180) // 6) % 60 + 1
-    tr = _to_utm((32600 if c.y >= 0 else 32700) + zone)
+    tr = _to_utm(utm_epsg(c.x, c.y))
     g = shapely.transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
     return float(shapely.distance(g, shapely.Point(*tr.transform(lon, lat))))

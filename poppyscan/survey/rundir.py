@@ -27,6 +27,7 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 from ..errors import InputError
+from ..geo.utm import utm_epsg
 from .schema import ADMIN_FIELDS
 
 log = logging.getLogger(__name__)
@@ -173,8 +174,7 @@ def _metric_crs(geom: BaseGeometry | None) -> CRS:
     if geom is None or geom.is_empty:
         return CRS.from_epsg(3857)
     c = geom.centroid
-    zone = int((c.x + 180) // 6) % 60 + 1
-    return CRS.from_epsg((32600 if c.y >= 0 else 32700) + zone)
+    return CRS.from_epsg(utm_epsg(c.x, c.y))
 
 
 def _footprint(run_dir: Path, layers: set[str], meta: dict, inputs: list) -> BaseGeometry | None:
