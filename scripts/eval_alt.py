@@ -69,18 +69,6 @@ def render_alt_set(root: Path, bands: list[tuple[float, float]], poppy_seed: int
     return dirs
 
 
-def describe(bundle: Path | str, key: str, poppy_seed: int, free_seed: int) -> None:
-    """Say in the bundle's ``metrics[key]`` which renderer and seeds the figures come from."""
-    from poppyscan.model import read_meta, update_meta
-
-    metrics = dict(read_meta(Path(bundle)).metrics)
-    metrics[key] = {**metrics[key], "scenes": (
-        f"{PER_BAND * 4} poppy scenes (1024 px, seeds {poppy_seed}-{poppy_seed + 307}) + {N_FREE} poppy-free "
-        f"(2048 px, seeds {free_seed}-{free_seed + N_FREE - 1}) drawn by poppyscan.synth_alt, the "
-        "independently written renderer; GSD 2-8 cm")}
-    update_meta(Path(bundle), metrics=metrics)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundle", nargs="?", default="models/poppyscan-default")
@@ -103,15 +91,18 @@ def main(argv: list[str] | None = None) -> int:
     ev.render_test_set = lambda root, **kw: dirs  # score these scenes with eval_default's own loop
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "report.json"
+        described = (
+            f"{PER_BAND * 4} poppy scenes (1024 px, seeds {poppy_seed}-{poppy_seed + 307}) + {N_FREE} "
+            f"poppy-free (2048 px, seeds {free_seed}-{free_seed + N_FREE - 1}) drawn by "
+            "poppyscan.synth_alt, the independently written renderer; GSD 2-8 cm")
         key = "heldout_alt_renderer" + ("" if (poppy_seed, free_seed) == (POPPY_SEED, FREE_SEED)
                                         else f"_{poppy_seed}")
         rc = ev.main(
             [str(args.bundle), "--data", str(args.data), "--threads", str(args.threads), "--report", str(raw)]
-            + (["--update-bundle", "--metrics-key", key] if args.update_bundle else [])
+            + (["--update-bundle", "--metrics-key", key, "--metrics-scenes", described]
+               if args.update_bundle else [])
         )
         report = json.loads(raw.read_text(encoding="utf-8"))
-    if args.update_bundle:
-        describe(args.bundle, key, poppy_seed, free_seed)
     seeds = SEEDS if (poppy_seed, free_seed) == (POPPY_SEED, FREE_SEED) else (
         f"alt renderer: {poppy_seed}-{poppy_seed + 307} (8 per GSD band, 1024 px), "
         f"{free_seed}-{free_seed + N_FREE - 1} (poppy-free, 2048 px)")

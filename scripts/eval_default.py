@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                     "edge (seeds 903000-903015), a landscape the farmland training scenes do not show")
     ap.add_argument("--metrics-key", help="with --update-bundle: store under this key in the bundle's "
                     "metrics (default heldout_synthetic[_extended|_final|_wild|_decision2])")
+    ap.add_argument("--metrics-scenes", help="with --update-bundle: the stored description of the scenes")
     ap.add_argument("--decision2", action="store_true",
                     help="only the fresh set of stage 6's second decision: 32 poppy scenes (8 per GSD band) "
                     "and 16 poppy-free scenes, seeds 906000-906915")
@@ -252,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             "_final" if args.final else "_extended" if args.extended else "_wild" if args.wild
             else "_decision2" if args.decision2 else "")
         metrics[key] = {
-            "scenes": f"{sum(r['kind'] == 'poppy' for r in rows)} poppy + "
+            "scenes": args.metrics_scenes or f"{sum(r['kind'] == 'poppy' for r in rows)} poppy + "
             f"{sum(r['kind'] == 'poppy_free' for r in rows)}"
             " poppy-free rendered scenes, GSD 2-8 cm, seeds never used in training",
             "engine": args.engine,
