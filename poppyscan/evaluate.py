@@ -426,8 +426,8 @@ def calibrate_threshold(
 
     Each scene is predicted once; every candidate threshold is then polygonised and scored. Ties go to
     the higher threshold (fewer false plots). With ``max_false_per_ha`` only thresholds whose pooled
-    false plots per hectare are at most that compete (none: the highest threshold). Returns
-    ``{"threshold", "per_threshold": {t: report}}``.
+    false plots per hectare are at most that compete (none: the highest threshold, and ``cap_met`` is
+    False). Returns ``{"threshold", "cap_met", "scenes", "per_threshold": {t: report}}``.
     """
     import geopandas as gpd
 
@@ -454,4 +454,4 @@ def calibrate_threshold(
     allowed = [t for t in thresholds if max_false_per_ha is None
                or (reports[t]["false_plots_per_ha"] or 0.0) <= max_false_per_ha + 1e-9]
     best = max(allowed or [max(thresholds)], key=lambda t: ((reports[t]["f1"] or 0.0), t))
-    return {"threshold": best, "scenes": len(pairs), "per_threshold": reports}
+    return {"threshold": best, "cap_met": bool(allowed), "scenes": len(pairs), "per_threshold": reports}

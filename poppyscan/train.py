@@ -182,7 +182,7 @@ def calibrate_bundle(bundle, pairs: list, cfg: TrainConfig, say: Callable[[str],
         max_false_per_ha=max_false_per_ha,
     )
     rep = cal["per_threshold"][cal["threshold"]]
-    if max_false_per_ha is not None and (rep["false_plots_per_ha"] or 0.0) > max_false_per_ha + 1e-9:
+    if not cal["cap_met"]:
         say(f"no threshold keeps the validation false plots at or below {max_false_per_ha:.3f}/ha; "
             f"took the highest, {cal['threshold']:.2f}")
     keys = (

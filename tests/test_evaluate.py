@@ -164,5 +164,7 @@ def test_calibration_with_a_false_plot_cap_picks_the_best_f1_under_the_cap():
         allowed = [t for t in grid if fpha[t] <= cap + 1e-9]
         assert fpha[got["threshold"]] <= cap + 1e-9
         assert per[got["threshold"]]["f1"] == max(per[t]["f1"] for t in allowed)
+        assert got["cap_met"]
     none_allowed = calibrate_threshold(bundle, pairs, thresholds=grid, threads=1, max_false_per_ha=-1)
-    assert none_allowed["threshold"] == 0.97
+    assert none_allowed["threshold"] == 0.97 and not none_allowed["cap_met"]
+    assert free["cap_met"]  # no cap: always met
