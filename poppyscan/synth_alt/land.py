@@ -265,44 +265,13 @@ def _hamlet(rng, lay: Layout, h, w, ppm) -> None:
             }
         )
         depth = rng.uniform(5, 7.5) * ppm
-        house = affinity.rotate(
-            box(
-                px - cw / 2 + wall_t, py - ch / 2 + wall_t, px + cw / 2 - wall_t, py - ch / 2 + wall_t + depth
-            ),
-            ang,
-            (px, py),
-            use_radians=True,
-        )
-        lay.elevated.append(
-            {
-                "kind": "roof",
-                "poly": house,
-                "height": rng.uniform(3, 6),
-                "colour": jitter(rng, ROOFS[int(rng.integers(len(ROOFS)))], 0.06),
-                "angle": ang,
-            }
-        )
+        top = py - ch / 2 + wall_t
+        main = (px - cw / 2 + wall_t, top, px + cw / 2 - wall_t, top + depth)
+        _roof(rng, lay, main, ang, (px, py), (3, 6), ang)
         if rng.random() < 0.5:  # side wing
-            side = affinity.rotate(
-                box(
-                    px + cw / 2 - wall_t - rng.uniform(3, 5) * ppm,
-                    py - ch / 2 + depth,
-                    px + cw / 2 - wall_t,
-                    py + ch / 2 - rng.uniform(3, 6) * ppm,
-                ),
-                ang,
-                (px, py),
-                use_radians=True,
-            )
-            lay.elevated.append(
-                {
-                    "kind": "roof",
-                    "poly": side,
-                    "height": rng.uniform(2.5, 4),
-                    "colour": jitter(rng, ROOFS[int(rng.integers(len(ROOFS)))], 0.06),
-                    "angle": ang + np.pi / 2,
-                }
-            )
+            wing = (px + cw / 2 - wall_t - rng.uniform(3, 5) * ppm, py - ch / 2 + depth,
+                    px + cw / 2 - wall_t, py + ch / 2 - rng.uniform(3, 6) * ppm)
+            _roof(rng, lay, wing, ang, (px, py), (2.5, 4), ang + np.pi / 2)
         if rng.random() < 0.4:
             lay.elevated.append(
                 {
@@ -321,6 +290,20 @@ def _hamlet(rng, lay: Layout, h, w, ppm) -> None:
                 box(gx - gw / 2, py - gh / 2, gx + gw / 2, py + gh / 2), ang, (px, py), use_radians=True
             )
             _add_poly(lay, garden, _pick(rng, GARDEN), ang, "garden")
+
+
+def _roof(rng, lay: Layout, rect: tuple, ang: float, centre: tuple, heights: tuple, ridge: float) -> None:
+    """A roofed building: ``rect`` (x0, y0, x1, y1) rotated by ``ang`` about ``centre``, a height drawn
+    from ``heights`` (m), one of :data:`ROOFS` jittered, ridge direction ``ridge``."""
+    lay.elevated.append(
+        {
+            "kind": "roof",
+            "poly": affinity.rotate(box(*rect), ang, centre, use_radians=True),
+            "height": rng.uniform(*heights),
+            "colour": jitter(rng, ROOFS[int(rng.integers(len(ROOFS)))], 0.06),
+            "angle": ridge,
+        }
+    )
 
 
 def _greenhouses(rng, lay: Layout, h, w, ppm) -> None:
