@@ -11,6 +11,8 @@ polygons (less than half of its area inside one) is a *mined negative*. For each
 copy of its label file with an extra layer ``mined_negatives`` is written to ``OUTDIR/<scene>.gpkg``;
 MINED.csv lists all scenes (the mined label file where there is one, the original labels otherwise).
 Training with ``train.mined_fraction`` > 0 then centres that share of non-positive tiles on them.
+Mining again with a newer model keeps the negatives an earlier round put in the label file (a
+mined-labels CSV can be the input): the layer then holds both rounds' places.
 
 Only ever mine training scenes: never validation or test scenes.
 """
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from poppyscan.model import load_bundle, make_predictor
     from poppyscan.scene_predict import predict_scene
-    from poppyscan.traindata import MINED_LAYER, find_scenes, read_labels
+    from poppyscan.traindata import MINED_LAYER, find_scenes, read_labels, read_mined
 
     bundle = load_bundle(args.bundle)
     predict = make_predictor(bundle, device="cpu", threads=args.threads)
@@ -55,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
             g for g in sp.polygons
             if inside is None or g.intersection(inside).area < 0.5 * g.area
         ]
+        earlier = read_mined(labels, sp.crs) if labels else []
+        n_new = len(mined)
+        mined = earlier + mined
         out_labels = labels
         if mined:
             name = mosaic.parent.name if mosaic.name == "mosaic.tif" else mosaic.stem
@@ -69,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             gpd.GeoDataFrame({"kind": ["mined"] * len(mined)}, geometry=mined, crs=sp.crs).to_file(
                 out_labels, layer=MINED_LAYER, driver="GPKG"
             )
-            n_mined += len(mined)
+            n_mined += n_new
             n_scenes += 1
         rows.append(f"{mosaic},{out_labels or ''}")
         if (i + 1) % 50 == 0:
