@@ -20,6 +20,9 @@ and 16 poppy-free 2048 px scenes (seeds 902900-902915), rendered into ``poppy_fi
     python scripts/eval_default.py models/poppyscan-default --final \
         --report models/poppyscan-default-eval-final.json
 
+Later decisions each take a set no model has seen: ``--decision2`` (seeds 906000-906915, stage 6b) and
+``--fresh SEED`` (same shape from SEED, a multiple of 1000 from 908000 on; stage 7 used 908000).
+
 Each scene runs through ``poppyscan.detect`` (the production path; ``--engine simple`` for the small
 in-memory predictor). Prints a table and breakdowns by GSD band, growth stage, setting and plot size,
 writes the JSON report, and with ``--update-bundle`` stores the summary in the bundle's metrics
@@ -50,14 +53,16 @@ def _render_module():
 
 
 def render_test_set(root: Path, extended: bool = False, final: bool = False,
-                    wild: bool = False, decision2: bool = False) -> list[Path]:
+                    wild: bool = False, decision2: bool = False, fresh: int | None = None) -> list[Path]:
     """The held-out scenes (rendered once). ``extended`` adds 8 more poppy scenes per GSD band (seeds
     901000 + 100 x band + k) and 16 more poppy-free 2048 px scenes (seeds 901900-901915). ``final`` is
     only the final set: 8 poppy scenes per band (seeds 902000 + 100 x band + k) and 16 poppy-free
     2048 px scenes (seeds 902900-902915). ``wild`` is only the wild-land set: 16 poppy-free 2048 px
     scenes of meadow, shrubs and forest edge (seeds 903000-903015, ``poppy_free_wild``). ``decision2``
     is only a fresh set for stage 6's second decision (``scripts/train_default_stage6.yaml``): 8 poppy
-    scenes per band (seeds 906000 + 100 x band + k) and 16 poppy-free 2048 px scenes (906900-906915)."""
+    scenes per band (seeds 906000 + 100 x band + k) and 16 poppy-free 2048 px scenes (906900-906915).
+    ``fresh=S`` is only a fresh set of the same shape from seed S (``poppy_fresh_S``: seeds S + 100 x band
+    + k; ``poppy_free_fresh_S``: S + 900 ... S + 915), for a later decision on seeds no model has seen."""
     render = _render_module()
     dirs = []
     if wild:
@@ -71,6 +76,8 @@ def render_test_set(root: Path, extended: bool = False, final: bool = False,
         sets = [("poppy_final", 902000, 8, "poppy_free_final", 902900, 16)]
     if decision2:
         sets = [("poppy_dec2", 906000, 8, "poppy_free_dec2", 906900, 16)]
+    if fresh is not None:
+        sets = [(f"poppy_fresh_{fresh}", fresh, 8, f"poppy_free_fresh_{fresh}", fresh + 900, 16)]
     for poppy_dir, poppy_seed, per_band, free_dir, free_seed, n_free in sets:
         _render_set(render, root, poppy_dir, poppy_seed, per_band, free_dir, free_seed, n_free)
         for sub in (poppy_dir, free_dir):
@@ -136,9 +143,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--decision2", action="store_true",
                     help="only the fresh set of stage 6's second decision: 32 poppy scenes (8 per GSD band) "
                     "and 16 poppy-free scenes, seeds 906000-906915")
+    ap.add_argument("--fresh", type=int, metavar="SEED",
+                    help="only a fresh set from seed SEED (a multiple of 1000 from 908000 on; 900000-907999 "
+                    "are used): 32 poppy scenes, seeds SEED + 100 x band + k, and 16 poppy-free 2048 px "
+                    "scenes, SEED + 900-915")
     args = ap.parse_args(argv)
-    if args.final + args.extended + args.wild + args.decision2 > 1:
-        ap.error("--final, --extended, --wild and --decision2 are separate sets; give one")
+    if args.final + args.extended + args.wild + args.decision2 + (args.fresh is not None) > 1:
+        ap.error("--final, --extended, --wild, --decision2 and --fresh are separate sets; give one")
+    if args.fresh is not None and (args.fresh % 1000 or args.fresh < 908000):
+        ap.error("--fresh must be a multiple of 1000 from 908000 on (lower seeds are taken), "
+                 f"not {args.fresh}")
 
     import geopandas as gpd
 
@@ -154,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     from poppyscan.scene_predict import predict_scene, scene_gsd_m
 
     scenes = render_test_set(args.data, extended=args.extended, final=args.final, wild=args.wild,
-                             decision2=args.decision2)
+                             decision2=args.decision2, fresh=args.fresh)
     bundle = load_bundle(args.bundle)
     thr = bundle.meta.threshold if args.threshold is None else args.threshold
     predict = make_predictor(bundle, device="cpu", threads=args.threads) if args.engine == "simple" else None
@@ -224,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
         "data": str(args.data),
         "test_seeds": (
             "wild: 903000-903015 (poppy-free wild land, 2048 px)" if args.wild
+            else "decision2: 906000-906307 (8 per GSD band), 906900-906915 (poppy-free, 2048 px)"
+            if args.decision2
+            else f"fresh: {args.fresh}-{args.fresh + 307} (8 per GSD band), {args.fresh + 900}-"
+            f"{args.fresh + 915} (poppy-free, 2048 px)" if args.fresh is not None
             else "final: 902000-902307 (8 per GSD band), 902900-902915 (poppy-free, 2048 px)" if args.final
             else "900000-900015 (poppy), 900100-900107 (poppy-free, 2048 px)"
             + ("; extended: 901000-901307 (8 per GSD band), 901900-901915 (poppy-free, 2048 px)"
@@ -251,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = dict(bundle.meta.metrics)
         key = args.metrics_key or "heldout_synthetic" + (
             "_final" if args.final else "_extended" if args.extended else "_wild" if args.wild
-            else "_decision2" if args.decision2 else "")
+            else "_decision2" if args.decision2 else f"_fresh{args.fresh}" if args.fresh is not None else "")
         metrics[key] = {
             "scenes": args.metrics_scenes or f"{sum(r['kind'] == 'poppy' for r in rows)} poppy + "
             f"{sum(r['kind'] == 'poppy_free' for r in rows)}"
