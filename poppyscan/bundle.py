@@ -66,6 +66,8 @@ class BundleMeta:
     tile_size: int = 512
     overlap: float = 0.25
     threshold: float = 0.5
+    min_prob_mean: float = 0.0  # plot decision: a thresholded region is a plot if its mean probability
+    #                             reaches this (0 = every region); outlines come from ``threshold``
     training: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     metrics: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     created: str = ""
@@ -117,6 +119,8 @@ class BundleMeta:
             raise bad("overlap", f"must be in [0, 0.5), got {self.overlap!r}")
         if not (isinstance(self.threshold, (int, float)) and 0 < self.threshold < 1):
             raise bad("threshold", f"must be in (0, 1), got {self.threshold!r}")
+        if not (isinstance(self.min_prob_mean, (int, float)) and 0 <= self.min_prob_mean < 1):
+            raise bad("min_prob_mean", f"must be in [0, 1), got {self.min_prob_mean!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

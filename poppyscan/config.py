@@ -36,6 +36,7 @@ class DetectConfig:
     overlap: float | None = None
     batch_size: int = 8
     threshold: float | None = None
+    min_prob_mean: float | None = None
     tta: bool = False
     threads: int = 0
     streams: int = 0
@@ -68,6 +69,9 @@ class DetectConfig:
                f"must be in [1, 256], got {self.batch_size}")
         if self.threshold is not None:
             _check(0 < self.threshold < 1, "detect.threshold", f"must be in (0, 1), got {self.threshold}")
+        if self.min_prob_mean is not None:
+            _check(0 <= self.min_prob_mean < 1, "detect.min_prob_mean",
+                   f"must be in [0, 1) (or null = the bundle's), got {self.min_prob_mean}")
         _check(0 <= self.threads <= 256, "detect.threads",
                f"must be in [0, 256] (0 = all cores), got {self.threads}")
         _check(0 <= self.streams <= 64, "detect.streams",

@@ -250,9 +250,12 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
         tile_size = cfg.tile_size or int(meta.tile_size)
         overlap = overlap_px(tile_size, cfg.overlap if cfg.overlap is not None else float(meta.overlap))
         threshold = cfg.threshold if cfg.threshold is not None else float(meta.threshold)
+        min_prob_mean = (cfg.min_prob_mean if cfg.min_prob_mean is not None
+                         else float(getattr(meta, "min_prob_mean", 0.0)))
         log.info("model %s %s (%s, %d stream(s) of %d tiles), gsd %.3f m, tiles %d px overlap %d px, "
-                 "threshold %.2f", getattr(meta, "name", "?"), meta.version, resolved.device,
-                 resolved.streams, resolved.batch_size, meta.gsd_m, tile_size, overlap, threshold)
+                 "threshold %.2f, plot mean probability >= %.2f", getattr(meta, "name", "?"), meta.version,
+                 resolved.device, resolved.streams, resolved.batch_size, meta.gsd_m, tile_size, overlap,
+                 threshold, min_prob_mean)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         fp = fingerprint(paths, model_path=resolved.path, meta=meta, device=resolved.device,
                          params={"tile_size": tile_size, "overlap_px": overlap, "threshold": threshold,
@@ -273,6 +276,13 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
             t_plots = time.perf_counter()
             crs = opened[0].crs
             frames = []
+            n_regions = 0
+            for r in results:  # the plot decision: regions whose mean probability falls short are not plots
+                n_regions += len(r["gdf"])
+                r["gdf"] = r["gdf"][r["gdf"]["prob_mean"] >= min_prob_mean - 1e-9]
+            if n_regions:
+                log.info("%d of %d thresholded regions reach a mean probability of %.2f",
+                         sum(len(r["gdf"]) for r in results), n_regions, min_prob_mean)
             for i, r in enumerate(results):
                 gdf = r["gdf"].to_crs(crs) if r["gdf"].crs != crs else r["gdf"]
                 frames.append(gdf.assign(source=i))
@@ -302,11 +312,12 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
                           "arch": getattr(meta, "arch", None), "gsd_m": meta.gsd_m,
                           "device": resolved.device},
                 "params": {"tile_size": tile_size, "overlap_px": overlap, "threshold": threshold,
-                           "streams": resolved.streams, "tiles_per_call": resolved.batch_size,
-                           "tta": cfg.tta},
+                           "min_prob_mean": min_prob_mean, "streams": resolved.streams,
+                           "tiles_per_call": resolved.batch_size, "tta": cfg.tta},
                 "config": config.to_dict(),
                 "counts": {"mosaics": len(opened), "tiles": summary.tiles,
                            "tiles_skipped": summary.tiles_skipped,
+                           "regions": n_regions,
                            "detections": int(sum(len(r["gdf"]) for r in results)), "plots": summary.plots,
                            "plots_over_500": n_over, "hectares": summary.hectares},
                 "timings": {"total_s": summary.seconds, "open_s": round(t_open - t0 - t_model, 3),

@@ -309,8 +309,10 @@ def _detect_polygons(
     threads: int,
     threshold: float,  # noqa: ANN001
     min_area_m2: float,
+    min_prob_mean: float | None = None,
 ):  # noqa: ANN202
-    """Plot polygons of one mosaic from ``poppyscan.detect`` (the production path), in a temporary run."""
+    """Plot polygons of one mosaic from ``poppyscan.detect`` (the production path), in a temporary run.
+    ``min_prob_mean`` None: the bundle's plot decision."""
     import tempfile
     import time
 
@@ -321,6 +323,7 @@ def _detect_polygons(
         overrides={
             "detect.run_tasks": False,
             "detect.threshold": threshold,
+            "detect.min_prob_mean": min_prob_mean,
             "detect.min_area_m2": min_area_m2,
             "detect.threads": threads,
         }
@@ -344,6 +347,7 @@ def evaluate_scenes(
     iou_min: float = 0.25,
     engine: str = "auto",
     progress=None,
+    min_prob_mean: float | None = None,
 ) -> dict[str, Any]:  # noqa: ANN001
     """Run ``bundle`` over labelled scenes and score each one (see :func:`poppyscan.traindata.find_scenes`).
 
@@ -368,10 +372,12 @@ def evaluate_scenes(
         bundle = load_bundle(bundle)
     predict = make_predictor(bundle, device=device, threads=threads) if engine == "simple" else None
     thr = bundle.meta.threshold if threshold is None else threshold
+    keep = bundle.meta.min_prob_mean if min_prob_mean is None else min_prob_mean
     scenes, agg = [], {"total": None, "poppy_scenes": None, "poppy_free_scenes": None}
     for mosaic, truth in find_scenes(sources):
         if engine == "simple":
-            sp = predict_scene(predict, bundle, mosaic, threshold=thr, min_area_m2=min_area_m2)
+            sp = predict_scene(predict, bundle, mosaic, threshold=thr, min_prob_mean=keep,
+                               min_area_m2=min_area_m2)
             pred, area, secs = (
                 gpd.GeoDataFrame(geometry=sp.polygons, crs=sp.crs),
                 sp.valid_area_m2,
@@ -379,7 +385,8 @@ def evaluate_scenes(
             )
         else:
             pred, secs = _detect_polygons(
-                bundle, mosaic, device=device, threads=threads, threshold=thr, min_area_m2=min_area_m2
+                bundle, mosaic, device=device, threads=threads, threshold=thr, min_area_m2=min_area_m2,
+                min_prob_mean=keep,
             )
             area = valid_area_m2(mosaic)
         positives = read_labels(truth, pred.crs)[0] if truth else []
@@ -404,6 +411,7 @@ def evaluate_scenes(
         "model_version": bundle.meta.version,
         "engine": engine,
         "threshold": thr,
+        "min_prob_mean": keep,
         "iou_min": iou_min,
         "min_area_m2": min_area_m2,
         "scenes": scenes,
@@ -421,13 +429,19 @@ def calibrate_threshold(
     min_area_m2: float = 1.0,
     iou_min: float = 0.25,
     max_false_per_ha: float | None = None,
+    min_prob_means: tuple[float, ...] = (0.0,),
 ) -> dict[str, Any]:
-    """Pick the threshold with the best pooled object F1 over whole labelled scenes (validation scenes).
+    """Pick the pixel threshold and plot decision with the best pooled object F1 over whole labelled
+    scenes (validation scenes).
 
-    Each scene is predicted once; every candidate threshold is then polygonised and scored. Ties go to
-    the higher threshold (fewer false plots). With ``max_false_per_ha`` only thresholds whose pooled
-    false plots per hectare are at most that compete (none: the highest threshold, and ``cap_met`` is
-    False). Returns ``{"threshold", "cap_met", "scenes", "per_threshold": {t: report}}``.
+    Each scene is predicted once; every candidate threshold is then polygonised, and for every value of
+    ``min_prob_means`` the regions whose mean probability falls short are dropped before scoring (the
+    plot decision ``detect`` applies with the bundle's ``min_prob_mean``). Ties go to fewer false plots
+    per hectare, then to the higher ``min_prob_mean`` and threshold. With ``max_false_per_ha`` only pairs
+    whose pooled false plots per hectare are at most that compete (none: the highest of both, and
+    ``cap_met`` is False). Returns ``{"threshold", "min_prob_mean", "cap_met", "scenes",
+    "per_threshold": {t: report at the chosen min_prob_mean}, "grid": [{"threshold", "min_prob_mean",
+    **report}]}``.
     """
     import geopandas as gpd
 
@@ -436,22 +450,30 @@ def calibrate_threshold(
     from .traindata import read_labels
 
     predict = make_predictor(bundle, device=device, threads=threads)
-    totals: dict[float, ObjectScore] = {}
+    totals: dict[tuple[float, float], ObjectScore] = {}
     for mosaic, truth in pairs:
         sp = scene_probability(predict, bundle, mosaic)
         positives = read_labels(truth, sp.crs)[0] if truth else []
         tgdf = gpd.GeoDataFrame(geometry=positives, crs=sp.crs)
         for t in thresholds:
-            polys, _ = probability_polygons(sp, t, min_area_m2=min_area_m2)
-            score = score_polygons(
-                gpd.GeoDataFrame(geometry=polys, crs=sp.crs),
-                tgdf,
-                valid_area_m2=sp.valid_area_m2,
-                iou_min=iou_min,
-            )
-            totals[t] = score if t not in totals else totals[t] + score
-    reports = {t: s.report() for t, s in totals.items()}
-    allowed = [t for t in thresholds if max_false_per_ha is None
-               or (reports[t]["false_plots_per_ha"] or 0.0) <= max_false_per_ha + 1e-9]
-    best = max(allowed or [max(thresholds)], key=lambda t: ((reports[t]["f1"] or 0.0), t))
-    return {"threshold": best, "cap_met": bool(allowed), "scenes": len(pairs), "per_threshold": reports}
+            polys, _, means = probability_polygons(sp, t, min_area_m2=min_area_m2)
+            for m in min_prob_means:
+                score = score_polygons(
+                    gpd.GeoDataFrame(geometry=[g for g, v in zip(polys, means, strict=True) if v >= m - 1e-9],
+                                     crs=sp.crs),
+                    tgdf,
+                    valid_area_m2=sp.valid_area_m2,
+                    iou_min=iou_min,
+                )
+                totals[t, m] = score if (t, m) not in totals else totals[t, m] + score
+    reports = {k: s.report() for k, s in totals.items()}
+
+    def fph(k: tuple[float, float]) -> float:
+        return reports[k]["false_plots_per_ha"] or 0.0
+
+    allowed = [k for k in reports if max_false_per_ha is None or fph(k) <= max_false_per_ha + 1e-9]
+    best = max(allowed or [(max(thresholds), max(min_prob_means))],
+               key=lambda k: ((reports[k]["f1"] or 0.0), -fph(k), k[1], k[0]))
+    return {"threshold": best[0], "min_prob_mean": best[1], "cap_met": bool(allowed), "scenes": len(pairs),
+            "per_threshold": {t: reports[t, best[1]] for t in thresholds},
+            "grid": [{"threshold": t, "min_prob_mean": m, **r} for (t, m), r in reports.items()]}

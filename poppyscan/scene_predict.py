@@ -30,6 +30,7 @@ MAX_PIXELS = 100_000_000
 class ScenePrediction:
     polygons: list[Polygon]  # mosaic CRS
     prob_max: list[float]
+    prob_mean: list[float]
     crs: object
     valid_area_m2: float
     prob: np.ndarray  # float32 (H, W) at model GSD, NaN outside the valid area
@@ -116,8 +117,9 @@ def probability_polygons(
     min_area_m2: float = 1.0,
     max_hole_m2: float = 1.0,
     morph_radius_px: int = 1,
-) -> tuple[list[Polygon], list[float]]:
-    """Threshold, light morphology, polygonise; returns polygons (mosaic CRS) and their max probability."""
+) -> tuple[list[Polygon], list[float], list[float]]:
+    """Threshold, light morphology, polygonise; returns polygons (mosaic CRS) and their max and mean
+    probability (over the region's pixels, as ``detect`` computes them)."""
     from scipy import ndimage
 
     valid = sp.valid.astype(np.uint8)
@@ -127,10 +129,11 @@ def probability_polygons(
         mask = cv2.morphologyEx(cv2.morphologyEx(mask, cv2.MORPH_OPEN, k), cv2.MORPH_CLOSE, k) & valid
     n, labels = cv2.connectedComponents(mask, connectivity=4)
     if n <= 1:
-        return [], []
+        return [], [], []
     maxima = ndimage.maximum(sp.prob, labels, index=np.arange(n))
+    means = ndimage.mean(sp.prob, labels, index=np.arange(n))
     min_px, hole_px = min_area_m2 / sp.px_area_m2, max_hole_m2 / sp.px_area_m2
-    polys, pmax = [], []
+    polys, pmax, pmean = [], [], []
     for geom, val in shapes(labels.astype(np.int32), mask=mask.astype(bool), connectivity=4):
         poly = shape(geom)
         if poly.area < min_px:
@@ -138,7 +141,8 @@ def probability_polygons(
         poly = Polygon(poly.exterior, [r for r in poly.interiors if Polygon(r).area >= hole_px])
         polys.append(_apply(poly.simplify(0.5), sp.transform))
         pmax.append(float(maxima[int(val)]))
-    return polys, pmax
+        pmean.append(float(means[int(val)]))
+    return polys, pmax, pmean
 
 
 def predict_scene(
@@ -147,19 +151,25 @@ def predict_scene(
     mosaic: str | Path,
     *,
     threshold: float | None = None,
+    min_prob_mean: float | None = None,
     min_area_m2: float = 1.0,
     max_hole_m2: float = 1.0,
     morph_radius_px: int = 1,
     batch: int = 4,
 ) -> ScenePrediction:
-    """Predict plot polygons for one mosaic (see the module docstring)."""
+    """Predict plot polygons for one mosaic (see the module docstring). ``threshold`` and
+    ``min_prob_mean`` (the plot decision: regions with a lower mean probability are dropped) default to
+    the bundle's."""
     sp = scene_probability(predict, bundle, mosaic, batch=batch)
     thr = bundle.meta.threshold if threshold is None else threshold
-    polys, pmax = probability_polygons(
+    keep = bundle.meta.min_prob_mean if min_prob_mean is None else min_prob_mean
+    polys, pmax, pmean = probability_polygons(
         sp, thr, min_area_m2=min_area_m2, max_hole_m2=max_hole_m2, morph_radius_px=morph_radius_px
     )
+    kept = [i for i, m in enumerate(pmean) if m >= keep - 1e-9]
+    polys, pmax, pmean = [polys[i] for i in kept], [pmax[i] for i in kept], [pmean[i] for i in kept]
     prob = np.where(sp.valid, sp.prob, np.nan).astype(np.float32)
-    return ScenePrediction(polys, pmax, sp.crs, sp.valid_area_m2, prob, sp.seconds)
+    return ScenePrediction(polys, pmax, pmean, sp.crs, sp.valid_area_m2, prob, sp.seconds)
 
 
 def _apply(poly: Polygon, t: rasterio.Affine) -> Polygon:

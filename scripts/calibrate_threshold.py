@@ -1,10 +1,14 @@
 #!/usr/bin/env python
-"""Re-pick a bundle's decision threshold on whole labelled scenes (best pooled object F1).
+"""Re-pick a bundle's decision threshold and plot decision on whole labelled scenes (best pooled
+object F1).
 
     python scripts/calibrate_threshold.py models/poppyscan-default [SCENES...] [--threads 1]
 
 Without SCENES, the bundle's own validation scenes (``training.scenes_val`` in bundle.json) are used:
 the same step `poppyscan train` runs at its end. Never calibrate on the scenes you report test figures on.
+Both the pixel threshold (plot outlines) and ``min_prob_mean`` (a region is a plot only if its mean
+probability reaches it) are searched; ``--threshold-only`` keeps ``min_prob_mean`` at 0, the rule
+before 0.4.1.
 
 ``--fp-cap-from OTHER_BUNDLE`` first measures OTHER_BUNDLE at its own threshold on the same scenes and
 then lets only thresholds with no more false plots per hectare compete (``--fp-cap X`` gives the cap
@@ -29,11 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-area", type=float, default=1.0)
     ap.add_argument("--fp-cap", type=float, help="at most this many false plots per hectare (pooled)")
     ap.add_argument("--fp-cap-from", type=Path, help="cap at this bundle's false plots/ha on the same scenes")
+    ap.add_argument("--threshold-only", action="store_true",
+                    help="search the pixel threshold only (min_prob_mean 0: every outlined region is a plot)")
     args = ap.parse_args(argv)
 
     from poppyscan.config import TrainConfig
     from poppyscan.model import load_bundle
-    from poppyscan.train import calibrate_bundle
+    from poppyscan.train import CALIBRATION_MIN_PROB_MEANS, calibrate_bundle
     from poppyscan.traindata import find_scenes
 
     bundle = load_bundle(args.bundle)
@@ -51,14 +57,15 @@ def main(argv: list[str] | None = None) -> int:
         from poppyscan.evaluate import calibrate_threshold
 
         ref = load_bundle(args.fp_cap_from)
-        t = float(ref.meta.threshold)
-        rep = calibrate_threshold(ref, pairs, thresholds=(t,), threads=args.threads,
+        t, m = float(ref.meta.threshold), float(ref.meta.min_prob_mean)
+        rep = calibrate_threshold(ref, pairs, thresholds=(t,), min_prob_means=(m,), threads=args.threads,
                                   min_area_m2=args.min_area)["per_threshold"][t]
         cap = rep["false_plots_per_ha"] or 0.0
-        print(f"{args.fp_cap_from} at its threshold {t:.2f} on these {len(pairs)} scenes: "
-              f"F1 {rep['f1']:.3f}, {cap:.3f} false plots/ha -> the cap")
-    meta = calibrate_bundle(bundle, pairs, cfg, print, max_false_per_ha=cap)
-    print(f"{args.bundle}: threshold {meta.threshold:.2f}")
+        print(f"{args.fp_cap_from} at its threshold {t:.2f} (plot mean >= {m:.2f}) on these {len(pairs)} "
+              f"scenes: F1 {rep['f1']:.3f}, {cap:.3f} false plots/ha -> the cap")
+    meta = calibrate_bundle(bundle, pairs, cfg, print, max_false_per_ha=cap,
+                            min_prob_means=(0.0,) if args.threshold_only else CALIBRATION_MIN_PROB_MEANS)
+    print(f"{args.bundle}: threshold {meta.threshold:.2f}, plot mean probability >= {meta.min_prob_mean:.2f}")
     return 0
 
 

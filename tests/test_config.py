@@ -44,6 +44,7 @@ def test_cli_overrides_take_precedence_and_none_is_skipped(tmp_path):
         ("detect:\n  overlap: 0.7\n", "detect.overlap"),
         ("detect:\n  batch_size: 0\n", "detect.batch_size"),
         ("detect:\n  device: tpu\n", "detect.device"),
+        ("detect:\n  min_prob_mean: 1.0\n", "detect.min_prob_mean"),
         ("detect:\n  bogus: 1\n", "detect.bogus"),
         ("train:\n  tile_size: 100\n", "train.tile_size"),
         ("train:\n  epochs: ten\n", "train.epochs"),

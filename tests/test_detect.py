@@ -212,6 +212,31 @@ class _Failing(ColourPredictor):
         return super().__call__(batch)
 
 
+def test_the_plot_decision_drops_outlined_regions_whose_mean_probability_falls_short(tmp_path):
+    strong, weak = box(60, 60, 160, 160), box(300, 300, 400, 400)
+    scene = write_scene(tmp_path / "m.tif", plots_px=[strong, weak], size=(480, 480), gsd=0.05)
+    with rasterio.open(scene.path, "r+") as ds:  # repaint the second plot pale: probability ~0.6 there
+        img = ds.read(window=Window(300, 300, 100, 100))
+        img[:] = np.array([200, 60, 160], np.uint8)[:, None, None]
+        ds.write(img, window=Window(300, 300, 100, 100))
+    cases = {"every region": ({}, 2), "bundle's 0.8": ({"model": ColourPredictor(min_prob_mean=0.8)}, 1),
+             "config 0.8": ({"config": cfg(min_prob_mean=0.8)}, 1),
+             "config 0 over the bundle's 0.8": ({"config": cfg(min_prob_mean=0.0),
+                                                "model": ColourPredictor(min_prob_mean=0.8)}, 2)}
+    for i, (name, (kw, n)) in enumerate(cases.items()):
+        run(scene.path, tmp_path / f"run{i}", **kw)
+        plots = read_plots(tmp_path / f"run{i}")
+        assert len(plots) == n, name
+        info = json.loads((tmp_path / f"run{i}" / "run.json").read_text())
+        assert info["counts"]["regions"] == 2 and info["counts"]["plots"] == n
+        assert info["params"]["min_prob_mean"] == (0.0 if n == 2 else 0.8)
+        if n == 1:  # the strong plot stays, outlined exactly as before
+            assert plots.prob_mean[0] > 0.95
+            assert plots.geometry[0].symmetric_difference(scene.plots_crs()[0]).area < 0.02 * 25
+        else:
+            assert sorted(plots.prob_mean.round(1)) == [0.6, 1.0]
+
+
 def test_existing_output_is_refused_and_left_intact_and_failures_never_touch_it(tmp_path):
     scene = write_scene(tmp_path / "m.tif", plots_px=[Point(300, 300).buffer(30)], size=(600, 600))
     out = tmp_path / "run"
@@ -320,6 +345,8 @@ def small_scene(tmp_path):
     (lambda d, m: [m, "--out", d / "o", "--threshold", "1.5"], 2,
      "'--threshold' must be a probability in \\(0, 1\\), got '1.5'"),
     (lambda d, m: [m, "--out", d / "o", "--threshold", "abc"], 2, "'--threshold' must be a probability"),
+    (lambda d, m: [m, "--out", d / "o", "--min-prob-mean", "1"], 2,
+     "'--min-prob-mean' must be a probability in \\[0, 1\\), got '1'"),
     (lambda d, m: [m, "--out", d / "o", "--device", "tpu"], 2,
      "'--device' must be auto, cpu or cuda, got 'tpu'"),
     (lambda d, m: [m], 2, "'--out' is required"),

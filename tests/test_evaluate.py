@@ -168,3 +168,32 @@ def test_calibration_with_a_false_plot_cap_picks_the_best_f1_under_the_cap():
     none_allowed = calibrate_threshold(bundle, pairs, thresholds=grid, threads=1, max_false_per_ha=-1)
     assert none_allowed["threshold"] == 0.97 and not none_allowed["cap_met"]
     assert free["cap_met"]  # no cap: always met
+
+
+def test_calibration_searches_the_plot_decision_with_the_threshold():
+    from pathlib import Path
+
+    from poppyscan.evaluate import calibrate_threshold
+    from poppyscan.model import load_bundle
+
+    root = Path(__file__).resolve().parent.parent
+    bundle = load_bundle(root / "models" / "poppyscan-default")
+    pairs = [(d / "mosaic.tif", d / "truth.gpkg") for d in sorted((root / "sample_tiles").iterdir())
+             if (d / "truth.gpkg").is_file()]
+    grid, means = (0.3, 0.6, 0.9), (0.0, 0.9, 0.97)
+    joint = calibrate_threshold(bundle, pairs, thresholds=grid, min_prob_means=means, threads=1)
+    plain = calibrate_threshold(bundle, pairs, thresholds=grid, threads=1)
+    cells = {(g["threshold"], g["min_prob_mean"]): g for g in joint["grid"]}
+    assert set(cells) == {(t, m) for t in grid for m in means}
+    for t in grid:
+        # min_prob_mean 0 keeps every region: the threshold-only calibration's figures
+        assert {k: cells[t, 0.0][k] for k in ("tp", "fp", "fn")} == {
+            k: plain["per_threshold"][t][k] for k in ("tp", "fp", "fn")}
+        # a stricter plot decision only ever drops regions
+        for lo, hi in zip(means, means[1:], strict=False):
+            assert cells[t, hi]["tp"] <= cells[t, lo]["tp"] and cells[t, hi]["fp"] <= cells[t, lo]["fp"]
+    # on these scenes the decision does drop low-mean regions that a low threshold outlines
+    assert cells[0.3, 0.97]["fp"] + cells[0.3, 0.97]["tp"] < cells[0.3, 0.0]["fp"] + cells[0.3, 0.0]["tp"]
+    best = (joint["threshold"], joint["min_prob_mean"])
+    assert cells[best]["f1"] == max(c["f1"] or 0.0 for c in cells.values())
+    assert joint["per_threshold"][joint["threshold"]]["f1"] == cells[best]["f1"]

@@ -118,6 +118,7 @@ def test_onnx_carries_metadata(bundle_dir):
         (lambda d: d.update(format_version=99), "format_version"),
         (lambda d: d.update(arch="resnet9000"), "arch"),
         (lambda d: d.update(tile_size=100), "tile_size"),
+        (lambda d: d.update(min_prob_mean=1.5), "min_prob_mean.*\\[0, 1\\)"),
         (lambda d: d.update(classes=["background", "poppy", "corn_poppy"]), "do not fit"),
     ],
 )

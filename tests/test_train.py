@@ -125,6 +125,7 @@ def test_tiny_training_learns_resumes_and_repeats(scenes, tmp_path, one_thread):
     assert b.meta.tile_size == 64 and 0 < b.meta.threshold < 1
     assert b.meta.training["epochs"] == 3 and "validation_tiles" in b.meta.metrics
     assert b.meta.metrics["validation_scenes"]["threshold"] == b.meta.threshold  # calibrated on whole scenes
+    assert b.meta.metrics["validation_scenes"]["min_prob_mean"] == b.meta.min_prob_mean  # and the decision
     # interrupted after 1 epoch, then resumed: the same history as the uninterrupted run
     train([scenes], tmp_path / "b", cfg, progress=lambda s: None, stop_after=1)
     assert (tmp_path / "b" / "checkpoints" / "last.pt").is_file()

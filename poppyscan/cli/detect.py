@@ -35,6 +35,11 @@ def _probability(value):  # noqa: ANN001, ANN202
     return p if 0 < p < 1 else None
 
 
+def _fraction(value):  # noqa: ANN001, ANN202
+    p = float(value)
+    return p if 0 <= p < 1 else None
+
+
 def _device(value):  # noqa: ANN001, ANN202
     return value if value in ("auto", "cpu", "cuda") else None
 
@@ -53,7 +58,10 @@ def _rows(value):  # noqa: ANN001, ANN202
 @click.option("--device", type=_Checked("device", _device, "auto, cpu or cuda"),
               help="auto (default), cpu (ONNX Runtime) or cuda (torch).")
 @click.option("--threshold", type=_Checked("threshold", _probability, "a probability in (0, 1)"), metavar="P",
-              help="Poppy probability cut (default: the bundle's).")
+              help="Poppy probability cut for plot outlines (default: the bundle's).")
+@click.option("--min-prob-mean", type=_Checked("min-prob-mean", _fraction, "a probability in [0, 1)"),
+              metavar="P", help="Report an outlined region only if its mean probability reaches P "
+                                "(default: the bundle's; 0 = every region).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 @click.option("--resume", is_flag=True,
               help="Continue an interrupted run of --out from its finished mosaics and bands "
@@ -67,7 +75,8 @@ def _rows(value):  # noqa: ANN001, ANN202
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary line.")
 @click.pass_context
 def detect(ctx: click.Context, mosaics: tuple[str, ...], out: str | None, model: str | None,
-           config_file: str | None, device: str | None, threshold: float | None, overwrite: bool,
+           config_file: str | None, device: str | None, threshold: float | None,
+           min_prob_mean: float | None, overwrite: bool,
            resume: bool, scheduler: str | None, band_rows: int | None, quiet: bool) -> None:
     """Detect poppy plots in one or more orthomosaics of a flight (overlaps are merged)."""
     from ..config import load_config
@@ -84,7 +93,8 @@ def detect(ctx: click.Context, mosaics: tuple[str, ...], out: str | None, model:
     if not mosaics:
         raise InputError("no MOSAIC given: pass one or more orthomosaic files")
     config = load_config(config_file, {"detect.model": model, "detect.device": device,
-                                       "detect.threshold": threshold, "detect.scheduler": scheduler,
+                                       "detect.threshold": threshold, "detect.min_prob_mean": min_prob_mean,
+                                       "detect.scheduler": scheduler,
                                        "detect.band_rows": band_rows})
     summary = run_detect(list(mosaics), out, config=config, overwrite=overwrite, progress=not quiet,
                          resume=resume)

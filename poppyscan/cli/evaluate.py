@@ -22,6 +22,9 @@ from ..errors import ConfigError
     help="Labelled scenes for --model (scene dirs, dirs of them, CSV/YAML lists); repeatable.",
 )
 @click.option("--threshold", type=float, help="Probability threshold for --model (default: the bundle's).")
+@click.option("--min-prob-mean", type=float,
+              help="Plot decision for --model: regions with a lower mean probability are dropped "
+                   "(default: the bundle's).")
 @click.option(
     "--min-area",
     "min_area_m2",
@@ -36,7 +39,8 @@ from ..errors import ConfigError
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the JSON report here.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --json file.")
 def evaluate(
-    pred, truth, mosaic, model, scenes, threshold, min_area_m2, iou_min, device, threads, json_out, overwrite
+    pred, truth, mosaic, model, scenes, threshold, min_prob_mean, min_area_m2, iou_min, device, threads,
+    json_out, overwrite,
 ):
     """Score PRED (plots.gpkg or a detect run directory) against TRUTH (truth.gpkg), or run --model over
     --scenes. Prints a table; --json writes the full report."""
@@ -47,6 +51,8 @@ def evaluate(
         raise ConfigError(f"'--iou-min' must be in (0, 1], got {iou_min}")
     if threshold is not None and not 0 < threshold < 1:
         raise ConfigError(f"'--threshold' must be in (0, 1), got {threshold}")
+    if min_prob_mean is not None and not 0 <= min_prob_mean < 1:
+        raise ConfigError(f"'--min-prob-mean' must be in [0, 1), got {min_prob_mean}")
     if json_out:
         check_writable(json_out, overwrite)
     if model or scenes:
@@ -60,6 +66,7 @@ def evaluate(
             device=device,
             threads=threads,
             threshold=threshold,
+            min_prob_mean=min_prob_mean,
             min_area_m2=min_area_m2,
             iou_min=iou_min,
             progress=None,
