@@ -175,18 +175,21 @@ def _fmt(v: Any) -> str:
 
 def calibrate_bundle(bundle, pairs: list, cfg: TrainConfig, say: Callable[[str], None],  # noqa: ANN001
                      max_false_per_ha: float | None = None,
-                     min_prob_means: tuple[float, ...] = CALIBRATION_MIN_PROB_MEANS) -> BundleMeta:
+                     min_prob_means: tuple[float, ...] = CALIBRATION_MIN_PROB_MEANS,
+                     cal: dict[str, Any] | None = None) -> BundleMeta:
     """Set the bundle's threshold and plot decision (``min_prob_mean``) from whole validation scenes
     (best pooled object F1, optionally among pairs with at most ``max_false_per_ha`` false plots per
-    hectare) and record the validation-scene metrics there in ``bundle.json``."""
+    hectare) and record the validation-scene metrics there in ``bundle.json``. ``cal``: the result of
+    :func:`~poppyscan.evaluate.calibrate_threshold` on ``pairs`` when the caller already has it."""
     from .bundle import update_meta
     from .evaluate import calibrate_threshold
 
-    say(f"calibrating the threshold and plot decision on {len(pairs)} whole validation scenes")
-    cal = calibrate_threshold(
-        bundle, pairs, thresholds=CALIBRATION_THRESHOLDS, threads=cfg.threads, min_area_m2=cfg.min_area_m2,
-        max_false_per_ha=max_false_per_ha, min_prob_means=min_prob_means,
-    )
+    if cal is None:
+        say(f"calibrating the threshold and plot decision on {len(pairs)} whole validation scenes")
+        cal = calibrate_threshold(
+            bundle, pairs, thresholds=CALIBRATION_THRESHOLDS, threads=cfg.threads,
+            min_area_m2=cfg.min_area_m2, max_false_per_ha=max_false_per_ha, min_prob_means=min_prob_means,
+        )
     rep = cal["per_threshold"][cal["threshold"]]
     if not cal["cap_met"]:
         say(f"no threshold keeps the validation false plots at or below {max_false_per_ha:.3f}/ha; "

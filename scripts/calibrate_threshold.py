@@ -16,6 +16,9 @@ directly): a new model then keeps the shipped model's false-alarm rate and gains
 
     python scripts/calibrate_threshold.py /tmp/poppy_train_default6/bundle --threads 1 \
         --fp-cap-from models/poppyscan-default
+
+``--report FILE`` writes every (threshold, min_prob_mean) pair's pooled figures as JSON; ``--dry-run``
+prints the best pairs and leaves the bundle as it is (a study, not a calibration).
 """
 
 from __future__ import annotations
@@ -35,11 +38,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fp-cap-from", type=Path, help="cap at this bundle's false plots/ha on the same scenes")
     ap.add_argument("--threshold-only", action="store_true",
                     help="search the pixel threshold only (min_prob_mean 0: every outlined region is a plot)")
+    ap.add_argument("--report", type=Path, help="write the whole grid's pooled figures here (JSON)")
+    ap.add_argument("--dry-run", action="store_true", help="print the best pairs; do not change the bundle")
     args = ap.parse_args(argv)
 
+    import json
+
     from poppyscan.config import TrainConfig
+    from poppyscan.evaluate import calibrate_threshold
     from poppyscan.model import load_bundle
-    from poppyscan.train import CALIBRATION_MIN_PROB_MEANS, calibrate_bundle
+    from poppyscan.train import CALIBRATION_MIN_PROB_MEANS, CALIBRATION_THRESHOLDS, calibrate_bundle
     from poppyscan.traindata import find_scenes
 
     bundle = load_bundle(args.bundle)
@@ -54,8 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(threads=args.threads, min_area_m2=args.min_area)
     cap = args.fp_cap
     if args.fp_cap_from is not None:
-        from poppyscan.evaluate import calibrate_threshold
-
         ref = load_bundle(args.fp_cap_from)
         t, m = float(ref.meta.threshold), float(ref.meta.min_prob_mean)
         rep = calibrate_threshold(ref, pairs, thresholds=(t,), min_prob_means=(m,), threads=args.threads,
@@ -63,8 +69,23 @@ def main(argv: list[str] | None = None) -> int:
         cap = rep["false_plots_per_ha"] or 0.0
         print(f"{args.fp_cap_from} at its threshold {t:.2f} (plot mean >= {m:.2f}) on these {len(pairs)} "
               f"scenes: F1 {rep['f1']:.3f}, {cap:.3f} false plots/ha -> the cap")
-    meta = calibrate_bundle(bundle, pairs, cfg, print, max_false_per_ha=cap,
-                            min_prob_means=(0.0,) if args.threshold_only else CALIBRATION_MIN_PROB_MEANS)
+    means = (0.0,) if args.threshold_only else CALIBRATION_MIN_PROB_MEANS
+    cal = calibrate_threshold(bundle, pairs, thresholds=CALIBRATION_THRESHOLDS, min_prob_means=means,
+                              threads=args.threads, min_area_m2=args.min_area, max_false_per_ha=cap)
+    if args.report:
+        args.report.write_text(json.dumps({"bundle": str(args.bundle), "scenes": len(pairs), "cap": cap,
+                                           **{k: v for k, v in cal.items() if k != "per_threshold"}},
+                                          indent=1) + "\n", encoding="utf-8")
+        print(f"grid written to {args.report}")
+    if args.dry_run:
+        print("threshold  min_prob_mean     tp   fp   fn     F1  false plots/ha")
+        for g in sorted(cal["grid"], key=lambda g: -(g["f1"] or 0.0))[:15]:
+            print(f"{g['threshold']:9.2f}  {g['min_prob_mean']:13.2f}  {g['tp']:5d} {g['fp']:4d} "
+                  f"{g['fn']:4d}  {g['f1'] or 0:.3f}  {g['false_plots_per_ha'] or 0:.3f}")
+        print(f"best: threshold {cal['threshold']:.2f}, min_prob_mean {cal['min_prob_mean']:.2f} "
+              f"(cap {'met' if cal['cap_met'] else 'NOT met'}); bundle unchanged (--dry-run)")
+        return 0
+    meta = calibrate_bundle(bundle, pairs, cfg, print, max_false_per_ha=cap, cal=cal)
     print(f"{args.bundle}: threshold {meta.threshold:.2f}, plot mean probability >= {meta.min_prob_mean:.2f}")
     return 0
 

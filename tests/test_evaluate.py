@@ -197,3 +197,29 @@ def test_calibration_searches_the_plot_decision_with_the_threshold():
     best = (joint["threshold"], joint["min_prob_mean"])
     assert cells[best]["f1"] == max(c["f1"] or 0.0 for c in cells.values())
     assert joint["per_threshold"][joint["threshold"]]["f1"] == cells[best]["f1"]
+
+
+def test_calibrate_threshold_script_dry_run_reports_the_grid_and_leaves_the_bundle(tmp_path, capsys):
+    import importlib.util
+    import shutil
+    from pathlib import Path
+
+    from poppyscan.train import CALIBRATION_MIN_PROB_MEANS, CALIBRATION_THRESHOLDS
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("cal_script", root / "scripts" / "calibrate_threshold.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    bundle = shutil.copytree(root / "models" / "poppyscan-default", tmp_path / "b")
+    before = (bundle / "bundle.json").read_bytes()
+    report = tmp_path / "grid.json"
+    scene = sorted(d for d in (root / "sample_tiles").iterdir() if (d / "truth.gpkg").is_file())[0]
+    assert script.main([str(bundle), str(scene), "--threads", "1", "--dry-run",
+                        "--report", str(report)]) == 0
+    assert (bundle / "bundle.json").read_bytes() == before
+    grid = json.loads(report.read_text())
+    assert len(grid["grid"]) == len(CALIBRATION_THRESHOLDS) * len(CALIBRATION_MIN_PROB_MEANS)
+    best = max(grid["grid"], key=lambda g: g["f1"] or 0.0)
+    assert best["f1"] == next(g["f1"] for g in grid["grid"] if g["threshold"] == grid["threshold"]
+                              and g["min_prob_mean"] == grid["min_prob_mean"])
+    assert "bundle unchanged (--dry-run)" in capsys.readouterr().out
