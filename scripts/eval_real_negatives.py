@@ -271,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "bundle": str(args.bundle), "version": run["model"]["version"],
         "threshold": run["params"]["threshold"],
+        "min_prob_mean": run["params"].get("min_prob_mean", 0.0),
         "tta": args.tta, "source": f"NEON AOP RGB crops at {GSD_M} m/px from {WHEEL} (deepforest/data)",
         **totals,
         "images": rows, "seconds": round(time.time() - t0, 1),
@@ -313,7 +314,8 @@ def evaluate_extra(extra: dict[str, list[Path]], args, config) -> dict:
           f"caveat: {EXTRA_CAVEAT}")
     return {
         "bundle": str(args.bundle), "version": run["model"]["version"],
-        "threshold": run["params"]["threshold"], "tta": args.tta, "sets": sets,
+        "threshold": run["params"]["threshold"], "min_prob_mean": run["params"].get("min_prob_mean", 0.0),
+        "tta": args.tta, "sets": sets,
         "hectares": round(ha, 3), "false_plots": n,
         "false_plots_per_ha": round(n / ha, 2),
         "not_used": {"deepforest-1.5.2 deepforest/data/test_tiled.tif":
