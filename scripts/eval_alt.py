@@ -41,7 +41,7 @@ def _eval_default_module():
 
 
 def render_alt_set(root: Path, bands: list[tuple[float, float]], poppy_seed: int = POPPY_SEED,
-                   free_seed: int = FREE_SEED) -> list[Path]:
+                   free_seed: int = FREE_SEED, n_free: int = N_FREE) -> list[Path]:
     """Render the alternative-renderer test set under ``root`` (skipping complete scenes); its dirs.
     Other first seeds than the default ones go into folders named after them."""
     from poppyscan.synth_alt import render_alt_scene
@@ -52,7 +52,7 @@ def render_alt_set(root: Path, bands: list[tuple[float, float]], poppy_seed: int
         for i, band in enumerate(bands)
         for k in range(PER_BAND)
     ]
-    jobs += [(root / f"poppy_free_alt{tag}", free_seed + k, 2048, False, (0.02, 0.08)) for k in range(N_FREE)]
+    jobs += [(root / f"poppy_free_alt{tag}", free_seed + k, 2048, False, (0.02, 0.08)) for k in range(n_free)]
     dirs = []
     for parent, seed, size, poppy, band in jobs:
         d = parent / f"scene_{seed}"
@@ -80,20 +80,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default=f"{POPPY_SEED},{FREE_SEED}",
                     help="first seeds of the poppy and the poppy-free scenes (another held-out set, e.g. "
                     "907000,907900 for stage 6's second decision)")
+    ap.add_argument("--free-count", type=int, default=N_FREE, metavar="N",
+                    help=f"poppy-free scenes (1-99, default {N_FREE})")
     args = ap.parse_args(argv)
+    n_free = args.free_count
+    if not 1 <= n_free <= 99:
+        ap.error(f"--free-count must be in 1-99, not {n_free}")
     try:
         poppy_seed, free_seed = (int(v) for v in args.seeds.split(","))
     except ValueError:
         ap.error(f"--seeds takes two integers 'POPPY,FREE', got {args.seeds!r}")
 
     ev = _eval_default_module()
-    dirs = render_alt_set(args.data, ev.BANDS, poppy_seed, free_seed)
+    dirs = render_alt_set(args.data, ev.BANDS, poppy_seed, free_seed, n_free)
     ev.render_test_set = lambda root, **kw: dirs  # score these scenes with eval_default's own loop
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "report.json"
         described = (
-            f"{PER_BAND * 4} poppy scenes (1024 px, seeds {poppy_seed}-{poppy_seed + 307}) + {N_FREE} "
-            f"poppy-free (2048 px, seeds {free_seed}-{free_seed + N_FREE - 1}) drawn by "
+            f"{PER_BAND * 4} poppy scenes (1024 px, seeds {poppy_seed}-{poppy_seed + 307}) + {n_free} "
+            f"poppy-free (2048 px, seeds {free_seed}-{free_seed + n_free - 1}) drawn by "
             "poppyscan.synth_alt, the independently written renderer; GSD 2-8 cm")
         key = "heldout_alt_renderer" + ("" if (poppy_seed, free_seed) == (POPPY_SEED, FREE_SEED)
                                         else f"_{poppy_seed}")
@@ -105,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         report = json.loads(raw.read_text(encoding="utf-8"))
     seeds = SEEDS if (poppy_seed, free_seed) == (POPPY_SEED, FREE_SEED) else (
         f"alt renderer: {poppy_seed}-{poppy_seed + 307} (8 per GSD band, 1024 px), "
-        f"{free_seed}-{free_seed + N_FREE - 1} (poppy-free, 2048 px)")
+        f"{free_seed}-{free_seed + n_free - 1} (poppy-free, 2048 px)")
     report["test_seeds"] = seeds + "; training and validation used 10000-10815 of poppyscan.synth"
     report["renderer"] = (
         "poppyscan.synth_alt: an independently written renderer (loess terraces / strip "

@@ -53,7 +53,8 @@ def _render_module():
 
 
 def render_test_set(root: Path, extended: bool = False, final: bool = False,
-                    wild: bool = False, decision2: bool = False, fresh: int | None = None) -> list[Path]:
+                    wild: bool = False, decision2: bool = False, fresh: int | None = None,
+                    free_count: int = 16) -> list[Path]:
     """The held-out scenes (rendered once). ``extended`` adds 8 more poppy scenes per GSD band (seeds
     901000 + 100 x band + k) and 16 more poppy-free 2048 px scenes (seeds 901900-901915). ``final`` is
     only the final set: 8 poppy scenes per band (seeds 902000 + 100 x band + k) and 16 poppy-free
@@ -62,7 +63,8 @@ def render_test_set(root: Path, extended: bool = False, final: bool = False,
     is only a fresh set for stage 6's second decision (``scripts/train_default_stage6.yaml``): 8 poppy
     scenes per band (seeds 906000 + 100 x band + k) and 16 poppy-free 2048 px scenes (906900-906915).
     ``fresh=S`` is only a fresh set of the same shape from seed S (``poppy_fresh_S``: seeds S + 100 x band
-    + k; ``poppy_free_fresh_S``: S + 900 ... S + 915), for a later decision on seeds no model has seen."""
+    + k; ``poppy_free_fresh_S``: ``free_count`` scenes from S + 900), for a later decision on seeds no
+    model has seen."""
     render = _render_module()
     dirs = []
     if wild:
@@ -77,7 +79,7 @@ def render_test_set(root: Path, extended: bool = False, final: bool = False,
     if decision2:
         sets = [("poppy_dec2", 906000, 8, "poppy_free_dec2", 906900, 16)]
     if fresh is not None:
-        sets = [(f"poppy_fresh_{fresh}", fresh, 8, f"poppy_free_fresh_{fresh}", fresh + 900, 16)]
+        sets = [(f"poppy_fresh_{fresh}", fresh, 8, f"poppy_free_fresh_{fresh}", fresh + 900, free_count)]
     for poppy_dir, poppy_seed, per_band, free_dir, free_seed, n_free in sets:
         _render_set(render, root, poppy_dir, poppy_seed, per_band, free_dir, free_seed, n_free)
         for sub in (poppy_dir, free_dir):
@@ -146,10 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fresh", type=int, metavar="SEED",
                     help="only a fresh set from seed SEED (a multiple of 1000 from 908000 on; 900000-907999 "
                     "are used): 32 poppy scenes, seeds SEED + 100 x band + k, and 16 poppy-free 2048 px "
-                    "scenes, SEED + 900-915")
+                    "scenes from SEED + 900 (--free-count)")
+    ap.add_argument("--free-count", type=int, default=16, metavar="N",
+                    help="with --fresh: N poppy-free scenes (1-99, default 16)")
     args = ap.parse_args(argv)
     if args.final + args.extended + args.wild + args.decision2 + (args.fresh is not None) > 1:
         ap.error("--final, --extended, --wild, --decision2 and --fresh are separate sets; give one")
+    if not 1 <= args.free_count <= 99:
+        ap.error(f"--free-count must be in 1-99, not {args.free_count}")
     if args.fresh is not None and (args.fresh % 1000 or args.fresh < 908000):
         ap.error("--fresh must be a multiple of 1000 from 908000 on (lower seeds are taken), "
                  f"not {args.fresh}")
@@ -168,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     from poppyscan.scene_predict import predict_scene, scene_gsd_m
 
     scenes = render_test_set(args.data, extended=args.extended, final=args.final, wild=args.wild,
-                             decision2=args.decision2, fresh=args.fresh)
+                             decision2=args.decision2, fresh=args.fresh, free_count=args.free_count)
     bundle = load_bundle(args.bundle)
     thr = bundle.meta.threshold if args.threshold is None else args.threshold
     predict = make_predictor(bundle, device="cpu", threads=args.threads) if args.engine == "simple" else None
@@ -242,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             else "decision2: 906000-906307 (8 per GSD band), 906900-906915 (poppy-free, 2048 px)"
             if args.decision2
             else f"fresh: {args.fresh}-{args.fresh + 307} (8 per GSD band), {args.fresh + 900}-"
-            f"{args.fresh + 915} (poppy-free, 2048 px)" if args.fresh is not None
+            f"{args.fresh + 899 + args.free_count} (poppy-free, 2048 px)" if args.fresh is not None
             else "final: 902000-902307 (8 per GSD band), 902900-902915 (poppy-free, 2048 px)" if args.final
             else "900000-900015 (poppy), 900100-900107 (poppy-free, 2048 px)"
             + ("; extended: 901000-901307 (8 per GSD band), 901900-901915 (poppy-free, 2048 px)"
