@@ -106,6 +106,8 @@ def test_evaluate_files_and_cli(case, tmp_path, capsys):
         (["evaluate", "a.gpkg", "b.gpkg", "--iou-min", "2"], "'--iou-min'"),
         (["evaluate", "missing.gpkg", "missing2.gpkg"], "does not exist"),
         (["evaluate", "--model", "m"], "'--model' needs '--scenes'"),
+        (["evaluate", "--model", "m", "--scenes", "s", "--min-prob-mean", "1"],
+         "'--min-prob-mean' must be in [0, 1)"),
     ],
 )
 def test_cli_bad_options_give_one_line_errors(argv, msg, capsys, tmp_path, monkeypatch):
