@@ -29,7 +29,7 @@ WIDTH, HEIGHT = 640, 400  # 32 m x 20 m
 PLOTS = [
     (1, (6.0, 5.0), 1.2, "disc", 0.62, 0.55),
     (2, (16.0, 10.0), 5.4, "square", 0.88, 0.74),  # ~117 m2 -> ~700 plants: over the 500 line
-    (3, (27.0, 4.0), 1.6, "disc", 0.97, 0.90),
+    (3, (27.0, 4.0), 1.6, "disc", 0.97, 0.78),  # by max x area it would come before plot 4, by mean after
     (4, (5.0, 15.5), 2.0, "square", 0.45, 0.41),
     (5, (27.5, 15.0), 1.0, "disc", 0.91, 0.83),
     (6, (12.0, 17.5), 0.9, "disc", 0.71, 0.60),
@@ -156,7 +156,7 @@ def make_run(root: Path, *, name: str = "run", seed: int = 0, crs: str = CRS) ->
     }
     (run_dir / "run.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     order = sorted(
-        rows, key=lambda r: (not r["over_500_plants"], -r["prob_max"] * r["area_m2"], r["plot_id"])
+        rows, key=lambda r: (not r["over_500_plants"], -r["prob_mean"] * r["area_m2"], r["plot_id"])
     )
     return RunFixture(run_dir, mosaic, tuple(r["plot_id"] for r in rows), tuple(r["plot_id"] for r in order))
 

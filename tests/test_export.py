@@ -63,7 +63,7 @@ def test_layer_styles_table(run):
     assert [(r[0], r[1], r[3]) for r in rows] == [("plots", "geom", 1), ("tasks", "geom", 1)]
     plots_root = ET.fromstring(rows[0][2].split("\n", 1)[1])
     assert plots_root.find("renderer-v2").get("type") == "graduatedSymbol"
-    assert plots_root.find("renderer-v2").get("attr") == "prob_max"
+    assert plots_root.find("renderer-v2").get("attr") == "prob_mean"
     tasks_root = ET.fromstring(rows[1][2].split("\n", 1)[1])
     assert tasks_root.find("renderer-v2").get("type") == "categorizedSymbol"
     assert tasks_root.find("renderer-v2").get("attr") == "status"

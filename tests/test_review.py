@@ -419,7 +419,7 @@ def test_review_page_end_to_end(run, browser, tmp_path):
         page.select_option("#decision-filter", "undecided")
         assert page.locator(".card:not([hidden])").count() == 3
         page.select_option("#decision-filter", "all")
-        page.locator("#min-prob").fill("0.9")  # probability filter: plots 3 (0.97) and 5 (0.91)
+        page.locator("#min-prob").fill("0.75")  # mean-probability filter: plots 3 (0.78) and 5 (0.83)
         shown_ids = page.locator(".card:not([hidden])").evaluate_all("cs => cs.map(c => +c.dataset.id)")
         assert sorted(shown_ids) == [3, 5]
         assert page.locator("#shown-count").inner_text() == "showing 2 of 6 plots"

@@ -1,7 +1,7 @@
 """GeoPackage ``tasks`` layer and QGIS default styles.
 
 QGIS looks for a ``layer_styles`` table in a GeoPackage and applies the row with ``useAsDefault`` true
-for a layer when it is opened, so ``plots`` (graduated by ``prob_max``) and ``tasks`` (categorised by
+for a layer when it is opened, so ``plots`` (graduated by ``prob_mean``) and ``tasks`` (categorised by
 ``status``, labelled with ``task_code``) open styled in QGIS and QField. The table has exactly the
 columns QGIS itself creates (DESIGN.md §3) and is registered in ``gpkg_contents`` as ``attributes``.
 
@@ -34,11 +34,13 @@ QGIS_VERSION = "3.28.0-Firenze"
 STYLE_NAME = "poppyscan"
 
 # Graduated classes for plots: (lower, upper, label, fill RGBA, outline RGBA)
+# Plot classes by mean probability (the plot decision keeps regions by it; the default model keeps means
+# >= 0.85, and its plots' maxima are all near 1, so prob_max would paint every plot alike).
 PLOT_CLASSES = [
-    (0.0, 0.6, "p < 0.60", "255,255,178,90", "230,200,40,255"),
-    (0.6, 0.75, "0.60 – 0.75", "254,204,92,110", "240,150,20,255"),
-    (0.75, 0.9, "0.75 – 0.90", "253,141,60,130", "230,85,13,255"),
-    (0.9, 1.0001, "p ≥ 0.90", "227,26,28,150", "180,0,0,255"),
+    (0.0, 0.85, "mean p < 0.85", "255,255,178,90", "230,200,40,255"),
+    (0.85, 0.9, "0.85 – 0.90", "254,204,92,110", "240,150,20,255"),
+    (0.9, 0.95, "0.90 – 0.95", "253,141,60,130", "230,85,13,255"),
+    (0.95, 1.0001, "mean p ≥ 0.95", "227,26,28,150", "180,0,0,255"),
 ]
 # Task status categories: (value, label, fill RGBA). An empty value is QGIS's "all other values".
 TASK_STATUSES = [
@@ -176,7 +178,7 @@ def _labeling(field: str) -> str:
 
 
 def plots_qml() -> str:
-    """QML for the ``plots`` polygons: graduated colours by ``prob_max``."""
+    """QML for the ``plots`` polygons: graduated colours by ``prob_mean``."""
     ranges = "".join(
         f'<range lower="{lo:.6f}" upper="{hi:.6f}" symbol="{i}" label={quoteattr(lab)} render="true"/>'
         for i, (lo, hi, lab, _, _) in enumerate(PLOT_CLASSES)
@@ -186,7 +188,7 @@ def plots_qml() -> str:
     )
     return (
         f'{QML_HEAD}<qgis version="{QGIS_VERSION}" styleCategories="Symbology|Labeling" labelsEnabled="0">'
-        '<renderer-v2 type="graduatedSymbol" attr="prob_max" graduatedMethod="GraduatedColor" '
+        '<renderer-v2 type="graduatedSymbol" attr="prob_mean" graduatedMethod="GraduatedColor" '
         'symbollevels="0" forceraster="0" enableorderby="0" referencescale="-1">'
         f"<ranges>{ranges}</ranges><symbols>{symbols}</symbols>"
         f"<source-symbol>{_fill_symbol('0', '227,26,28,120', '180,0,0,255')}</source-symbol>"

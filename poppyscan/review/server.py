@@ -103,7 +103,10 @@ class ReviewRun:
         self.crs = plots.crs
         plots["plot_id"] = plots["plot_id"].astype(int)
         over = plots["over_500_plants"].fillna(False).astype(bool) if "over_500_plants" in plots else False
-        prob = plots["prob_max"].astype(float).fillna(0) if "prob_max" in plots else 0.0
+        prob = pd.Series(0.0, index=plots.index)  # x area = the expected poppy area, as the tasks rank plots:
+        for col in ("prob_max", "prob_mean"):     # the mean probability, the max where the mean is missing
+            if col in plots:
+                prob = plots[col].astype(float).fillna(prob)
         area = plots["area_m2"].astype(float).fillna(0) if "area_m2" in plots else 0.0
         keys = pd.DataFrame(
             {"over": over, "score": prob * area, "plot_id": plots["plot_id"]}, index=plots.index

@@ -38,7 +38,7 @@ function filters() {
 }
 
 function visible(p, f = filters()) {
-  if ((p.prob_max ?? 0) < f.minProb - 1e-9) return false;
+  if ((p.prob_mean ?? p.prob_max ?? 0) < f.minProb - 1e-9) return false;
   if (f.over500 && !p.over_500_plants) return false;
   if (f.decision === "undecided") return !p.decision;
   if (f.decision !== "all") return p.decision === f.decision;
@@ -88,7 +88,7 @@ function buildCard(p) {
   }
   const meta = el("div", { class: "meta" },
     el("b", { text: `#${p.rank} · plot ${p.plot_id}` }), el("br"),
-    el("span", { class: "num", text: `P ${fmt(p.prob_max, 2)} · ${fmt(p.area_m2, 1)} m² · ${plantsText(p)}` }));
+    el("span", { class: "num", text: `P̄ ${fmt(p.prob_mean ?? p.prob_max, 2)} · ${fmt(p.area_m2, 1)} m² · ${plantsText(p)}` }));
   const card = el("div", { class: "card", "data-id": String(p.plot_id), tabindex: "-1" }, img, meta, quick);
   if (p.over_500_plants) card.append(el("span", { class: "flag", text: "≥500" }));
   card.append(el("span", { class: "badge", hidden: "" }));
@@ -144,7 +144,7 @@ function buildOverview(run) {
     const c = document.createElementNS(SVGNS, "circle");
     c.setAttribute("cx", X(p.x)); c.setAttribute("cy", Y(p.y)); c.setAttribute("r", radius);
     const t = document.createElementNS(SVGNS, "title");
-    t.textContent = `plot ${p.plot_id} · P ${fmt(p.prob_max, 2)}`;
+    t.textContent = `plot ${p.plot_id} · P̄ ${fmt(p.prob_mean ?? p.prob_max, 2)}`;
     c.append(t);
     c.addEventListener("click", () => select(p.plot_id));
     state.dots.set(p.plot_id, c);
