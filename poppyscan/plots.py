@@ -147,3 +147,23 @@ def plot_table(gdf: gpd.GeoDataFrame, *, plants_per_m2: float, criminal_plants: 
 _DTYPES = {"plot_id": "int64", "area_m2": "float64", "area_mu": "float64", "prob_mean": "float64",
            "prob_max": "float64", "est_plants": "int64", "over_500_plants": "bool", "lon": "float64",
            "lat": "float64", "mosaic": "object", "model_version": "object"}
+
+
+def priority_order(plots: pd.DataFrame) -> np.ndarray:
+    """Positions of ``plots`` in work order, shared by the field tasks and the desk review: plots of
+    ``over_500_plants`` first, then the expected poppy area (``prob_mean`` x ``area_m2``; ``prob_max``
+    where the mean is missing), then ``plot_id``. A missing column or value counts as 0 / False.
+
+    >>> df = pd.DataFrame({"plot_id": [1, 2, 3], "area_m2": [10.0, 40.0, 5.0], "prob_mean": [0.9, 0.5, None],
+    ...                    "prob_max": [1.0, 1.0, 1.0], "over_500_plants": [False, False, True]})
+    >>> priority_order(df).tolist()
+    [2, 1, 0]
+    """
+    def col(name: str, default: float) -> pd.Series:
+        return plots[name] if name in plots else pd.Series(default, index=plots.index)
+
+    prob = col("prob_mean", np.nan).astype(float).fillna(col("prob_max", np.nan).astype(float))
+    area = col("area_m2", np.nan).astype(float)
+    score = np.nan_to_num(prob.to_numpy(float), nan=0.0) * np.nan_to_num(area.to_numpy(float), nan=0.0)
+    over = col("over_500_plants", False).fillna(False).astype(bool).to_numpy()
+    return np.lexsort((col("plot_id", 0).to_numpy(), -score, ~over))

@@ -44,6 +44,7 @@ from . import route
 from .config import Config, TasksConfig
 from .errors import InputError
 from .geo.gcj02 import wgs84_to_gcj02
+from .plots import priority_order
 
 log = logging.getLogger(__name__)
 
@@ -316,11 +317,7 @@ def make_task_table(
         ]
     else:
         t["unit"] = "all"
-    # priority: criminal first, then prob x area, then plot_id
-    score = (
-        np.nan_to_num(t["prob_mean"].fillna(t["prob_max"]).to_numpy(float), nan=0.0) * t["area_m2"].to_numpy()
-    )
-    order = np.lexsort((t["plot_id"].to_numpy(), -score, ~t["over_500_plants"].to_numpy(bool)))
+    order = priority_order(t)  # criminal first, then expected poppy area, then plot_id
     t["priority"] = 0
     t.loc[t.index[order], "priority"] = np.arange(1, n + 1)
     # route per unit, codes

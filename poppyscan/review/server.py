@@ -78,8 +78,9 @@ class ReviewRun:
     def __init__(
         self, run_dir: str | Path, *, chip_size_m: float = CHIP_SIZE_M, chip_px: int = CHIP_PX
     ) -> None:
-        import pandas as pd
         import pyogrio
+
+        from ..plots import priority_order
 
         self.run_dir = Path(run_dir)
         if not self.run_dir.is_dir():
@@ -102,18 +103,9 @@ class ReviewRun:
         self.meta = self._read_run_json()
         self.crs = plots.crs
         plots["plot_id"] = plots["plot_id"].astype(int)
-        over = plots["over_500_plants"].fillna(False).astype(bool) if "over_500_plants" in plots else False
-        prob = pd.Series(0.0, index=plots.index)  # x area = the expected poppy area, as the tasks rank plots:
-        for col in ("prob_max", "prob_mean"):     # the mean probability, the max where the mean is missing
-            if col in plots:
-                prob = plots[col].astype(float).fillna(prob)
-        area = plots["area_m2"].astype(float).fillna(0) if "area_m2" in plots else 0.0
-        keys = pd.DataFrame(
-            {"over": over, "score": prob * area, "plot_id": plots["plot_id"]}, index=plots.index
-        )
-        order = keys.sort_values(["over", "score", "plot_id"], ascending=[False, False, True]).index
-        self.plots = plots.loc[order].reset_index(drop=True)
-        self.over_500 = [bool(v) for v in keys.loc[order, "over"]]
+        self.plots = plots.iloc[priority_order(plots)].reset_index(drop=True)  # the field tasks' order
+        self.over_500 = (self.plots["over_500_plants"].fillna(False).astype(bool).tolist()
+                         if "over_500_plants" in self.plots else [False] * len(self.plots))
         self.ids = {int(v) for v in self.plots["plot_id"]}
         self.inputs = self._inputs()
         self._by_id = {int(pid): i for i, pid in enumerate(self.plots["plot_id"])}
