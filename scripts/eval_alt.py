@@ -30,7 +30,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 POPPY_SEED, FREE_SEED, PER_BAND, N_FREE = 904000, 904900, 8, 16
-SEEDS = "alt renderer: 904000-904307 (8 per GSD band, 1024 px), 904900-904915 (poppy-free, 2048 px)"
 
 
 def _eval_default_module():
@@ -108,9 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                if args.update_bundle else [])
         )
         report = json.loads(raw.read_text(encoding="utf-8"))
-    seeds = SEEDS if (poppy_seed, free_seed) == (POPPY_SEED, FREE_SEED) else (
-        f"alt renderer: {poppy_seed}-{poppy_seed + 307} (8 per GSD band, 1024 px), "
-        f"{free_seed}-{free_seed + n_free - 1} (poppy-free, 2048 px)")
+    seeds = (f"alt renderer: {poppy_seed}-{poppy_seed + 307} (8 per GSD band, 1024 px), "
+             f"{free_seed}-{free_seed + n_free - 1} (poppy-free, 2048 px)")
     report["test_seeds"] = seeds + "; training and validation used 10000-10815 of poppyscan.synth"
     report["renderer"] = (
         "poppyscan.synth_alt: an independently written renderer (loess terraces / strip "
