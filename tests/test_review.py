@@ -325,7 +325,10 @@ def test_cli_serves_until_interrupted(run):
     import sys
 
     cmd = [sys.executable, "-m", "poppyscan", "review", str(run.run_dir), "--no-browser", "--port", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as on a terminal: a test run started in the background (`cmd &` in a script) inherits an
+    # ignored SIGINT, which Python then never turns into KeyboardInterrupt, so restore the default.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stdout.readline()
         url = re.search(r"http://127\.0\.0\.1:\d+/", line)
