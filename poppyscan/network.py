@@ -11,6 +11,9 @@ Architectures (``arch`` in ``bundle.json``):
   predicting at stride 4 (bilinear to full size). ~0.9 M parameters; measured ~11-12 Mpx/s at 512 px
   tiles in ONNX Runtime on 2 CPU cores (target >= 8), keeping enough resolution for 2 m² plots
   (a 2 m² plot is ~28 px across at 5 cm/px, i.e. 7 output cells).
+- ``unet_mnv3s15``: the same network on MobileNetV3-Small at width multiplier 1.5 (2.0 M parameters,
+  about 2x the capacity at ~0.8x the speed; not trained yet). No ImageNet weights exist for that
+  width, so ``pretrained`` is refused.
 - ``unet_mnv3l``: the same decoder on MobileNetV3-Large features (more capacity, ~1.7x slower).
 - ``lraspp_mnv3l``: torchvision's LRASPP on MobileNetV3-Large (stride 8 output), for reference.
 
@@ -28,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .archs import ARCHS, STRIDE, canonical_arch  # noqa: F401 - re-exported for callers
-from .errors import DependencyError
+from .errors import ConfigError, DependencyError
 
 if TYPE_CHECKING:
     from .bundle import BundleMeta
@@ -160,16 +163,23 @@ def build_model(arch: str = "unet_mnv3s", *, num_classes: int = 2, pretrained: b
     from torchvision.models import MobileNet_V3_Large_Weights, MobileNet_V3_Small_Weights
 
     arch = canonical_arch(arch)
-    if arch == "unet_mnv3s":
+    if arch in ("unet_mnv3s", "unet_mnv3s15"):
+        width_mult = 1.5 if arch == "unet_mnv3s15" else 1.0
+        if pretrained and width_mult != 1.0:
+            raise ConfigError(
+                f"no ImageNet weights exist for {arch} (MobileNetV3-Small at width {width_mult}); "
+                "set train.pretrained: false"
+            )
         weights = MobileNet_V3_Small_Weights.IMAGENET1K_V1 if pretrained else None
         if weights is not None:
             _local_weights(weights)
-        feats = torchvision.models.mobilenet_v3_small(weights=weights).features
-        # stride: 0->2, 1->4, 2-3->8, 4-8->16, 9-11->32 (12 = the 576-channel head conv, unused)
+        feats = torchvision.models.mobilenet_v3_small(weights=weights, width_mult=width_mult).features
+        # stride: 0->2, 1->4, 2-3->8, 4-8->16, 9-11->32 (12 = the 576-channel head conv, unused);
+        # channels at width 1.5 are torchvision's (rounded to multiples of 8)
         return MobileUNet(
             nn.ModuleList(feats[:12]),
             taps=(1, 3, 8, 11),
-            tap_channels=(16, 24, 48, 96),
+            tap_channels=(16, 24, 48, 96) if width_mult == 1.0 else (24, 40, 72, 144),
             num_classes=num_classes,
             width=128,
         )

@@ -174,6 +174,17 @@ def test_pretrained_weights_never_downloaded(tmp_path, monkeypatch):
         build_model("unet_mnv3s", pretrained=True)
 
 
+def test_wider_small_arch_has_its_own_channels_and_refuses_pretrained():
+    from poppyscan.errors import ConfigError
+
+    small, wide = build_model("unet_mnv3s"), build_model("unet_mobilenet_v3_small_x1.5")
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert 1.9 < n(wide) / n(small) < 2.4
+    assert wide.eval()(torch.zeros(1, 3, 64, 64)).shape == (1, 2, 64, 64)
+    with pytest.raises(ConfigError, match="no ImageNet weights exist for unet_mnv3s15"):
+        build_model("unet_mnv3s15", pretrained=True)
+
+
 def test_save_refuses_to_overwrite(bundle_dir):
     from poppyscan.errors import OutputExistsError
 
@@ -197,7 +208,7 @@ def test_other_archs_build_and_run():
         assert build_model(arch).eval()(x).shape == (1, 2, 64, 64)
 
 
-@pytest.mark.parametrize("arch", ["unet_mnv3s", "unet_mnv3l", "lraspp_mobilenet_v3_large"])
+@pytest.mark.parametrize("arch", ["unet_mnv3s", "unet_mnv3s15", "unet_mnv3l", "lraspp_mobilenet_v3_large"])
 @pytest.mark.parametrize("poppy", [1, 0])
 def test_export_upsamples_the_logit_margin_with_the_same_probabilities_as_softmax(arch, poppy):
     from poppyscan.bundle import new_meta

@@ -140,6 +140,25 @@ def test_tiny_training_learns_resumes_and_repeats(scenes, tmp_path, one_thread):
         train([scenes], tmp_path / "b", cfg)
 
 
+def test_wider_arch_trains_into_a_bundle_whose_onnx_matches_torch(scenes, tmp_path, one_thread):
+    import torch
+
+    from poppyscan.model import make_predictor
+
+    cfg = TrainConfig(**{**TINY, "epochs": 1, "arch": "unet_mnv3s15"})
+    res = train([scenes], tmp_path / "w", cfg, progress=lambda s: None)
+    b = load_bundle(res.bundle_path)
+    assert b.meta.arch == "unet_mnv3s15"
+    assert sum(p.numel() for p in b.model.parameters()) > 1.9e6  # the 1.5-width encoder, not the default
+    image = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    onnx = make_predictor(b, device="cpu", threads=1)(image)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (b.meta.mean, b.meta.std))
+    x = (torch.from_numpy(image).permute(0, 3, 1, 2).float() / 255 - mean) / std
+    with torch.no_grad():
+        ref = torch.softmax(b.model.eval()(x), dim=1)[:, b.meta.poppy_class].numpy()
+    np.testing.assert_allclose(onnx, ref, atol=1e-4)
+
+
 def test_explicit_validation_scenes_must_not_overlap(scenes, tmp_path):
     with pytest.raises(InputError, match="both the training and the validation"):
         train([scenes], tmp_path / "v", TrainConfig(**TINY), val_sources=[scenes / "s0"])
