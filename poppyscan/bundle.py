@@ -164,6 +164,17 @@ class Bundle:
         return None if self.path is None else self.path / self.meta.onnx_file
 
 
+def plot_decision(prob_mean: Any, min_prob_mean: float) -> np.ndarray:
+    """The plot decision: True where a thresholded region's mean probability reaches ``min_prob_mean``
+    (the bundle field; to within float rounding), i.e. the region is reported as a plot. One rule for
+    ``detect``, the whole-scene predictor and the calibration grid.
+
+    >>> plot_decision([0.84, 0.85, 0.9], 0.85).tolist()
+    [False, True, True]
+    """
+    return np.asarray(prob_mean, dtype=float) >= min_prob_mean - 1e-9
+
+
 def new_meta(
     *, arch: str = "unet_mnv3s", name: str = "poppyscan-untrained", version: str = "0.0.0", **kwargs: Any
 ) -> BundleMeta:

@@ -37,6 +37,7 @@ import pandas as pd
 
 from . import __version__
 from .bands import mosaic_bands
+from .bundle import plot_decision
 from .config import Config, load_config
 from .distributed import run_mosaics
 from .errors import InputError, OutputExistsError
@@ -279,7 +280,7 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
             n_regions = 0
             for r in results:  # the plot decision: regions whose mean probability falls short are not plots
                 n_regions += len(r["gdf"])
-                r["gdf"] = r["gdf"][r["gdf"]["prob_mean"] >= min_prob_mean - 1e-9]
+                r["gdf"] = r["gdf"][plot_decision(r["gdf"]["prob_mean"], min_prob_mean)]
             if n_regions:
                 log.info("%d of %d thresholded regions reach a mean probability of %.2f",
                          sum(len(r["gdf"]) for r in results), n_regions, min_prob_mean)

@@ -445,7 +445,7 @@ def calibrate_threshold(
     """
     import geopandas as gpd
 
-    from .bundle import make_predictor
+    from .bundle import make_predictor, plot_decision
     from .scene_predict import probability_polygons, scene_probability
     from .traindata import read_labels
 
@@ -458,9 +458,9 @@ def calibrate_threshold(
         for t in thresholds:
             polys, _, means = probability_polygons(sp, t, min_area_m2=min_area_m2)
             for m in min_prob_means:
+                plots = [g for g, ok in zip(polys, plot_decision(means, m), strict=True) if ok]
                 score = score_polygons(
-                    gpd.GeoDataFrame(geometry=[g for g, v in zip(polys, means, strict=True) if v >= m - 1e-9],
-                                     crs=sp.crs),
+                    gpd.GeoDataFrame(geometry=plots, crs=sp.crs),
                     tgdf,
                     valid_area_m2=sp.valid_area_m2,
                     iou_min=iou_min,

@@ -18,7 +18,7 @@ from rasterio.features import shapes
 from shapely.geometry import Polygon, shape
 
 from .blend import Blender
-from .bundle import Bundle, Predictor
+from .bundle import Bundle, Predictor, plot_decision
 from .errors import InputError
 from .tiles import overlap_px, tile_grid
 from .traindata import _rgb_bands, pixel_size_m
@@ -166,7 +166,7 @@ def predict_scene(
     polys, pmax, pmean = probability_polygons(
         sp, thr, min_area_m2=min_area_m2, max_hole_m2=max_hole_m2, morph_radius_px=morph_radius_px
     )
-    kept = [i for i, m in enumerate(pmean) if m >= keep - 1e-9]
+    kept = np.flatnonzero(plot_decision(pmean, keep)).tolist()
     polys, pmax, pmean = [polys[i] for i in kept], [pmax[i] for i in kept], [pmean[i] for i in kept]
     prob = np.where(sp.valid, sp.prob, np.nan).astype(np.float32)
     return ScenePrediction(polys, pmax, pmean, sp.crs, sp.valid_area_m2, prob, sp.seconds)
