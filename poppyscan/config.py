@@ -98,6 +98,7 @@ class TrainConfig:
     """Options for ``poppyscan train``."""
 
     arch: str = "unet_mnv3s"
+    widen_to: str = ""
     gsd_m: float = 0.04
     tile_size: int = 256
     infer_tile_size: int = 512
@@ -125,6 +126,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(bool(self.arch), "train.arch", "must name an architecture")
+        if self.widen_to:
+            from .archs import canonical_arch
+
+            canonical_arch(self.widen_to)  # ConfigError naming the choices
         _check(0.005 <= self.gsd_m <= 0.5, "train.gsd_m", f"must be in [0.005, 0.5] m/px, got {self.gsd_m}")
         _check(64 <= self.tile_size <= 1024 and self.tile_size % 32 == 0, "train.tile_size",
                f"must be a multiple of 32 in [64, 1024], got {self.tile_size}")

@@ -286,7 +286,20 @@ def train(
         torch.set_num_threads(cfg.threads)
 
     init_bundle = load_bundle(init, check_onnx=False) if init else None
+    if cfg.widen_to and not init_bundle:
+        raise ConfigError("train.widen_to widens the --init bundle's network; pass --init BUNDLE or drop it")
     arch = init_bundle.meta.arch if init_bundle else canonical_arch(cfg.arch)
+    if cfg.widen_to:
+        from .widen import widen
+
+        model = widen(init_bundle.model, arch, cfg.widen_to, seed=cfg.seed)
+        say(
+            f"widened {init}'s {arch} into {canonical_arch(cfg.widen_to)} (Net2Net: the same outputs "
+            "up to a 1 % symmetry-breaking noise on the copied channels)"
+        )
+        arch = canonical_arch(cfg.widen_to)
+        init_bundle = dataclasses.replace(init_bundle, meta=dataclasses.replace(init_bundle.meta, arch=arch),
+                                          model=model)
     gsd = init_bundle.meta.gsd_m if init_bundle else cfg.gsd_m
     pairs = find_scenes(sources)
     scenes = [open_scene(m, lab) for m, lab in pairs]
