@@ -137,6 +137,8 @@ class ObjectScore:
     valid_area_m2: float | None
     centroid_errors: list[float]
     area_ratios: list[float]
+    missed: Any = None  # truth rows left unmatched (GeoDataFrame, metric CRS); not summed
+    false: Any = None  # predicted rows left unmatched (GeoDataFrame, metric CRS); not summed
 
     def __add__(self, other: ObjectScore) -> ObjectScore:
         va = (
@@ -189,8 +191,12 @@ def score_polygons(
     pred_gdf = _metric(pred_gdf, crs)
     if pred_gdf.crs != truth_gdf.crs:
         pred_gdf = pred_gdf.to_crs(truth_gdf.crs)
-    pred = [g for g in pred_gdf.geometry if g is not None and not g.is_empty]
-    truth = [g for g in truth_gdf.geometry if g is not None and not g.is_empty]
+    def _nonempty(gdf):  # noqa: ANN001, ANN202
+        keep = np.array([g is not None and not g.is_empty for g in gdf.geometry], dtype=bool)
+        return gdf.loc[keep].reset_index(drop=True)
+
+    pred_gdf, truth_gdf = _nonempty(pred_gdf), _nonempty(truth_gdf)
+    pred, truth = list(pred_gdf.geometry), list(truth_gdf.geometry)
     pairs = match_polygons(pred, truth, iou_min)
     pu = unary_union(pred) if pred else None
     tu = unary_union(truth) if truth else None
@@ -208,7 +214,48 @@ def score_polygons(
         valid_area_m2,
         cerr,
         ratio,
+        missed=truth_gdf.drop(index=[t for _, t, _ in pairs]),
+        false=pred_gdf.drop(index=[p for p, _, _ in pairs]),
     )
+
+
+def error_layers(scores: list[tuple[str, ObjectScore]]) -> dict[str, Any]:
+    """The missed true plots and the false plots of scored scenes as two WGS84 GeoDataFrames
+    (``{"missed": ..., "false": ...}``), each row with its ``scene``, ``area_m2`` (measured in the
+    metric CRS it was scored in) and the columns it had (e.g. ``prob_mean`` of a detect run's plots, the
+    attributes of a truth file scored by :func:`evaluate_files`)."""
+    import geopandas as gpd
+    import pandas as pd
+
+    out = {}
+    for key in ("missed", "false"):
+        parts = []
+        for scene, sc in scores:
+            g = getattr(sc, key)
+            if g is None or not len(g):
+                continue
+            g = g.copy()
+            g.insert(0, "area_m2", g.geometry.area.round(2))
+            g.insert(0, "scene", scene)
+            parts.append(g.to_crs("EPSG:4326"))
+        out[key] = (
+            gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs="EPSG:4326")
+            if parts
+            else gpd.GeoDataFrame({"scene": [], "area_m2": []}, geometry=[], crs="EPSG:4326")
+        )
+    return out
+
+
+def write_error_layers(
+    path: str | Path, scores: list[tuple[str, ObjectScore]], overwrite: bool = False
+) -> None:
+    """Write :func:`error_layers` to a GeoPackage (layers ``missed`` and ``false``), atomically."""
+    from .fsutil import atomic_path
+
+    layers = error_layers(scores)
+    with atomic_path(path, overwrite) as tmp:
+        for name, gdf in layers.items():
+            gdf.to_file(tmp, layer=name, driver="GPKG", mode="a" if tmp.exists() else "w")
 
 
 def valid_area_m2(mosaic: str | Path) -> float:
@@ -245,9 +292,15 @@ def read_polygons(path: str | Path, layer: str | None = None):  # noqa: ANN201
 
 
 def evaluate_files(
-    pred: str | Path, truth: str | Path, *, mosaic: str | Path | None = None, iou_min: float = 0.25
+    pred: str | Path,
+    truth: str | Path,
+    *,
+    mosaic: str | Path | None = None,
+    iou_min: float = 0.25,
+    scores: list | None = None,
 ) -> dict[str, Any]:
     """Score ``pred`` (a plots.gpkg or a detect run directory) against ``truth`` (truth.gpkg).
+    ``scores``: a list that receives ``(name, ObjectScore)`` (for :func:`write_error_layers`).
 
     The valid area for false plots per hectare comes from ``mosaic`` when given, else from the run's
     ``run.json`` inputs (first mosaic) when ``pred`` is a run directory.
@@ -264,6 +317,8 @@ def evaluate_files(
     truth_gdf = read_polygons(truth)
     area = valid_area_m2(mosaic) if mosaic is not None else None
     score = score_polygons(pred_gdf, truth_gdf, valid_area_m2=area, iou_min=iou_min)
+    if scores is not None:
+        scores.append((pred.parent.name, score))
     return {
         "pred": str(pred),
         "truth": str(truth),
@@ -348,13 +403,15 @@ def evaluate_scenes(
     engine: str = "auto",
     progress=None,
     min_prob_mean: float | None = None,
+    scores: list | None = None,
 ) -> dict[str, Any]:  # noqa: ANN001
     """Run ``bundle`` over labelled scenes and score each one (see :func:`poppyscan.traindata.find_scenes`).
 
     ``engine``: ``"detect"`` runs :func:`poppyscan.detect.detect` (the production path), ``"simple"`` the
     small in-memory :func:`poppyscan.scene_predict.predict_scene`; ``"auto"`` prefers detect.
     Returns ``{"model", "threshold", "scenes": [per-scene reports], "total", "poppy_scenes",
-    "poppy_free_scenes"}``; the aggregates sum counts and areas over scenes.
+    "poppy_free_scenes"}``; the aggregates sum counts and areas over scenes. ``scores``: a list that
+    receives each scene's ``(name, ObjectScore)`` (for :func:`write_error_layers`).
     """
     import importlib.util
 
@@ -402,6 +459,8 @@ def evaluate_scenes(
             **score.report(),
         }
         scenes.append(rep)
+        if scores is not None:
+            scores.append((name, score))
         for key in ("total", "poppy_scenes" if positives else "poppy_free_scenes"):
             agg[key] = score if agg[key] is None else agg[key] + score
         if progress:

@@ -99,6 +99,31 @@ def test_evaluate_files_and_cli(case, tmp_path, capsys):
     assert main(["evaluate", str(p), str(t), "--json", str(out)]) == 3  # exists, no --overwrite
 
 
+def test_cli_writes_the_missed_and_false_plots_for_qgis(case, tmp_path, capsys):
+    pred, truth = case
+    pred = pred.assign(prob_mean=[0.9, 0.95, 0.88])
+    p, t = _write(tmp_path, pred, truth)
+    errors = tmp_path / "errors.gpkg"
+    assert main(["evaluate", str(p), str(t), "--errors", str(errors)]) == 0
+    assert "1 missed and 1 false plot(s) written" in capsys.readouterr().out
+    missed = gpd.read_file(errors, layer="missed")
+    false = gpd.read_file(errors, layer="false")
+    assert missed.crs.to_epsg() == 4326 and false.crs.to_epsg() == 4326
+    # the missed plot is truth #3 (x 40-44), the false one the far-away prediction (y 30-34), 16 m² each
+    assert missed["plot_id"].tolist() == [3] and false["plot_id"].tolist() == [3]
+    assert missed["area_m2"].tolist() == [16.0] and false["prob_mean"].tolist() == [0.88]
+    assert missed.to_crs(CRS).geometry[0].equals_exact(sq(40, 0), 1e-3)
+    assert false.to_crs(CRS).geometry[0].equals_exact(sq(0, 30), 1e-3)
+    before = errors.read_bytes()
+    assert main(["evaluate", str(p), str(t), "--errors", str(errors)]) == 3  # exists, no --overwrite
+    assert errors.read_bytes() == before
+    assert main(["evaluate", str(p), str(t), "--errors", str(tmp_path / "e.shp")]) == 2
+    assert "give a .gpkg path" in capsys.readouterr().err
+    # a perfect prediction leaves both layers empty (but present)
+    assert main(["evaluate", str(t), str(t), "--errors", str(errors), "--overwrite"]) == 0
+    assert len(gpd.read_file(errors, layer="missed")) == 0 and len(gpd.read_file(errors, layer="false")) == 0
+
+
 @pytest.mark.parametrize(
     "argv, msg",
     [

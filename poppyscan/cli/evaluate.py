@@ -37,10 +37,17 @@ from ..errors import ConfigError
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=int, default=0, show_default=True, help="CPU threads (0 = all).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the JSON report here.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing --json file.")
+@click.option(
+    "--errors",
+    "errors_out",
+    type=click.Path(dir_okay=False),
+    help="Write the missed true plots and the false plots here (GeoPackage, layers 'missed' and 'false', "
+    "WGS84) to look at in QGIS.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing --json / --errors file.")
 def evaluate(
     pred, truth, mosaic, model, scenes, threshold, min_prob_mean, min_area_m2, iou_min, device, threads,
-    json_out, overwrite,
+    json_out, errors_out, overwrite,
 ):
     """Score PRED (plots.gpkg or a detect run directory) against TRUTH (truth.gpkg), or run --model over
     --scenes. Prints a table; --json writes the full report."""
@@ -55,6 +62,11 @@ def evaluate(
         raise ConfigError(f"'--min-prob-mean' must be in [0, 1), got {min_prob_mean}")
     if json_out:
         check_writable(json_out, overwrite)
+    if errors_out:
+        if Path(errors_out).suffix.lower() != ".gpkg":
+            raise ConfigError(f"'--errors' writes a GeoPackage: give a .gpkg path, not '{errors_out}'")
+        check_writable(errors_out, overwrite)
+    scores: list = []
     if model or scenes:
         if not (model and scenes) or pred or truth:
             raise ConfigError(
@@ -70,6 +82,7 @@ def evaluate(
             min_area_m2=min_area_m2,
             iou_min=iou_min,
             progress=None,
+            scores=scores,
         )
         rows = [(s["scene"], s) for s in report["scenes"]]
         rows += [(k, report[k]) for k in ("poppy_scenes", "poppy_free_scenes", "total") if report[k]]
@@ -79,10 +92,17 @@ def evaluate(
                 "give PRED (plots.gpkg or a detect run directory) and TRUTH (truth.gpkg), "
                 "or --model BUNDLE --scenes DIR"
             )
-        report = evaluate_files(pred, truth, mosaic=mosaic, iou_min=iou_min)
+        report = evaluate_files(pred, truth, mosaic=mosaic, iou_min=iou_min, scores=scores)
         rows = [(Path(pred).name, report)]
     click.echo(format_table(rows))
     if json_out:
         with atomic_path(json_out, overwrite) as tmp:
             tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         click.echo(f"report written to {json_out}")
+    if errors_out:
+        from ..evaluate import write_error_layers
+
+        write_error_layers(errors_out, scores, overwrite)
+        n_miss = sum(sc.fn for _, sc in scores)
+        n_false = sum(sc.fp for _, sc in scores)
+        click.echo(f"{n_miss} missed and {n_false} false plot(s) written to {errors_out}")
