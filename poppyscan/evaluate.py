@@ -235,8 +235,9 @@ def error_layers(scores: list[tuple[str, ObjectScore]]) -> dict[str, Any]:
             if g is None or not len(g):
                 continue
             g = g.copy()
-            g.insert(0, "area_m2", g.geometry.area.round(2))
-            g.insert(0, "scene", scene)
+            g["area_m2"] = g.geometry.area.round(2)  # replaces a detect run's own area_m2 (same measure)
+            g["scene"] = scene
+            g = g[["scene", "area_m2", *[c for c in g.columns if c not in ("scene", "area_m2")]]]
             parts.append(g.to_crs("EPSG:4326"))
         out[key] = (
             gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs="EPSG:4326")

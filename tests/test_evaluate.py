@@ -101,7 +101,7 @@ def test_evaluate_files_and_cli(case, tmp_path, capsys):
 
 def test_cli_writes_the_missed_and_false_plots_for_qgis(case, tmp_path, capsys):
     pred, truth = case
-    pred = pred.assign(prob_mean=[0.9, 0.95, 0.88])
+    pred = pred.assign(prob_mean=[0.9, 0.95, 0.88], area_m2=[16.0, 16.0, 15.0], scene=["x", "x", "x"])
     p, t = _write(tmp_path, pred, truth)
     errors = tmp_path / "errors.gpkg"
     assert main(["evaluate", str(p), str(t), "--errors", str(errors)]) == 0
@@ -112,6 +112,8 @@ def test_cli_writes_the_missed_and_false_plots_for_qgis(case, tmp_path, capsys):
     # the missed plot is truth #3 (x 40-44), the false one the far-away prediction (y 30-34), 16 m² each
     assert missed["plot_id"].tolist() == [3] and false["plot_id"].tolist() == [3]
     assert missed["area_m2"].tolist() == [16.0] and false["prob_mean"].tolist() == [0.88]
+    # a detect run's own area_m2 / scene columns are replaced by the measured area and the scene scored
+    assert false["area_m2"].tolist() == [16.0] and false["scene"].tolist() == [tmp_path.name]
     assert missed.to_crs(CRS).geometry[0].equals_exact(sq(40, 0), 1e-3)
     assert false.to_crs(CRS).geometry[0].equals_exact(sq(0, 30), 1e-3)
     before = errors.read_bytes()
