@@ -219,6 +219,27 @@ def score_polygons(
     )
 
 
+def _with_truth_attributes(missed, truth: Path):  # noqa: ANN001, ANN202
+    """``missed`` (geometries only, as :func:`~poppyscan.traindata.read_labels` gives them) with the
+    columns (``stage``, ``setting`` ...) of the truth row each overlaps most."""
+    try:
+        rows = read_polygons(truth).to_crs(missed.crs)
+    except Exception:  # noqa: BLE001 - attributes are a courtesy; the geometry is what was scored
+        return missed
+    cols = [c for c in rows.columns if c != rows.geometry.name and c not in ("scene", "area_m2")]
+    if not cols:
+        return missed
+    rows = rows.reset_index(drop=True)
+    best = []
+    for geom in missed.geometry:
+        hits = [(geom.intersection(g).area, j) for j, g in enumerate(rows.geometry) if g is not None
+                and geom.intersects(g)]
+        best.append(max(hits)[1] if hits else -1)  # -1: no row there, NaN attributes
+    attrs = rows[cols].reindex(best).reset_index(drop=True)  # keeps the columns' types
+    out = missed.reset_index(drop=True)
+    return out.join(attrs.drop(columns=[c for c in cols if c in out.columns]))
+
+
 def error_layers(scores: list[tuple[str, ObjectScore]]) -> dict[str, Any]:
     """The missed true plots and the false plots of scored scenes as two WGS84 GeoDataFrames
     (``{"missed": ..., "false": ...}``), each row with its ``scene``, ``area_m2`` (measured in the
@@ -461,6 +482,8 @@ def evaluate_scenes(
         }
         scenes.append(rep)
         if scores is not None:
+            if truth and score.missed is not None and len(score.missed):
+                score.missed = _with_truth_attributes(score.missed, truth)
             scores.append((name, score))
         for key in ("total", "poppy_scenes" if positives else "poppy_free_scenes"):
             agg[key] = score if agg[key] is None else agg[key] + score

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -124,6 +125,27 @@ def test_cli_writes_the_missed_and_false_plots_for_qgis(case, tmp_path, capsys):
     # a perfect prediction leaves both layers empty (but present)
     assert main(["evaluate", str(t), str(t), "--errors", str(errors), "--overwrite"]) == 0
     assert len(gpd.read_file(errors, layer="missed")) == 0 and len(gpd.read_file(errors, layer="false")) == 0
+
+
+def test_errors_of_a_model_over_scenes_carry_the_truth_attributes(tmp_path, capsys):
+    """The shipped model over the sample scenes, at a strict plot decision so that plots are missed: each
+    missed plot comes with the renderer's stage/setting of its truth row."""
+    root = Path(__file__).resolve().parents[1]
+    errors = tmp_path / "errors.gpkg"
+    argv = ["evaluate", "--model", str(root / "models" / "poppyscan-default"), "--scenes",
+            str(root / "sample_tiles"), "--threads", "1", "--min-prob-mean", "0.97", "--errors", str(errors)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    total = [ln.split() for ln in out.splitlines() if ln.startswith("total")][0]
+    missed = gpd.read_file(errors, layer="missed")
+    assert len(missed) == int(total[3]) > 0  # fn column of the table
+    assert {"scene", "area_m2", "stage", "setting", "plot_id"} <= set(missed.columns)
+    assert missed["stage"].isin(["rosette", "flowering", "capsule"]).all()
+    for _, row in missed.iterrows():  # the attributes are those of the truth plot at that place
+        truth = gpd.read_file(root / "sample_tiles" / row["scene"] / "truth.gpkg", layer="plots")
+        match = truth[truth["plot_id"] == row["plot_id"]]
+        assert match["stage"].tolist() == [row["stage"]]
+        assert match.to_crs("EPSG:4326").geometry.iloc[0].intersection(row.geometry).area > 0
 
 
 @pytest.mark.parametrize(
