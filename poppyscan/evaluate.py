@@ -226,7 +226,7 @@ def _with_truth_attributes(missed, truth: Path):  # noqa: ANN001, ANN202
         rows = read_polygons(truth).to_crs(missed.crs)
     except Exception:  # noqa: BLE001 - attributes are a courtesy; the geometry is what was scored
         return missed
-    cols = [c for c in rows.columns if c != rows.geometry.name and c not in ("scene", "area_m2")]
+    cols = [c for c in rows.columns if c != rows.geometry.name]  # error_layers re-sets scene / area_m2
     if not cols:
         return missed
     rows = rows.reset_index(drop=True)
@@ -236,8 +236,7 @@ def _with_truth_attributes(missed, truth: Path):  # noqa: ANN001, ANN202
                 and geom.intersects(g)]
         best.append(max(hits)[1] if hits else -1)  # -1: no row there, NaN attributes
     attrs = rows[cols].reindex(best).reset_index(drop=True)  # keeps the columns' types
-    out = missed.reset_index(drop=True)
-    return out.join(attrs.drop(columns=[c for c in cols if c in out.columns]))
+    return missed[[missed.geometry.name]].reset_index(drop=True).join(attrs)
 
 
 def error_layers(scores: list[tuple[str, ObjectScore]]) -> dict[str, Any]:

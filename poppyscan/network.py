@@ -12,8 +12,9 @@ Architectures (``arch`` in ``bundle.json``):
   tiles in ONNX Runtime on 2 CPU cores (target >= 8), keeping enough resolution for 2 m² plots
   (a 2 m² plot is ~28 px across at 5 cm/px, i.e. 7 output cells).
 - ``unet_mnv3s15``: the same network on MobileNetV3-Small at width multiplier 1.5 (2.0 M parameters,
-  about 2x the capacity at ~0.8x the speed; not trained yet). No ImageNet weights exist for that
-  width, so ``pretrained`` is refused.
+  about 2x the capacity at ~0.8x the speed; trained once, from 0.4.1 by :mod:`poppyscan.widen`, as
+  stage 9, not shipped: see the model card). No ImageNet weights exist for that width, so
+  ``pretrained`` is refused.
 - ``unet_mnv3l``: the same decoder on MobileNetV3-Large features (more capacity, ~1.7x slower).
 - ``lraspp_mnv3l``: torchvision's LRASPP on MobileNetV3-Large (stride 8 output), for reference.
 

@@ -35,13 +35,8 @@ TINY = dict(
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _every_test_on_one_thread(one_thread):  # the shared fixture, tests/conftest.py
     yield
-    torch.set_num_threads(old)
 
 
 def _spec(poly) -> PlotSpec:

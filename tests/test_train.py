@@ -36,17 +36,6 @@ TINY = dict(
 )
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread: on a busy 2-core machine this is faster and steadier than two."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_find_scenes_variants(scenes, tmp_path):
     assert len(find_scenes([scenes])) == 3
     assert find_scenes([scenes / "s0"]) == [(scenes / "s0" / "mosaic.tif", scenes / "s0" / "truth.gpkg")]

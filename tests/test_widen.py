@@ -68,23 +68,16 @@ def test_widen_to_needs_init_and_a_known_arch(tmp_path):
         train([tmp_path / "s0"], tmp_path / "run", cfg, progress=lambda s: None)
 
 
-def test_training_with_widen_to_writes_a_wide_bundle_that_starts_from_the_narrow_one(tmp_path):
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for i in range(2):
-            make_scene(tmp_path / "scenes" / f"s{i}", seed=i, size=128, n_plots=3)
-        tiny = dict(tile_size=64, infer_tile_size=64, steps_per_epoch=4, batch_size=3, val_tiles=4,
-                    val_fraction=0.5, epochs=1)
-        narrow = train([tmp_path / "scenes"], tmp_path / "n", TrainConfig(**tiny, lr=0.005),
-                       progress=lambda s: None)
-        lines: list[str] = []
-        cfg = TrainConfig(**tiny, lr=1e-9, widen_to="unet_mnv3s15")  # lr ~0: the weights stay put
-        wide = train(
-            [tmp_path / "scenes"], tmp_path / "w", cfg, init=narrow.bundle_path, progress=lines.append
-        )
-    finally:
-        torch.set_num_threads(old)
+def test_training_with_widen_to_writes_a_wide_bundle_that_starts_from_the_narrow_one(tmp_path, one_thread):
+    for i in range(2):
+        make_scene(tmp_path / "scenes" / f"s{i}", seed=i, size=128, n_plots=3)
+    tiny = dict(tile_size=64, infer_tile_size=64, steps_per_epoch=4, batch_size=3, val_tiles=4,
+                val_fraction=0.5, epochs=1)
+    quiet = lambda s: None  # noqa: E731
+    narrow = train([tmp_path / "scenes"], tmp_path / "n", TrainConfig(**tiny, lr=0.005), progress=quiet)
+    lines: list[str] = []
+    cfg = TrainConfig(**tiny, lr=1e-9, widen_to="unet_mnv3s15")  # lr ~0: the weights stay put
+    wide = train([tmp_path / "scenes"], tmp_path / "w", cfg, init=narrow.bundle_path, progress=lines.append)
     assert any("widened" in s for s in lines)
     nb, wb = load_bundle(narrow.bundle_path), load_bundle(wide.bundle_path)
     assert wb.meta.arch == "unet_mnv3s15" and nb.meta.arch == "unet_mnv3s"

@@ -66,7 +66,7 @@ def evaluate(
         if Path(errors_out).suffix.lower() != ".gpkg":
             raise ConfigError(f"'--errors' writes a GeoPackage: give a .gpkg path, not '{errors_out}'")
         check_writable(errors_out, overwrite)
-    scores: list = []
+    scores: list | None = [] if errors_out else None  # per-scene scores, for --errors only
     if model or scenes:
         if not (model and scenes) or pred or truth:
             raise ConfigError(
