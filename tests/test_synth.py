@@ -253,3 +253,52 @@ def test_scene_with_a_parcel_clipped_to_nothing_renders():
     # regression: this seed produced an empty parcel polygon whose NaN bounds crashed the painter
     s = render_arrays(10417, size=1024, gsd=0.0323, poppy=False)
     assert s.rgb.shape == (1024, 1024, 3) and not s.plots
+
+
+def test_draw_plots_false_changes_only_the_plots():
+    """The unpainted render differs from the normal one only on and around the plots (camera
+    blur and 16 px JPEG blocks spread a plot's pixels), and clearly inside each plot."""
+    seed = next(s for s in range(20, 40) if len(render_arrays(s, 256, 0.03).plots) >= 2)
+    a = render_arrays(seed, 256, 0.03)
+    b = render_arrays(seed, 256, 0.03, draw_plots=False)
+    assert [p["polygon"].wkt for p in a.plots] == [p["polygon"].wkt for p in b.plots]
+    assert np.array_equal(a.poppy, b.poppy) and np.array_equal(a.valid, b.valid)
+    diff = np.abs(a.rgb.astype(np.int16) - b.rgb.astype(np.int16)).max(axis=2)
+    near = rasterize([(unary_union([p["polygon"] for p in a.plots]).buffer(24), 1)], out_shape=diff.shape)
+    assert diff[near == 0].max() == 0
+    for p in a.plots:
+        inside = rasterize([(p["polygon"], 1)], out_shape=diff.shape).astype(bool) & a.valid.astype(bool)
+        assert diff[inside].mean() > 5, p["stage"]
+    none = render_arrays(seed, 256, 0.03, poppy=False)
+    assert not np.array_equal(none.rgb, b.rgb)  # not the same as a scene without plots: labels stay
+
+
+def test_plot_visibility_script_on_rendered_files(tmp_path):
+    """scripts/plot_visibility.py re-renders deflate and JPEG scenes from their tags, measures every
+    truth plot, reads a missed-plots layer, and says when a mosaic is not a rendered scene."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "plot_visibility.py"
+    seeds = [s for s in range(40, 60) if render_arrays(s, 256, 0.05).plots][:2]
+    render_scene(tmp_path / "a", seed=seeds[0], size=256, gsd=0.05)
+    render_scene(tmp_path / "b", seed=seeds[1], size=256, gsd=0.05, compress="jpeg")
+    truth = geopandas.read_file(tmp_path / "a" / "truth.gpkg", layer="plots")
+    missed = truth.iloc[:1].assign(scene="a").to_crs(4326)
+    missed.to_file(tmp_path / "errors.gpkg", layer="missed")
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "a"), str(tmp_path / "b"),
+                          "--errors", str(tmp_path / "errors.gpkg"), "--json", str(tmp_path / "v.json")],
+                         capture_output=True, text=True, check=True)
+    rows = json.loads((tmp_path / "v.json").read_text())
+    n_b = len(geopandas.read_file(tmp_path / "b" / "truth.gpkg", layer="plots"))
+    assert len(rows) == len(truth) + n_b and "skipped" not in out.stderr
+    assert all(r["signal_dn"] > 0 and r["clutter_dn"] >= 0 for r in rows)
+    assert [r["found"] for r in rows if r["scene"] == "a"] == [False] + [True] * (len(truth) - 1)
+    assert f"{len(rows)} plots in 2 scenes" in out.stdout and "recall" in out.stdout
+
+    with rasterio.open(tmp_path / "a" / "mosaic.tif", "r+") as ds:  # another seed: does not reproduce
+        ds.update_tags(POPPYSCAN_SYNTH_SEED=str(seeds[0] + 1))
+    bad = subprocess.run([sys.executable, str(script), str(tmp_path / "a")], capture_output=True, text=True)
+    assert bad.returncode == 1 and "re-render differs" in bad.stderr and "Traceback" not in bad.stderr

@@ -174,6 +174,7 @@ def render_arrays(
     footprint: bool = True,
     camera: bool = True,
     landscape: str = "farmland",
+    draw_plots: bool = True,
 ) -> SceneArrays:
     """Render a synthetic drone orthomosaic scene in memory.
 
@@ -186,6 +187,10 @@ def render_arrays(
         camera: False skips illumination, seamline, blur, noise and JPEG effects (for debugging).
         landscape: ``"farmland"`` (fields, hamlets, roads: where poppy is planted) or ``"wild"``
             (meadow, shrubland, wildflowers, conifers, dead wood: never any poppy, see :mod:`.wild`).
+        draw_plots: False places the poppy plots and labels them as usual but leaves the ground under
+            them unpainted, drawing the same random numbers, so everything else is identical: the
+            difference from the ``True`` render is exactly what the plots add to the image
+            (``scripts/plot_visibility.py``).
     """
     if landscape not in ("farmland", "wild"):
         raise ValueError(f"'landscape' must be 'farmland' or 'wild', got {landscape!r}")
@@ -231,7 +236,7 @@ def render_arrays(
             base = {"intercrop": "existing"}.get(setting, "host" if params.get("crop") == "soil" else "soil")
             cv.paint(
                 poly,
-                plants.poppy,
+                plants.poppy if draw_plots else _unpainted(plants.poppy),
                 {
                     "stage": stage,
                     "colour": colour,
@@ -350,6 +355,16 @@ def render_arrays(
         "camera_s": time.perf_counter() - t1,
     }
     return SceneArrays(out, valid, poppy_mask, plots, conf, fp, meta)
+
+
+def _unpainted(tex):
+    """``tex`` run for its random draws only: returns the canvas as it is, so painting changes nothing."""
+
+    def keep(cv: Canvas, h, w, x0, y0, p) -> np.ndarray:
+        tex(cv, h, w, x0, y0, p)
+        return cv.img[y0:y0 + h, x0:x0 + w].copy()
+
+    return keep
 
 
 def _mid(a, b):
