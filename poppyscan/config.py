@@ -26,6 +26,29 @@ def _check(cond: bool, name: str, msg: str) -> None:
         raise ConfigError(f"config '{name}' {msg}")
 
 
+def parse_positive_weights(entries: tuple[str, ...]) -> dict[tuple[str, str], float]:
+    """``train.positive_weights`` entries ``"column=value:weight"`` -> ``{(column, value): weight}``.
+
+    Values are compared case-insensitively, as text.
+
+    >>> parse_positive_weights(("stage=Rosette:3", "setting=courtyard:1.5"))
+    {('stage', 'rosette'): 3.0, ('setting', 'courtyard'): 1.5}
+    """
+    out: dict[tuple[str, str], float] = {}
+    for entry in entries:
+        key, sep, weight = entry.rpartition(":")
+        column, eq, value = key.partition("=")
+        try:
+            w = float(weight) if sep and eq else float("nan")
+        except ValueError:
+            w = float("nan")
+        _check(bool(column.strip()) and bool(value.strip()) and 0 < w <= 100, "train.positive_weights",
+               "entries must look like 'stage=rosette:3' (column=value:weight, weight in (0, 100]), "
+               f"got {entry!r}")
+        out[(column.strip(), value.strip().lower())] = w
+    return out
+
+
 @dataclass(frozen=True)
 class DetectConfig:
     """Options for ``poppyscan detect``. ``None`` means "take it from the model bundle"."""
@@ -119,6 +142,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     positive_fraction: float = 0.6
+    positive_weights: tuple[str, ...] = ()
     val_fraction: float = 0.2
     pretrained: bool = False
     seed: int = 0
@@ -142,6 +166,7 @@ class TrainConfig:
                f"must be in [0, 1), got {self.weight_decay}")
         _check(0 <= self.positive_fraction <= 1, "train.positive_fraction",
                f"must be in [0, 1], got {self.positive_fraction}")
+        parse_positive_weights(self.positive_weights)
         _check(0 <= self.val_fraction < 1, "train.val_fraction",
                f"must be in [0, 1), got {self.val_fraction}")
         _check(0 <= self.workers <= 64, "train.workers", f"must be in [0, 64], got {self.workers}")

@@ -29,11 +29,11 @@ import torch
 import torch.nn.functional as F
 
 from .bundle import BundleMeta, load_bundle, new_meta, save_bundle
-from .config import TrainConfig
+from .config import TrainConfig, parse_positive_weights
 from .errors import ConfigError, InputError, OutputExistsError
 from .evaluate import match_masks, prf
 from .network import build_model, canonical_arch
-from .traindata import IGNORE, Scene, TileSampler, augment, find_scenes, open_scene
+from .traindata import IGNORE, Scene, TileSampler, augment, find_scenes, open_scene, plot_weight
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +223,30 @@ def calibrate_bundle(bundle, pairs: list, cfg: TrainConfig, say: Callable[[str],
     return meta
 
 
+
+def _weighted_share(scenes: list[Scene], weights: dict[tuple[str, str], float]) -> str:
+    """Say, per ``train.positive_weights`` entry, how many training plots it matches and the share of
+    positive tiles they now get (and got unweighted); refuse an entry that matches no plot (a typo in a
+    column or value would otherwise train unweighted without a word)."""
+    pos = [(si, bi) for si, s in enumerate(scenes) for bi in range(len(s.positives))]
+    n_in = {si: len(s.positives) for si, s in enumerate(scenes)}
+    k = sum(1 for v in n_in.values() if v)
+    attrs = [scenes[si].positive_attrs[bi] if bi < len(scenes[si].positive_attrs) else {} for si, bi in pos]
+    w = np.array([plot_weight(a, weights) for a in attrs])
+    base = np.array([1.0 / (k * n_in[si]) for si, _ in pos])
+    parts = []
+    for (column, value), f in weights.items():
+        hit = np.array([plot_weight(a, {(column, value): f}) != 1.0 for a in attrs])
+        if not hit.any():
+            columns = sorted({c for a in attrs for c in a})
+            raise InputError(f"train.positive_weights '{column}={value}:{f:g}' matches no training plot "
+                             f"(label columns: {', '.join(columns) or 'none'}); check the column and value")
+        parts.append(f"{column}={value} x{f:g}: {int(hit.sum())} of {len(pos)} plots, "
+                     f"{(w * base)[hit].sum() / (w * base).sum():.0%} of positive tiles "
+                     f"(unweighted {base[hit].sum():.0%})")
+    return "; ".join(parts)
+
+
 def train(
     sources: list[str | Path],
     out_dir: str | Path,
@@ -324,7 +348,11 @@ def train(
         hard_negative_fraction=cfg.hard_negative_fraction,
         scale_jitter=cfg.scale_jitter,
     )
-    sampler = TileSampler(tr_scenes, cfg.tile_size, gsd, mined_fraction=cfg.mined_fraction, **samp)
+    weights = parse_positive_weights(cfg.positive_weights)
+    sampler = TileSampler(tr_scenes, cfg.tile_size, gsd, mined_fraction=cfg.mined_fraction,
+                          positive_weights=weights, **samp)
+    if weights:
+        say("plot weights: " + _weighted_share(tr_scenes, weights))
     n_mined = sum(len(s.mined) for s in tr_scenes)
     say(
         f"scenes: {len(tr_scenes)} train ({sum(len(s.positives) for s in tr_scenes)} plots, "

@@ -65,6 +65,7 @@ class Scene:
     width: int
     height: int
     positives: list = field(default_factory=list)  # shapely polygons, raster CRS
+    positive_attrs: list = field(default_factory=list)  # per positive: its label row's other columns
     negatives: list = field(default_factory=list)
     ignored: list = field(default_factory=list)
     mined: list = field(default_factory=list)  # mined false-plot places (background), MINED_LAYER
@@ -110,24 +111,36 @@ def _rgb_bands(ds: rasterio.DatasetReader) -> tuple[int, int, int]:
     return 1, 2, 3
 
 
-def _classify(gdf, path: Path) -> tuple[list, list, list]:  # noqa: ANN001
+def _classify(gdf, path: Path) -> tuple[list, list, list, list]:  # noqa: ANN001
+    """``(positives, their attribute dicts, negatives, ignored)`` of one label layer."""
     col = next((c for c in LABEL_COLUMNS if c in gdf.columns), None)
     geoms = [g for g in gdf.geometry]
+    attrs = gdf.drop(columns=gdf.geometry.name).to_dict("records")
+    keep = [i for i, g in enumerate(geoms) if g is not None and not g.is_empty]
     if col is None:
-        return [g for g in geoms if g is not None and not g.is_empty], [], []
-    pos, neg, ign = [], [], []
-    for g, v in zip(geoms, gdf[col], strict=True):
-        if g is None or g.is_empty:
-            continue
+        return [geoms[i] for i in keep], [attrs[i] for i in keep], [], []
+    pos, pos_attrs, neg, ign = [], [], [], []
+    for i in keep:
+        v = gdf[col].iloc[i]
         key = str(v).strip().lower() if v is not None else ""
-        (pos if key in POSITIVE_VALUES else neg if key in NEGATIVE_VALUES else ign).append(g)
+        if key in POSITIVE_VALUES:
+            pos.append(geoms[i])
+            pos_attrs.append(attrs[i])
+        else:
+            (neg if key in NEGATIVE_VALUES else ign).append(geoms[i])
     if ign:
         log.info("%s: %d polygon(s) with unknown '%s' values are excluded from the loss", path, len(ign), col)
-    return pos, neg, ign
+    return pos, pos_attrs, neg, ign
 
 
 def read_labels(path: Path, crs) -> tuple[list, list, list]:  # noqa: ANN001
     """Read (positives, negatives, ignored) polygons from a vector file, reprojected to ``crs``."""
+    pos, _, neg, ign = _read_labels(path, crs)
+    return pos, neg, ign
+
+
+def _read_labels(path: Path, crs) -> tuple[list, list, list, list]:  # noqa: ANN001
+    """:func:`read_labels` plus each positive's attributes (its row's other columns)."""
     import geopandas as gpd
     import pyogrio
 
@@ -136,7 +149,7 @@ def read_labels(path: Path, crs) -> tuple[list, list, list]:  # noqa: ANN001
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"labels '{path}' cannot be read as a vector file ({exc})") from None
     main = "plots" if "plots" in layers else layers[0]
-    pos, neg, ign = [], [], []
+    pos, pos_attrs, neg, ign = [], [], [], []
     for layer in [main] + [n for n in layers if n in NEGATIVE_LAYERS and n != main]:
         gdf = gpd.read_file(path, layer=layer)
         if len(gdf) == 0:
@@ -145,13 +158,14 @@ def read_labels(path: Path, crs) -> tuple[list, list, list]:  # noqa: ANN001
             raise InputError(f"labels '{path}' layer '{layer}' has no CRS; set it (e.g. in QGIS) and retry")
         gdf = gdf.to_crs(crs)
         if layer == main:
-            p, n, i = _classify(gdf, path)
+            p, pa, n, i = _classify(gdf, path)
         else:
-            p, n, i = [], [g for g in gdf.geometry if g is not None and not g.is_empty], []
+            p, pa, n, i = [], [], [g for g in gdf.geometry if g is not None and not g.is_empty], []
         pos += p
+        pos_attrs += pa
         neg += n
         ign += i
-    return pos, neg, ign
+    return pos, pos_attrs, neg, ign
 
 
 def open_scene(mosaic: str | Path, labels: str | Path | None) -> Scene:
@@ -181,7 +195,7 @@ def open_scene(mosaic: str | Path, labels: str | Path | None) -> Scene:
         labels = Path(labels)
         if not labels.is_file():
             raise InputError(f"labels '{labels}' do not exist; check the path")
-        scene.positives, scene.negatives, scene.ignored = read_labels(labels, ds.crs)
+        scene.positives, scene.positive_attrs, scene.negatives, scene.ignored = _read_labels(labels, ds.crs)
         scene.mined = read_mined(labels, ds.crs)
     return scene
 
@@ -309,6 +323,42 @@ def _near(geoms: list, transform, size: int) -> list:  # noqa: ANN001
         if b[0] <= maxx and b[2] >= minx and b[1] <= maxy and b[3] >= miny:
             out.append(g)
     return out
+
+
+def plot_weight(attrs: dict, weights: dict[tuple[str, str], float]) -> float:
+    """The sampling weight of one plot: the product of the weights its attributes match.
+
+    >>> plot_weight({"stage": "Rosette", "setting": "edge"}, {("stage", "rosette"): 3.0})
+    3.0
+    >>> plot_weight({"stage": None}, {("stage", "rosette"): 3.0})
+    1.0
+    """
+    w = 1.0
+    for (column, value), f in weights.items():
+        v = attrs.get(column)
+        if v is not None and str(v).strip().lower() == value:
+            w *= f
+    return w
+
+
+def _weighted_picks(scenes: list[Scene], pos_scenes: list[int],
+                    weights: dict[tuple[str, str], float]) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(pairs, p)``: every (scene, plot) index pair and the chance a positive tile centres on it: the
+    uniform scene-then-plot chance times the plot's weight, renormalised. None when no plot has a weight
+    other than 1 (the sampler then draws as it always did)."""
+    if not weights:
+        return None
+    pairs, w, base = [], [], []
+    for si in pos_scenes:
+        attrs, n = scenes[si].positive_attrs, len(scenes[si].positives)
+        for bi in range(n):
+            pairs.append((si, bi))
+            w.append(plot_weight(attrs[bi] if bi < len(attrs) else {}, weights))
+            base.append(1.0 / n)
+    if all(x == 1.0 for x in w):
+        return None
+    p = np.asarray(w) * np.asarray(base)
+    return np.asarray(pairs, np.intp), p / p.sum()
 
 
 def polygon_pixel_centres(scene: Scene, geoms: list) -> np.ndarray:
@@ -466,6 +516,11 @@ class TileSampler:
         Share of the non-positive tiles centred on a mined false-plot place (``Scene.mined``), drawn
         before the hard-negative share (when any scene has one). 0 (the default) draws exactly the
         random numbers the sampler always did.
+    positive_weights
+        ``{(column, value): weight}`` (:func:`~poppyscan.config.parse_positive_weights`): a plot whose
+        label row has ``column == value`` is drawn ``weight`` times as often as otherwise (weights of
+        several matching columns multiply). Without it (or when no plot matches) a positive tile picks
+        a scene, then one of its plots, uniformly, drawing the same random numbers as always.
     """
 
     def __init__(
@@ -478,6 +533,7 @@ class TileSampler:
         hard_negative_fraction: float = 0.3,
         scale_jitter: float = 0.25,
         mined_fraction: float = 0.0,
+        positive_weights: dict[tuple[str, str], float] | None = None,
     ) -> None:
         self.scenes = scenes
         self.size = size
@@ -492,12 +548,15 @@ class TileSampler:
         self._neg_scenes = [i for i, p in enumerate(self._neg) if len(p)]
         self._mined = [polygon_pixel_centres(s, s.mined) for s in scenes]
         self._mined_scenes = [i for i, p in enumerate(self._mined) if len(p)]
+        self._pos_pick = _weighted_picks(scenes, self._pos_scenes, positive_weights or {})
 
     def sample(self, rng: np.random.Generator, *, jitter: bool = True) -> tuple[np.ndarray, np.ndarray, str]:
         """Return ``(rgb, label, kind)``, kind ``positive``, ``mined``, ``hard_negative`` or ``random``."""
         gsd = self.gsd * (rng.uniform(1 - self.scale_jitter, 1 + self.scale_jitter) if jitter else 1.0)
         r = rng.random()
         if self._pos_scenes and r < self.positive_fraction:
+            if self._pos_pick is not None:
+                return (*self._around(rng, self._pos_scenes, self._pos, gsd, self._pos_pick), "positive")
             return (*self._around(rng, self._pos_scenes, self._pos, gsd), "positive")
         if self._mined_scenes and self.mined_fraction > 0 and rng.random() < self.mined_fraction:
             return (*self._around(rng, self._mined_scenes, self._mined, gsd), "mined")
@@ -506,10 +565,15 @@ class TileSampler:
             return (*self._around(rng, self._neg_scenes, self._neg, gsd), "hard_negative")
         return (*self._random(rng, gsd), "random")
 
-    def _around(self, rng: np.random.Generator, which: list[int], boxes: list[np.ndarray], gsd: float):  # noqa: ANN202
-        si = which[int(rng.integers(len(which)))]
+    def _around(self, rng: np.random.Generator, which: list[int], boxes: list[np.ndarray], gsd: float,  # noqa: ANN202
+                pick: tuple[np.ndarray, np.ndarray] | None = None):
+        if pick is None:
+            si = which[int(rng.integers(len(which)))]
+            cx, cy, hx, hy = boxes[si][int(rng.integers(len(boxes[si])))]
+        else:  # (scene index, box index) pairs and their probabilities
+            si, bi = pick[0][int(rng.choice(len(pick[1]), p=pick[1]))]
+            cx, cy, hx, hy = boxes[si][bi]
         scene = self.scenes[si]
-        cx, cy, hx, hy = boxes[si][int(rng.integers(len(boxes[si])))]
         span = self.size * gsd / scene.gsd_m
         # a point of the object's box, shifted so the object lands anywhere in the tile's inner 70 %
         px = cx + rng.uniform(-hx, hx) + rng.uniform(-0.35, 0.35) * span

@@ -280,3 +280,61 @@ def test_mined_negatives_layer_gets_its_share_of_tiles(scenes, tmp_path):
     assert load_config(overrides={"train.mined_fraction": 0.25}).train.mined_fraction == 0.25
     with pytest.raises(ConfigError, match="train.mined_fraction"):
         load_config(overrides={"train.mined_fraction": 1.5})
+
+
+def test_positive_weights_draw_matching_plots_more_often(scenes, tmp_path, one_thread):
+    import shutil
+
+    import geopandas as gpd
+
+    from poppyscan.config import load_config, parse_positive_weights
+    from poppyscan.traindata import read_labels
+
+    labelled = []
+    for i in (0, 1):  # scene 0: one rosette of 3 plots; scene 1: none
+        d = tmp_path / f"w{i}"
+        shutil.copytree(scenes / f"s{i}", d)
+        g = gpd.read_file(d / "truth.gpkg", layer="plots")
+        g["stage"] = ["Rosette", "flowering", "flowering"][: len(g)] if i == 0 else "flowering"
+        g.to_file(d / "truth.gpkg", layer="plots", driver="GPKG")
+        labelled.append(open_scene(d / "mosaic.tif", d / "truth.gpkg"))
+    s0, s1 = labelled
+    assert len(s0.positives) == 3 and [a["stage"] for a in s0.positive_attrs] == ["Rosette", "flowering",
+                                                                                  "flowering"]
+    assert read_labels(tmp_path / "w0" / "truth.gpkg", s0.ds.crs)[0] == s0.positives  # API unchanged
+
+    weights = parse_positive_weights(("stage=rosette:4",))
+    smp = TileSampler(labelled, 48, 0.04, positive_fraction=1.0, positive_weights=weights)
+    pairs, p = smp._pos_pick
+    chance = {tuple(map(int, pair)): float(q) for pair, q in zip(pairs, p, strict=True)}
+    # unweighted each plot has 1/2 x 1/3; weighted 4 : 1 : 1 | 1 : 1 : 1, renormalised
+    assert len(s1.positives) == 3 and chance[(0, 0)] == pytest.approx(4 / 9)
+    assert chance[(0, 1)] == pytest.approx(1 / 9) and chance[(1, 2)] == pytest.approx(1 / 9)
+    rng = np.random.default_rng(0)
+    drawn = [tuple(pairs[rng.choice(len(p), p=p)]) for _ in range(3000)]
+    assert 0.41 < drawn.count((0, 0)) / 3000 < 0.48  # 4/9 of positive tiles centre on the rosette
+
+    # no weights, or weights no plot matches: exactly the draws of a sampler without the option
+    for w in ({}, parse_positive_weights(("stage=capsule:3",))):
+        a = TileSampler(labelled, 48, 0.04, positive_fraction=0.7, positive_weights=w)
+        b = TileSampler(labelled, 48, 0.04, positive_fraction=0.7)
+        r1, r2 = np.random.default_rng(3), np.random.default_rng(3)
+        assert a._pos_pick is None
+        for _ in range(4):
+            assert np.array_equal(a.sample(r1)[0], b.sample(r2)[0])
+
+    for bad in ("stage=rosette", "stage:3", "=rosette:3", "stage=rosette:0", "stage=rosette:x"):
+        with pytest.raises(ConfigError, match="train.positive_weights"):
+            load_config(overrides={"train.positive_weights": [bad]})
+
+    out = tmp_path / "run"
+    cfg = TrainConfig(**{**TINY, "epochs": 1, "val_fraction": 0.0, "calibrate_threshold": False,
+                         "positive_weights": ("stage=rosette:4",)})
+    with pytest.raises(InputError, match=r"'stage=rosete:4' matches no training plot \(label columns: .*"):
+        train([tmp_path / "w0", tmp_path / "w1"], tmp_path / "typo",
+              config=TrainConfig(**{**TINY, "positive_weights": ("stage=rosete:4",)}))
+    said: list[str] = []
+    res = train([tmp_path / "w0", tmp_path / "w1"], out, config=cfg, val_sources=[scenes / "s2"],
+          progress=said.append)
+    assert "plot weights: stage=rosette x4: 1 of 6 plots, 44% of positive tiles (unweighted 17%)" in said
+    assert load_bundle(res.bundle_path).meta.arch == "unet_mnv3s"
