@@ -33,7 +33,16 @@ from .config import TrainConfig, parse_positive_weights
 from .errors import ConfigError, InputError, OutputExistsError
 from .evaluate import match_masks, prf
 from .network import build_model, canonical_arch
-from .traindata import IGNORE, Scene, TileSampler, augment, find_scenes, open_scene, plot_weight
+from .traindata import (
+    IGNORE,
+    Scene,
+    TileSampler,
+    augment,
+    find_scenes,
+    open_scene,
+    plot_weight,
+    positive_chances,
+)
 
 log = logging.getLogger(__name__)
 
@@ -223,25 +232,20 @@ def calibrate_bundle(bundle, pairs: list, cfg: TrainConfig, say: Callable[[str],
     return meta
 
 
-
 def _weighted_share(scenes: list[Scene], weights: dict[tuple[str, str], float]) -> str:
     """Say, per ``train.positive_weights`` entry, how many training plots it matches and the share of
     positive tiles they now get (and got unweighted); refuse an entry that matches no plot (a typo in a
     column or value would otherwise train unweighted without a word)."""
-    pos = [(si, bi) for si, s in enumerate(scenes) for bi in range(len(s.positives))]
-    n_in = {si: len(s.positives) for si, s in enumerate(scenes)}
-    k = sum(1 for v in n_in.values() if v)
-    attrs = [scenes[si].positive_attrs[bi] if bi < len(scenes[si].positive_attrs) else {} for si, bi in pos]
-    w = np.array([plot_weight(a, weights) for a in attrs])
-    base = np.array([1.0 / (k * n_in[si]) for si, _ in pos])
+    pairs, w, base = positive_chances(scenes, weights)
+    attrs = [scenes[si].positive_attrs[bi] if bi < len(scenes[si].positive_attrs) else {} for si, bi in pairs]
     parts = []
     for (column, value), f in weights.items():
-        hit = np.array([plot_weight(a, {(column, value): f}) != 1.0 for a in attrs])
+        hit = np.array([plot_weight(a, {(column, value): f}) != 1.0 for a in attrs], bool)
         if not hit.any():
             columns = sorted({c for a in attrs for c in a})
             raise InputError(f"train.positive_weights '{column}={value}:{f:g}' matches no training plot "
                              f"(label columns: {', '.join(columns) or 'none'}); check the column and value")
-        parts.append(f"{column}={value} x{f:g}: {int(hit.sum())} of {len(pos)} plots, "
+        parts.append(f"{column}={value} x{f:g}: {int(hit.sum())} of {len(pairs)} plots, "
                      f"{(w * base)[hit].sum() / (w * base).sum():.0%} of positive tiles "
                      f"(unweighted {base[hit].sum():.0%})")
     return "; ".join(parts)

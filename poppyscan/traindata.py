@@ -341,23 +341,32 @@ def plot_weight(attrs: dict, weights: dict[tuple[str, str], float]) -> float:
     return w
 
 
-def _weighted_picks(scenes: list[Scene], pos_scenes: list[int],
-                    weights: dict[tuple[str, str], float]) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(pairs, p)``: every (scene, plot) index pair and the chance a positive tile centres on it: the
-    uniform scene-then-plot chance times the plot's weight, renormalised. None when no plot has a weight
-    other than 1 (the sampler then draws as it always did)."""
-    if not weights:
-        return None
+def positive_chances(scenes: list[Scene], weights: dict[tuple[str, str], float]
+                     ) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
+    """``(pairs, w, base)`` over every plot of ``scenes``: its (scene, plot) indices, its weight and its
+    unweighted chance of centring a positive tile (a scene with plots, uniformly, then one of its plots)."""
+    n_scenes = sum(1 for s in scenes if s.positives)
     pairs, w, base = [], [], []
-    for si in pos_scenes:
-        attrs, n = scenes[si].positive_attrs, len(scenes[si].positives)
+    for si, scene in enumerate(scenes):
+        n, attrs = len(scene.positives), scene.positive_attrs
         for bi in range(n):
             pairs.append((si, bi))
             w.append(plot_weight(attrs[bi] if bi < len(attrs) else {}, weights))
-            base.append(1.0 / n)
-    if all(x == 1.0 for x in w):
+            base.append(1.0 / (n_scenes * n))
+    return pairs, np.asarray(w, np.float64), np.asarray(base, np.float64)
+
+
+def _weighted_picks(scenes: list[Scene], weights: dict[tuple[str, str], float]
+                    ) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(pairs, p)``: every (scene, plot) index pair and the chance a positive tile centres on it (the
+    unweighted chance times the plot's weight, renormalised); None when no plot has a weight other than 1
+    (the sampler then draws as it always did)."""
+    if not weights:
         return None
-    p = np.asarray(w) * np.asarray(base)
+    pairs, w, base = positive_chances(scenes, weights)
+    if (w == 1.0).all():
+        return None
+    p = w * base
     return np.asarray(pairs, np.intp), p / p.sum()
 
 
@@ -548,7 +557,7 @@ class TileSampler:
         self._neg_scenes = [i for i, p in enumerate(self._neg) if len(p)]
         self._mined = [polygon_pixel_centres(s, s.mined) for s in scenes]
         self._mined_scenes = [i for i, p in enumerate(self._mined) if len(p)]
-        self._pos_pick = _weighted_picks(scenes, self._pos_scenes, positive_weights or {})
+        self._pos_pick = _weighted_picks(scenes, positive_weights or {})
 
     def sample(self, rng: np.random.Generator, *, jitter: bool = True) -> tuple[np.ndarray, np.ndarray, str]:
         """Return ``(rgb, label, kind)``, kind ``positive``, ``mined``, ``hard_negative`` or ``random``."""
