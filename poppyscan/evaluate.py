@@ -386,9 +386,10 @@ def _detect_polygons(
     threshold: float,  # noqa: ANN001
     min_area_m2: float,
     min_prob_mean: float | None = None,
+    tta: bool = False,
 ):  # noqa: ANN202
     """Plot polygons of one mosaic from ``poppyscan.detect`` (the production path), in a temporary run.
-    ``min_prob_mean`` None: the bundle's plot decision."""
+    ``min_prob_mean`` None: the bundle's plot decision; ``tta``: detect's flip test-time augmentation."""
     import tempfile
     import time
 
@@ -402,6 +403,7 @@ def _detect_polygons(
             "detect.min_prob_mean": min_prob_mean,
             "detect.min_area_m2": min_area_m2,
             "detect.threads": threads,
+            "detect.tta": tta,
         }
     )
     t0 = time.perf_counter()
@@ -425,6 +427,7 @@ def evaluate_scenes(
     progress=None,
     min_prob_mean: float | None = None,
     scores: list | None = None,
+    tta: bool = False,
 ) -> dict[str, Any]:  # noqa: ANN001
     """Run ``bundle`` over labelled scenes and score each one (see :func:`poppyscan.traindata.find_scenes`).
 
@@ -432,7 +435,8 @@ def evaluate_scenes(
     small in-memory :func:`poppyscan.scene_predict.predict_scene`; ``"auto"`` prefers detect.
     Returns ``{"model", "threshold", "scenes": [per-scene reports], "total", "poppy_scenes",
     "poppy_free_scenes"}``; the aggregates sum counts and areas over scenes. ``scores``: a list that
-    receives each scene's ``(name, ObjectScore)`` (for :func:`write_error_layers`).
+    receives each scene's ``(name, ObjectScore)`` (for :func:`write_error_layers`). ``tta``: average
+    each tile's prediction with that of its left-right mirror image, as ``detect.tta`` does.
     """
     import importlib.util
 
@@ -449,6 +453,13 @@ def evaluate_scenes(
     if not hasattr(bundle, "meta"):
         bundle = load_bundle(bundle)
     predict = make_predictor(bundle, device=device, threads=threads) if engine == "simple" else None
+    if predict is not None and tta:
+        from .infer import predict_tta
+
+        plain = predict
+
+        def predict(images):  # noqa: ANN001, ANN202
+            return predict_tta(plain, images, True)
     thr = bundle.meta.threshold if threshold is None else threshold
     keep = bundle.meta.min_prob_mean if min_prob_mean is None else min_prob_mean
     scenes, agg = [], {"total": None, "poppy_scenes": None, "poppy_free_scenes": None}
@@ -464,7 +475,7 @@ def evaluate_scenes(
         else:
             pred, secs = _detect_polygons(
                 bundle, mosaic, device=device, threads=threads, threshold=thr, min_area_m2=min_area_m2,
-                min_prob_mean=keep,
+                min_prob_mean=keep, tta=tta,
             )
             area = valid_area_m2(mosaic)
         positives = read_labels(truth, pred.crs)[0] if truth else []
@@ -492,6 +503,7 @@ def evaluate_scenes(
         "model": str(bundle.path),
         "model_version": bundle.meta.version,
         "engine": engine,
+        "tta": tta,
         "threshold": thr,
         "min_prob_mean": keep,
         "iou_min": iou_min,

@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engine", choices=["detect", "simple"], default="detect")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--threshold", type=float)
+    ap.add_argument("--tta", action="store_true", help="flip test-time augmentation (detect --tta)")
     ap.add_argument("--update-bundle", action="store_true", help="store the summary in bundle.json metrics")
     ap.add_argument("--extended", action="store_true",
                     help="also 32 more poppy scenes (8 per GSD band) and 16 more poppy-free scenes")
@@ -178,6 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     bundle = load_bundle(args.bundle)
     thr = bundle.meta.threshold if args.threshold is None else args.threshold
     predict = make_predictor(bundle, device="cpu", threads=args.threads) if args.engine == "simple" else None
+    if predict is not None and args.tta:
+        from poppyscan.infer import predict_tta
+
+        plain = predict
+
+        def predict(images):  # noqa: ANN001, ANN202
+            return predict_tta(plain, images, True)
     rows, per_plot, totals = [], [], {}
     t_all = time.time()
     for d in scenes:
@@ -191,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             pred, secs = _detect_polygons(
-                bundle, mosaic, device="cpu", threads=args.threads, threshold=thr, min_area_m2=1.0
+                bundle, mosaic, device="cpu", threads=args.threads, threshold=thr, min_area_m2=1.0,
+                tta=args.tta,
             )
             area = valid_area_m2(mosaic)
         truth = read_polygons(d / "truth.gpkg", "plots").to_crs(pred.crs)
@@ -238,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         "bundle": str(args.bundle),
         "version": bundle.meta.version,
         "engine": args.engine,
+        "tta": args.tta,
         "threshold": thr,
         "min_prob_mean": bundle.meta.min_prob_mean,
         "iou_min": 0.25,

@@ -393,3 +393,45 @@ def test_cli_runs_the_default_bundle_end_to_end(tmp_path, capsys):
     scale = 0.05 / bundle["gsd_m"]  # the mosaic is resampled to the bundle's GSD
     with rasterio.open(out / "probability.tif") as ds:
         assert (ds.width, ds.height) == (int(260 * scale + 1e-6), int(200 * scale + 1e-6))
+
+
+def test_predict_tta_averages_with_the_mirror_image():
+    from poppyscan.infer import predict_tta
+
+    images = np.zeros((2, 4, 6, 3), np.uint8)
+
+    def ramp(batch):  # depends on the column only: not mirror-symmetric
+        return np.broadcast_to(np.arange(batch.shape[2], dtype=np.float32) / 5, batch.shape[:3]).copy()
+
+    assert np.allclose(predict_tta(ramp, images, False)[0, 0], [0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    assert np.allclose(predict_tta(ramp, images, True), 0.5)  # ramp + its mirror: flat
+
+
+def test_tta_with_a_pixelwise_predictor_changes_nothing(tmp_path):
+    """A pixelwise predictor gives the same answer on the mirrored tile, so flip TTA must give the same
+    probability raster and plots: a mirror not undone would move every off-centre plot."""
+    scene = write_scene(tmp_path / "m.tif", plots_px=[box(20, 30, 60, 50), Point(150, 120).buffer(15)],
+                        size=(200, 260), gsd=0.04)
+    once, mirrored = ColourPredictor(), ColourPredictor()
+    plain = run(scene.path, tmp_path / "plain", model=once)
+    tta = run(scene.path, tmp_path / "tta", config=cfg(tta=True), model=mirrored)
+    assert plain.plots == tta.plots == 2
+    assert mirrored.calls == 2 * once.calls > 0  # every batch predicted twice
+    with rasterio.open(tmp_path / "plain" / "probability.tif") as a, \
+            rasterio.open(tmp_path / "tta" / "probability.tif") as b:
+        assert np.array_equal(a.read(1), b.read(1))
+    r = json.loads((tmp_path / "tta" / "run.json").read_text())
+    assert r["config"]["detect"]["tta"] is True
+    assert read_plots(tmp_path / "plain").geometry.geom_equals(read_plots(tmp_path / "tta").geometry).all()
+
+
+def test_cli_tta_flag_reaches_the_run(tmp_path, capsys):
+    scene = write_scene(tmp_path / "m.tif", plots_px=[Point(60, 60).buffer(15)], size=(120, 120), gsd=0.04)
+    conf = tmp_path / "c.yaml"
+    conf.write_text("detect:\n  run_tasks: false\n")
+    for flag, expected in (([], False), (["--tta"], True)):
+        out = tmp_path / f"run{expected}"
+        assert main(["detect", str(scene.path), "--out", str(out), "--model",
+                     str(REPO / "models/poppyscan-default"), "--config", str(conf), "-q", *flag]) == 0
+        assert json.loads((out / "run.json").read_text())["config"]["detect"]["tta"] is expected
+    capsys.readouterr()

@@ -157,6 +157,7 @@ def test_errors_of_a_model_over_scenes_carry_the_truth_attributes(tmp_path, caps
         (["evaluate", "--model", "m"], "'--model' needs '--scenes'"),
         (["evaluate", "--model", "m", "--scenes", "s", "--min-prob-mean", "1"],
          "'--min-prob-mean' must be in [0, 1)"),
+        (["evaluate", "a.gpkg", "b.gpkg", "--tta"], "'--tta' applies to --model runs"),
     ],
 )
 def test_cli_bad_options_give_one_line_errors(argv, msg, capsys, tmp_path, monkeypatch):
@@ -193,6 +194,33 @@ def test_evaluate_scenes_simple_and_detect_engines_agree(tmp_path):
         bundle, [(tmp_path / "scenes/a/mosaic.tif", tmp_path / "scenes/a/truth.gpkg")], threads=1
     )
     assert cal["threshold"] in cal["per_threshold"]
+
+
+def test_tta_engines_agree_and_the_cli_records_it(tmp_path, capsys):
+    """Flip TTA through detect (the production path) and through the in-memory engine give the same
+    counts with the shipped model on a sample scene; ``evaluate --tta`` reports that it used it."""
+    import shutil
+
+    from poppyscan.evaluate import evaluate_scenes
+
+    root = Path(__file__).resolve().parent.parent
+    scene = tmp_path / "scenes" / "s"
+    shutil.copytree(root / "sample_tiles" / "utm49n_nodata", scene)
+    bundle = root / "models" / "poppyscan-default"
+    counts = set()
+    for engine in ("simple", "detect"):
+        r = evaluate_scenes(bundle, [scene], device="cpu", threads=1, engine=engine, tta=True)
+        plain = evaluate_scenes(bundle, [scene], device="cpu", threads=1, engine=engine)
+        assert r["tta"] is True and plain["tta"] is False and r["total"]["tp"] > 0
+        assert r["total"]["pixel_iou"] != plain["total"]["pixel_iou"]  # the mirror changed the outlines
+        counts.add((r["total"]["tp"], r["total"]["fp"], r["total"]["fn"]))
+    assert len(counts) == 1, counts
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--model", str(bundle), "--scenes", str(scene), "--threads", "1", "--tta",
+                 "--json", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["tta"] is True and (rep["total"]["tp"], rep["total"]["fp"], rep["total"]["fn"]) in counts
+    capsys.readouterr()
 
 
 def test_calibration_with_a_false_plot_cap_picks_the_best_f1_under_the_cap():

@@ -62,6 +62,9 @@ def _rows(value):  # noqa: ANN001, ANN202
 @click.option("--min-prob-mean", type=_Checked("min-prob-mean", _fraction, "a probability in [0, 1)"),
               metavar="P", help="Report an outlined region only if its mean probability reaches P "
                                 "(default: the bundle's; 0 = every region).")
+@click.option("--tta", is_flag=True, default=None,
+              help="Average each tile's prediction with that of its mirror image (flip test-time "
+                   "augmentation): fewer false alarms, half the speed (default: config detect.tta).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 @click.option("--resume", is_flag=True,
               help="Continue an interrupted run of --out from its finished mosaics and bands "
@@ -76,7 +79,7 @@ def _rows(value):  # noqa: ANN001, ANN202
 @click.pass_context
 def detect(ctx: click.Context, mosaics: tuple[str, ...], out: str | None, model: str | None,
            config_file: str | None, device: str | None, threshold: float | None,
-           min_prob_mean: float | None, overwrite: bool,
+           min_prob_mean: float | None, tta: bool | None, overwrite: bool,
            resume: bool, scheduler: str | None, band_rows: int | None, quiet: bool) -> None:
     """Detect poppy plots in one or more orthomosaics of a flight (overlaps are merged)."""
     from ..config import load_config
@@ -94,7 +97,7 @@ def detect(ctx: click.Context, mosaics: tuple[str, ...], out: str | None, model:
         raise InputError("no MOSAIC given: pass one or more orthomosaic files")
     config = load_config(config_file, {"detect.model": model, "detect.device": device,
                                        "detect.threshold": threshold, "detect.min_prob_mean": min_prob_mean,
-                                       "detect.scheduler": scheduler,
+                                       "detect.scheduler": scheduler, "detect.tta": tta,
                                        "detect.band_rows": band_rows})
     summary = run_detect(list(mosaics), out, config=config, overwrite=overwrite, progress=not quiet,
                          resume=resume)

@@ -34,6 +34,7 @@ from ..errors import ConfigError
     help="Drop predicted plots smaller than this (m²) with --model.",
 )
 @click.option("--iou-min", type=float, default=0.25, show_default=True, help="Match IoU for a true positive.")
+@click.option("--tta", is_flag=True, help="With --model: flip test-time augmentation, as detect --tta.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=int, default=0, show_default=True, help="CPU threads (0 = all).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the JSON report here.")
@@ -46,7 +47,7 @@ from ..errors import ConfigError
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing --json / --errors file.")
 def evaluate(
-    pred, truth, mosaic, model, scenes, threshold, min_prob_mean, min_area_m2, iou_min, device, threads,
+    pred, truth, mosaic, model, scenes, threshold, min_prob_mean, min_area_m2, iou_min, tta, device, threads,
     json_out, errors_out, overwrite,
 ):
     """Score PRED (plots.gpkg or a detect run directory) against TRUTH (truth.gpkg), or run --model over
@@ -83,10 +84,13 @@ def evaluate(
             iou_min=iou_min,
             progress=None,
             scores=scores,
+            tta=tta,
         )
         rows = [(s["scene"], s) for s in report["scenes"]]
         rows += [(k, report[k]) for k in ("poppy_scenes", "poppy_free_scenes", "total") if report[k]]
     else:
+        if tta:
+            raise ConfigError("'--tta' applies to --model runs; a detect run's plots are scored as they are")
         if not (pred and truth):
             raise ConfigError(
                 "give PRED (plots.gpkg or a detect run directory) and TRUTH (truth.gpkg), "
