@@ -45,7 +45,9 @@ def parse_positive_weights(entries: tuple[str, ...]) -> dict[tuple[str, str], fl
         _check(bool(column.strip()) and bool(value.strip()) and 0 < w <= 100, "train.positive_weights",
                "entries must look like 'stage=rosette:3' (column=value:weight, weight in (0, 100]), "
                f"got {entry!r}")
-        out[(column.strip(), value.strip().lower())] = w
+        key2 = (column.strip(), value.strip().lower())
+        _check(key2 not in out, "train.positive_weights", f"names '{key2[0]}={key2[1]}' twice; give it once")
+        out[key2] = w
     return out
 
 

@@ -444,7 +444,7 @@ def evaluate_scenes(
 
     from .bundle import load_bundle, make_predictor
     from .scene_predict import predict_scene
-    from .traindata import find_scenes, read_labels
+    from .traindata import find_scenes, read_labels, scene_name
 
     if engine == "auto":
         engine = "detect" if importlib.util.find_spec("poppyscan.detect") else "simple"
@@ -454,12 +454,9 @@ def evaluate_scenes(
         bundle = load_bundle(bundle)
     predict = make_predictor(bundle, device=device, threads=threads) if engine == "simple" else None
     if predict is not None and tta:
-        from .infer import predict_tta
+        from .infer import flip_averaged
 
-        plain = predict
-
-        def predict(images):  # noqa: ANN001, ANN202
-            return predict_tta(plain, images, True)
+        predict = flip_averaged(predict)
     thr = bundle.meta.threshold if threshold is None else threshold
     keep = bundle.meta.min_prob_mean if min_prob_mean is None else min_prob_mean
     scenes, agg = [], {"total": None, "poppy_scenes": None, "poppy_free_scenes": None}
@@ -482,7 +479,7 @@ def evaluate_scenes(
         score = score_polygons(
             pred, gpd.GeoDataFrame(geometry=positives, crs=pred.crs), valid_area_m2=area, iou_min=iou_min
         )
-        name = mosaic.parent.name if mosaic.name == "mosaic.tif" else mosaic.stem
+        name = scene_name(mosaic)
         rep = {
             "scene": name,
             "mosaic": str(mosaic),

@@ -104,6 +104,15 @@ def predict_tta(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
     return prob
 
 
+def flip_averaged(predict: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """``predict`` with flip test-time augmentation: :func:`predict_tta` with ``tta=True``."""
+
+    def averaged(images: np.ndarray) -> np.ndarray:
+        return predict_tta(predict, images, True)
+
+    return averaged
+
+
 class Prefetcher:
     """Run an iterator in a daemon thread, handing items over through a queue of ``depth`` items.
 

@@ -39,8 +39,8 @@ from .traindata import (
     TileSampler,
     augment,
     find_scenes,
+    matches,
     open_scene,
-    plot_weight,
     positive_chances,
 )
 
@@ -240,7 +240,7 @@ def _weighted_share(scenes: list[Scene], weights: dict[tuple[str, str], float]) 
     attrs = [scenes[si].positive_attrs[bi] if bi < len(scenes[si].positive_attrs) else {} for si, bi in pairs]
     parts = []
     for (column, value), f in weights.items():
-        hit = np.array([plot_weight(a, {(column, value): f}) != 1.0 for a in attrs], bool)
+        hit = np.array([matches(a, column, value) for a in attrs], bool)
         if not hit.any():
             columns = sorted({c for a in attrs for c in a})
             raise InputError(f"train.positive_weights '{column}={value}:{f:g}' matches no training plot "
@@ -386,7 +386,8 @@ def train(
     if resume:
         ck = torch.load(last_ckpt, map_location="cpu", weights_only=False)
         # values of the keys added after the first checkpoints were written
-        olddef = {"coarse_aug": 0.0, "color_aug": 1.0, "mined_fraction": 0.0, "camera_aug": 0.0}
+        olddef = {"coarse_aug": 0.0, "color_aug": 1.0, "mined_fraction": 0.0, "camera_aug": 0.0,
+                  "positive_weights": ()}
         for key in ("arch", "gsd_m", "tile_size", "seed", "steps_per_epoch", "batch_size", *olddef):
             old = ck["config"].get(key, olddef.get(key))
             now = {"arch": arch, "gsd_m": gsd}.get(key, cfg_dict.get(key))

@@ -22,6 +22,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -74,7 +75,7 @@ class Scene:
 
     @property
     def name(self) -> str:
-        return self.mosaic.parent.name if self.mosaic.name in MOSAIC_NAMES else self.mosaic.stem
+        return scene_name(self.mosaic)
 
     @property
     def ds(self) -> rasterio.DatasetReader:
@@ -86,6 +87,16 @@ class Scene:
         if self._ds is not None:
             self._ds.close()
             self._ds = None
+
+
+def scene_name(mosaic: Path) -> str:
+    """A scene's name in reports: its directory's for a ``mosaic.tif``-style file, else the file's stem.
+
+    >>> scene_name(Path("runs/scene_7/mosaic.tif")), scene_name(Path("flights/block_a.tif"))
+    ('scene_7', 'block_a')
+    """
+    mosaic = Path(mosaic)
+    return mosaic.parent.name if mosaic.name in MOSAIC_NAMES else mosaic.stem
 
 
 def pixel_size_m(ds: rasterio.DatasetReader) -> float:
@@ -325,6 +336,26 @@ def _near(geoms: list, transform, size: int) -> list:  # noqa: ANN001
     return out
 
 
+def _as_text(v: Any) -> str | None:
+    """A label value as comparable text: None for missing (None/NaN), ``2024`` for ``2024.0``."""
+    if v is None or (isinstance(v, float) and v != v):
+        return None
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    return str(v).strip().lower()
+
+
+def matches(attrs: dict, column: str, value: str) -> bool:
+    """Whether a plot's label row has ``column == value`` (text, case-insensitive; missing never matches).
+
+    >>> matches({"stage": " Rosette"}, "stage", "rosette"), matches({"year": 2024.0}, "year", "2024")
+    (True, True)
+    >>> matches({"stage": float("nan")}, "stage", "nan")
+    False
+    """
+    return _as_text(attrs.get(column)) == value
+
+
 def plot_weight(attrs: dict, weights: dict[tuple[str, str], float]) -> float:
     """The sampling weight of one plot: the product of the weights its attributes match.
 
@@ -335,8 +366,7 @@ def plot_weight(attrs: dict, weights: dict[tuple[str, str], float]) -> float:
     """
     w = 1.0
     for (column, value), f in weights.items():
-        v = attrs.get(column)
-        if v is not None and str(v).strip().lower() == value:
+        if matches(attrs, column, value):
             w *= f
     return w
 

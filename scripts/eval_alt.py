@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"poppy-free scenes (1-99, default {N_FREE})")
     args = ap.parse_args(argv)
     n_free = args.free_count
+    if args.tta and args.update_bundle:
+        ap.error("--tta and --update-bundle: the bundle's metrics are for detect without TTA (its default); "
+                 "write TTA figures with --report")
     if not 1 <= n_free <= 99:
         ap.error(f"--free-count must be in 1-99, not {n_free}")
     try:

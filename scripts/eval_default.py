@@ -157,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--final, --extended, --wild, --decision2 and --fresh are separate sets; give one")
     if not 1 <= args.free_count <= 99:
         ap.error(f"--free-count must be in 1-99, not {args.free_count}")
+    if args.tta and args.update_bundle:
+        ap.error("--tta and --update-bundle: the bundle's metrics are for detect without TTA (its default); "
+                 "write TTA figures with --report")
     if args.fresh is not None and (args.fresh % 1000 or args.fresh < 908000):
         ap.error("--fresh must be a multiple of 1000 from 908000 on (lower seeds are taken), "
                  f"not {args.fresh}")
@@ -180,12 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     thr = bundle.meta.threshold if args.threshold is None else args.threshold
     predict = make_predictor(bundle, device="cpu", threads=args.threads) if args.engine == "simple" else None
     if predict is not None and args.tta:
-        from poppyscan.infer import predict_tta
+        from poppyscan.infer import flip_averaged
 
-        plain = predict
-
-        def predict(images):  # noqa: ANN001, ANN202
-            return predict_tta(plain, images, True)
+        predict = flip_averaged(predict)
     rows, per_plot, totals = [], [], {}
     t_all = time.time()
     for d in scenes:

@@ -35,10 +35,20 @@ import rasterio
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from poppyscan.errors import PoppyscanError  # noqa: E402
 from poppyscan.synth.scene import _rasterize, render_arrays  # noqa: E402
-from poppyscan.traindata import find_scenes  # noqa: E402
+from poppyscan.traindata import find_scenes, scene_name  # noqa: E402
 
 BANDS = [(0, 5), (5, 10), (10, 20), (20, 40), (40, 256)]
+
+
+def _has_plots(labels: Path) -> bool:
+    import pyogrio
+
+    try:
+        return pyogrio.read_info(labels, layer="plots")["features"] > 0
+    except Exception:  # noqa: BLE001 - not a rendered truth file: let scene_signal say why
+        return True
 
 
 def scene_signal(mosaic: Path) -> tuple[list[dict], str | None]:
@@ -70,12 +80,31 @@ def scene_signal(mosaic: Path) -> tuple[list[dict], str | None]:
         if not m.any():
             continue
         signal, clutter = float(diff[m].mean()), float(lum[m].std())
-        rows.append({"scene": mosaic.parent.name, "plot_id": i + 1, "gsd_m": gsd, "stage": p["stage"],
+        rows.append({"scene": scene_name(mosaic), "plot_id": i + 1, "gsd_m": gsd, "stage": p["stage"],
                      "setting": p["setting"], "area_m2": round(p["area_m2"], 2),
                      "signal_dn": round(signal, 2), "clutter_dn": round(clutter, 2),
                      "scr": round(signal / max(clutter, 1.0), 3),
                      "share_over_10dn": round(float((diff[m] >= 10).mean()), 3)})
     return rows, None
+
+
+def read_missed(path: Path) -> set[tuple[str, int]]:
+    """``(scene, plot_id)`` of the ``missed`` layer that ``evaluate --model --scenes --errors`` writes."""
+    import geopandas as gpd
+    import pyogrio
+
+    try:
+        layers = [name for name, _ in pyogrio.list_layers(path)]
+    except Exception as exc:  # noqa: BLE001
+        raise SystemExit(f"error: --errors '{path}' cannot be read as a GeoPackage ({exc})") from None
+    if "missed" not in layers:
+        raise SystemExit(f"error: --errors '{path}' has no 'missed' layer: write it with "
+                         "`poppyscan evaluate --model M --scenes S --errors FILE.gpkg`")
+    m = gpd.read_file(path, layer="missed")
+    if not {"scene", "plot_id"} <= set(m.columns) or m["plot_id"].isna().any():
+        raise SystemExit(f"error: --errors '{path}' needs 'scene' and 'plot_id' on every missed plot: write "
+                         "it with `poppyscan evaluate --model M --scenes S` (truth files with plot_id)")
+    return {(str(sc), int(i)) for sc, i in zip(m["scene"], m["plot_id"], strict=True)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,10 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write every plot's figures here")
     args = ap.parse_args(argv)
 
+    try:
+        pairs = find_scenes(args.scenes)
+    except PoppyscanError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    missed = read_missed(args.errors) if args.errors else None
     rows: list[dict] = []
-    for mosaic, labels in find_scenes(args.scenes):
-        if labels is None:
-            continue
+    for mosaic, labels in pairs:
+        if labels is None or not _has_plots(labels):
+            continue  # a poppy-free scene: nothing to measure
         got, why = scene_signal(mosaic)
         if why:
             print(f"skipped {mosaic}: {why}", file=sys.stderr)
@@ -96,16 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print("error: no rendered poppy plots found in the scenes given", file=sys.stderr)
         return 1
-    missed: set[tuple[str, int]] | None = None
-    if args.errors:
-        import geopandas as gpd
-
-        m = gpd.read_file(args.errors, layer="missed")
-        if "plot_id" not in m.columns:
-            print("error: --errors has no plot_id column: write it with `evaluate --model --scenes`",
+    if missed is not None:
+        keys = {(r["scene"], r["plot_id"]) for r in rows}
+        unknown = sorted(missed - keys)
+        if unknown:
+            print(f"error: {len(unknown)} missed plot(s) in --errors are not among these scenes' plots (e.g. "
+                  f"scene {unknown[0][0]!r} plot {unknown[0][1]}): pass the scenes that evaluate ran on",
                   file=sys.stderr)
             return 1
-        missed = {(s, int(i)) for s, i in zip(m["scene"], m["plot_id"], strict=True)}
         for r in rows:
             r["found"] = (r["scene"], r["plot_id"]) not in missed
 

@@ -429,9 +429,12 @@ def test_cli_tta_flag_reaches_the_run(tmp_path, capsys):
     scene = write_scene(tmp_path / "m.tif", plots_px=[Point(60, 60).buffer(15)], size=(120, 120), gsd=0.04)
     conf = tmp_path / "c.yaml"
     conf.write_text("detect:\n  run_tasks: false\n")
-    for flag, expected in (([], False), (["--tta"], True)):
-        out = tmp_path / f"run{expected}"
+    on = tmp_path / "on.yaml"
+    on.write_text("detect:\n  run_tasks: false\n  tta: true\n")
+    for i, (c, flag, expected) in enumerate(((conf, [], False), (conf, ["--tta"], True), (on, [], True),
+                                             (on, ["--no-tta"], False))):
+        out = tmp_path / f"run{i}"
         assert main(["detect", str(scene.path), "--out", str(out), "--model",
-                     str(REPO / "models/poppyscan-default"), "--config", str(conf), "-q", *flag]) == 0
+                     str(REPO / "models/poppyscan-default"), "--config", str(c), "-q", *flag]) == 0
         assert json.loads((out / "run.json").read_text())["config"]["detect"]["tta"] is expected
     capsys.readouterr()

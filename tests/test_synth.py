@@ -269,8 +269,6 @@ def test_draw_plots_false_changes_only_the_plots():
     for p in a.plots:
         inside = rasterize([(p["polygon"], 1)], out_shape=diff.shape).astype(bool) & a.valid.astype(bool)
         assert diff[inside].mean() > 5, p["stage"]
-    none = render_arrays(seed, 256, 0.03, poppy=False)
-    assert not np.array_equal(none.rgb, b.rgb)  # not the same as a scene without plots: labels stay
 
 
 def test_plot_visibility_script_on_rendered_files(tmp_path):
@@ -297,6 +295,16 @@ def test_plot_visibility_script_on_rendered_files(tmp_path):
     assert all(r["signal_dn"] > 0 and r["clutter_dn"] >= 0 for r in rows)
     assert [r["found"] for r in rows if r["scene"] == "a"] == [False] + [True] * (len(truth) - 1)
     assert f"{len(rows)} plots in 2 scenes" in out.stdout and "recall" in out.stdout
+
+    # a poppy-free scene among the inputs is passed over quietly; missed plots of other scenes are refused
+    render_scene(tmp_path / "free", seed=seeds[0], size=256, gsd=0.05, poppy=False)
+    missed.assign(scene="elsewhere").to_file(tmp_path / "other.gpkg", layer="missed")
+    for extra, code, text in (([], 0, ""), (["--errors", str(tmp_path / "other.gpkg")], 1, "not among"),
+                              (["--errors", str(tmp_path / "v.json")], 1, "cannot be read")):
+        r = subprocess.run([sys.executable, str(script), str(tmp_path / "a"), str(tmp_path / "free"), *extra],
+                           capture_output=True, text=True)
+        assert r.returncode == code and text in r.stderr and "skipped" not in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
 
     with rasterio.open(tmp_path / "a" / "mosaic.tif", "r+") as ds:  # another seed: does not reproduce
         ds.update_tags(POPPYSCAN_SYNTH_SEED=str(seeds[0] + 1))

@@ -323,9 +323,19 @@ def test_positive_weights_draw_matching_plots_more_often(scenes, tmp_path, one_t
         for _ in range(4):
             assert np.array_equal(a.sample(r1)[0], b.sample(r2)[0])
 
-    for bad in ("stage=rosette", "stage:3", "=rosette:3", "stage=rosette:0", "stage=rosette:x"):
+    for bad in ("stage=rosette", "stage:3", "=rosette:3", "stage=rosette:0", "stage=rosette:x",
+                "stage=rosette:2,stage=Rosette:3"):
         with pytest.raises(ConfigError, match="train.positive_weights"):
-            load_config(overrides={"train.positive_weights": [bad]})
+            load_config(overrides={"train.positive_weights": bad})
+    from poppyscan.train import _weighted_share
+
+    # weight 1 matches (and changes nothing); a missing value never matches, not even 'nan'
+    assert "1 of 6 plots, 17% of positive tiles (unweighted 17%)" in _weighted_share(
+        labelled, parse_positive_weights(("stage=rosette:1",)))
+    s0.positive_attrs[1]["stage"] = float("nan")
+    with pytest.raises(InputError, match="matches no training plot"):
+        _weighted_share(labelled, parse_positive_weights(("stage=nan:2",)))
+    s0.positive_attrs[1]["stage"] = "flowering"
 
     out = tmp_path / "run"
     cfg = TrainConfig(**{**TINY, "epochs": 1, "val_fraction": 0.0, "calibrate_threshold": False,
@@ -338,3 +348,6 @@ def test_positive_weights_draw_matching_plots_more_often(scenes, tmp_path, one_t
           progress=said.append)
     assert "plot weights: stage=rosette x4: 1 of 6 plots, 44% of positive tiles (unweighted 17%)" in said
     assert load_bundle(res.bundle_path).meta.arch == "unet_mnv3s"
+    with pytest.raises(ConfigError, match="train.positive_weights"):  # resuming must sample the same way
+        train([tmp_path / "w0", tmp_path / "w1"], out, config=TrainConfig(**{**cfg.__dict__, "epochs": 2,
+              "positive_weights": ("stage=rosette:2",)}), val_sources=[scenes / "s2"], resume=True)
