@@ -143,9 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             r["found"] = (r["scene"], r["plot_id"]) not in missed
 
     print(f"{len(rows)} plots in {len({r['scene'] for r in rows})} scenes")
-    head = f"{'signal (DN)':>12} {'plots':>6} {'median SCR':>11}" + (f" {'found':>6} {'recall':>7}" if missed
-                                                                       is not None else "")
-    print(head)
+    head = f"{'signal (DN)':>12} {'plots':>6} {'median SCR':>11}"
+    print(head + (f" {'found':>6} {'recall':>7}" if missed is not None else ""))
     for lo, hi in BANDS:
         band = [r for r in rows if lo <= r["signal_dn"] < hi]
         if not band:
