@@ -310,3 +310,15 @@ def test_plot_visibility_script_on_rendered_files(tmp_path):
         ds.update_tags(POPPYSCAN_SYNTH_SEED=str(seeds[0] + 1))
     bad = subprocess.run([sys.executable, str(script), str(tmp_path / "a")], capture_output=True, text=True)
     assert bad.returncode == 1 and "re-render differs" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cabbage_beds_are_labelled_confusers_and_images_unchanged():
+    """Cabbage beds (glaucous rosettes in rows, the renderer's look-alike of poppy rosettes) are written
+    to the confusers layer like lettuce; labelling them draws no random numbers, so images are as before
+    (the checksum is of a render made before the change)."""
+    import hashlib
+
+    scenes = [render_arrays(seed, 512, 0.04) for seed in range(10900, 10912)]
+    kinds = [c["kind"] for s in scenes for c in s.confusers]
+    assert kinds.count("cabbage") >= 2
+    assert hashlib.sha256(scenes[0].rgb.tobytes()).hexdigest()[:16] == "266cb7b0826e1f8e"

@@ -171,8 +171,8 @@ def farmland(lay: Layout, rng: np.random.Generator, region: Polygon) -> None:
                 continue
             tex, params = crop_params(rng, crop, ang)
             lay.ground.append((pg, tex, params))
-            if crop == "lettuce":
-                lay.confusers.append({"poly": pg, "kind": "lettuce"})
+            if crop in ("lettuce", "cabbage"):  # rosettes in rows: the look-alikes of poppy rosettes
+                lay.confusers.append({"poly": pg, "kind": crop})
             if crop == "rapeseed" and params["flowering"]:
                 lay.confusers.append({"poly": pg, "kind": "rapeseed"})
             if crop == "orchard":
@@ -312,8 +312,8 @@ def courtyard(lay: Layout, rng, fr: Frame, u, v, lw, ld, region: Polygon) -> Non
             crop = str(rng.choice(["vegetables", "cabbage", "soil", "lettuce", "maize"]))
             tex, params = crop_params(rng, crop, lay.theta)
             lay.ground.append((bed, tex, params))
-            if crop == "lettuce":
-                lay.confusers.append({"poly": bed, "kind": "lettuce"})
+            if crop in ("lettuce", "cabbage"):
+                lay.confusers.append({"poly": bed, "kind": crop})
             lay.site("garden", bed, angle=lay.theta, crop=crop)
         return
     wall = 0.25 * ppm
@@ -375,8 +375,11 @@ def courtyard(lay: Layout, rng, fr: Frame, u, v, lw, ld, region: Polygon) -> Non
             c.x, c.y, rng.uniform(2, 5) * ppm, rng.uniform(1.2, 3) * ppm, lay.theta
         ).intersection(yard)
         if bed.geom_type == "Polygon" and not bed.is_empty:
-            tex, params = crop_params(rng, str(rng.choice(["vegetables", "soil", "cabbage"])), lay.theta)
+            crop = str(rng.choice(["vegetables", "soil", "cabbage"]))
+            tex, params = crop_params(rng, crop, lay.theta)
             lay.ground.append((bed, tex, params))
+            if crop == "cabbage":
+                lay.confusers.append({"poly": bed, "kind": "cabbage"})
             lay.site("garden", bed, angle=lay.theta, crop="vegetables")
     for _ in range(int(rng.poisson(0.8))):
         c = yard.representative_point()
