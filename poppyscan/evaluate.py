@@ -219,26 +219,6 @@ def score_polygons(
     )
 
 
-def _with_truth_attributes(missed, truth: Path):  # noqa: ANN001, ANN202
-    """``missed`` (geometries only, as :func:`~poppyscan.traindata.read_labels` gives them) with the
-    columns (``stage``, ``setting`` ...) of the truth row each overlaps most."""
-    try:
-        rows = read_polygons(truth).to_crs(missed.crs)
-    except Exception:  # noqa: BLE001 - attributes are a courtesy; the geometry is what was scored
-        return missed
-    cols = [c for c in rows.columns if c != rows.geometry.name]  # error_layers re-sets scene / area_m2
-    if not cols:
-        return missed
-    rows = rows.reset_index(drop=True)
-    best = []
-    for geom in missed.geometry:
-        hits = [(geom.intersection(g).area, j) for j, g in enumerate(rows.geometry) if g is not None
-                and geom.intersects(g)]
-        best.append(max(hits)[1] if hits else -1)  # -1: no row there, NaN attributes
-    attrs = rows[cols].reindex(best).reset_index(drop=True)  # keeps the columns' types
-    return missed[[missed.geometry.name]].reset_index(drop=True).join(attrs)
-
-
 def error_layers(scores: list[tuple[str, ObjectScore]]) -> dict[str, Any]:
     """The missed true plots and the false plots of scored scenes as two WGS84 GeoDataFrames
     (``{"missed": ..., "false": ...}``), each row with its ``scene``, ``area_m2`` (measured in the
@@ -444,7 +424,7 @@ def evaluate_scenes(
 
     from .bundle import load_bundle, make_predictor
     from .scene_predict import predict_scene
-    from .traindata import find_scenes, read_labels, scene_name
+    from .traindata import find_scenes, positive_rows, scene_name
 
     if engine == "auto":
         engine = "detect" if importlib.util.find_spec("poppyscan.detect") else "simple"
@@ -475,10 +455,9 @@ def evaluate_scenes(
                 min_prob_mean=keep, tta=tta,
             )
             area = valid_area_m2(mosaic)
-        positives = read_labels(truth, pred.crs)[0] if truth else []
-        score = score_polygons(
-            pred, gpd.GeoDataFrame(geometry=positives, crs=pred.crs), valid_area_m2=area, iou_min=iou_min
-        )
+        # truth rows keep their columns, so a missed plot in ``scores`` carries its stage, setting ...
+        truth_rows = positive_rows(truth, pred.crs) if truth else gpd.GeoDataFrame(geometry=[], crs=pred.crs)
+        score = score_polygons(pred, truth_rows, valid_area_m2=area, iou_min=iou_min)
         name = scene_name(mosaic)
         rep = {
             "scene": name,
@@ -489,10 +468,8 @@ def evaluate_scenes(
         }
         scenes.append(rep)
         if scores is not None:
-            if truth and score.missed is not None and len(score.missed):
-                score.missed = _with_truth_attributes(score.missed, truth)
             scores.append((name, score))
-        for key in ("total", "poppy_scenes" if positives else "poppy_free_scenes"):
+        for key in ("total", "poppy_scenes" if len(truth_rows) else "poppy_free_scenes"):
             agg[key] = score if agg[key] is None else agg[key] + score
         if progress:
             progress(f"{name}: tp {score.tp} fp {score.fp} fn {score.fn} ({secs:.1f} s)")

@@ -236,8 +236,7 @@ def _weighted_share(scenes: list[Scene], weights: dict[tuple[str, str], float]) 
     """Say, per ``train.positive_weights`` entry, how many training plots it matches and the share of
     positive tiles they now get (and got unweighted); refuse an entry that matches no plot (a typo in a
     column or value would otherwise train unweighted without a word)."""
-    pairs, w, base = positive_chances(scenes, weights)
-    attrs = [scenes[si].positive_attrs[bi] if bi < len(scenes[si].positive_attrs) else {} for si, bi in pairs]
+    pairs, attrs, w, base = positive_chances(scenes, weights)
     parts = []
     for (column, value), f in weights.items():
         hit = np.array([matches(a, column, value) for a in attrs], bool)

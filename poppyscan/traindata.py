@@ -150,6 +150,15 @@ def read_labels(path: Path, crs) -> tuple[list, list, list]:  # noqa: ANN001
     return pos, neg, ign
 
 
+def positive_rows(path: Path, crs):  # noqa: ANN001, ANN201
+    """The positives of a label file as a GeoDataFrame in ``crs``, each with its row's other columns
+    (``stage``, ``setting``, ``plot_id`` ...), as :func:`read_labels` selects them."""
+    import geopandas as gpd
+
+    pos, attrs, _, _ = _read_labels(path, crs)
+    return gpd.GeoDataFrame(attrs, geometry=pos, crs=crs)
+
+
 def _read_labels(path: Path, crs) -> tuple[list, list, list, list]:  # noqa: ANN001
     """:func:`read_labels` plus each positive's attributes (its row's other columns)."""
     import geopandas as gpd
@@ -372,18 +381,20 @@ def plot_weight(attrs: dict, weights: dict[tuple[str, str], float]) -> float:
 
 
 def positive_chances(scenes: list[Scene], weights: dict[tuple[str, str], float]
-                     ) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
-    """``(pairs, w, base)`` over every plot of ``scenes``: its (scene, plot) indices, its weight and its
-    unweighted chance of centring a positive tile (a scene with plots, uniformly, then one of its plots)."""
+                     ) -> tuple[list[tuple[int, int]], list[dict], np.ndarray, np.ndarray]:
+    """``(pairs, attrs, w, base)`` over every plot of ``scenes``: its (scene, plot) indices, its label
+    row's attributes, its weight and its unweighted chance of centring a positive tile (a scene with
+    plots, uniformly, then one of its plots)."""
     n_scenes = sum(1 for s in scenes if s.positives)
-    pairs, w, base = [], [], []
+    pairs, attrs, base = [], [], []
     for si, scene in enumerate(scenes):
-        n, attrs = len(scene.positives), scene.positive_attrs
+        n, rows = len(scene.positives), scene.positive_attrs
         for bi in range(n):
             pairs.append((si, bi))
-            w.append(plot_weight(attrs[bi] if bi < len(attrs) else {}, weights))
+            attrs.append(rows[bi] if bi < len(rows) else {})
             base.append(1.0 / (n_scenes * n))
-    return pairs, np.asarray(w, np.float64), np.asarray(base, np.float64)
+    w = np.asarray([plot_weight(a, weights) for a in attrs], np.float64)
+    return pairs, attrs, w, np.asarray(base, np.float64)
 
 
 def _weighted_picks(scenes: list[Scene], weights: dict[tuple[str, str], float]
@@ -393,7 +404,7 @@ def _weighted_picks(scenes: list[Scene], weights: dict[tuple[str, str], float]
     (the sampler then draws as it always did)."""
     if not weights:
         return None
-    pairs, w, base = positive_chances(scenes, weights)
+    pairs, _, w, base = positive_chances(scenes, weights)
     if (w == 1.0).all():
         return None
     p = w * base
