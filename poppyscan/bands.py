@@ -100,6 +100,13 @@ def _vector_params(config: Any, grid: ModelGrid, threshold: float) -> dict[str, 
             "max_hole_px": cfg.max_hole_m2 / px_area}
 
 
+def model_gsd(mosaic: Mosaic, meta: Any, config: Any) -> float:
+    """The GSD ``mosaic`` is predicted at under ``config`` (:func:`poppyscan.bundle.run_gsd_m`)."""
+    from .bundle import run_gsd_m
+
+    return run_gsd_m(meta, mosaic.gsd_m, config.detect.min_gsd_m)
+
+
 def mosaic_bands(mosaic: Mosaic, config: Any, *, gsd_m: float, tile_size: int, overlap: int) -> list[Band]:
     """The bands of ``mosaic`` at the model GSD under ``config``."""
     grid = mosaic.grid(gsd_m)
@@ -113,7 +120,7 @@ def run_band(mosaic: Mosaic, model: Any, band: Band, *, work_dir: Path, prob_nam
              on_tiles: Callable[[int], None] | None = None) -> BandResult:
     """Infer, blend, write and polygonise one band (``model``: ``detect._Model``)."""
     t_start = time.perf_counter()
-    grid = mosaic.grid(model.meta.gsd_m)
+    grid = mosaic.grid(model_gsd(mosaic, model.meta, config))
     h, w = grid.height, grid.width
     vec = Vectorizer(h, w, start=band.row0, stop=band.row1, **_vector_params(config, grid, threshold))
     lo, hi = max(0, band.row0 - vec.halo), min(h, band.row1 + vec.halo)

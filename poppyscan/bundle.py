@@ -68,6 +68,8 @@ class BundleMeta:
     threshold: float = 0.5
     min_prob_mean: float = 0.0  # plot decision: a thresholded region is a plot if its mean probability
     #                             reaches this (0 = every region); outlines come from ``threshold``
+    min_gsd_m: float | None = None  # mosaics finer than ``gsd_m`` run at max(their GSD, this); None = gsd_m
+    #                                 (every mosaic resampled to gsd_m). See :func:`run_gsd_m`.
     training: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     metrics: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     created: str = ""
@@ -121,6 +123,11 @@ class BundleMeta:
             raise bad("threshold", f"must be in (0, 1), got {self.threshold!r}")
         if not (isinstance(self.min_prob_mean, (int, float)) and 0 <= self.min_prob_mean < 1):
             raise bad("min_prob_mean", f"must be in [0, 1), got {self.min_prob_mean!r}")
+        if self.min_gsd_m is not None and not (
+            isinstance(self.min_gsd_m, (int, float)) and 0.5 * self.gsd_m <= self.min_gsd_m <= self.gsd_m
+        ):
+            raise bad("min_gsd_m", f"must be null or in [gsd_m / 2, gsd_m] = [{0.5 * self.gsd_m:g}, "
+                      f"{self.gsd_m:g}] m/px, got {self.min_gsd_m!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -162,6 +169,36 @@ class Bundle:
     @property
     def onnx_path(self) -> Path | None:
         return None if self.path is None else self.path / self.meta.onnx_file
+
+
+def run_gsd_m(meta: Any, mosaic_gsd_m: float, min_gsd_m: float | None = None) -> float:
+    """The GSD (m/px) a mosaic of ``mosaic_gsd_m`` is read and predicted at.
+
+    Coarser mosaics are resampled to the bundle's ``gsd_m``. A finer mosaic runs at its own GSD down to
+    ``min_gsd_m`` (the argument, else the bundle's field, else ``gsd_m``): a model trained with scale
+    jitter sees plants up to that much larger than at ``gsd_m``, so detail a fine flight recorded is not
+    thrown away by downsampling. One rule for ``detect``, the whole-scene predictor and calibration.
+
+    >>> m = new_meta(gsd_m=0.04, min_gsd_m=0.035)
+    >>> run_gsd_m(m, 0.06), run_gsd_m(m, 0.037), run_gsd_m(m, 0.02), run_gsd_m(m, 0.02, 0.04)
+    (0.04, 0.037, 0.035, 0.04)
+    """
+    lo = min_gsd_m if min_gsd_m is not None else getattr(meta, "min_gsd_m", None)
+    lo = float(meta.gsd_m) if lo is None else float(lo)
+    return min(float(meta.gsd_m), max(lo, float(mosaic_gsd_m)))
+
+
+def check_min_gsd(meta: Any, min_gsd_m: float | None, option: str = "detect.min_gsd_m") -> None:
+    """Refuse (:class:`~poppyscan.errors.ConfigError`) a ``min_gsd_m`` override outside
+    ``[gsd_m / 2, gsd_m]`` of the model ``meta``: finer than half the training GSD, plants are larger
+    than any scale jitter showed the network."""
+    from .errors import ConfigError
+
+    g = float(meta.gsd_m)
+    if min_gsd_m is not None and not 0.5 * g - 1e-12 <= min_gsd_m <= g + 1e-12:
+        name = f"'{option}'" if option.startswith("-") else f"config '{option}'"
+        raise ConfigError(f"{name} must be in [{0.5 * g:g}, {g:g}] m/px for this model "
+                          f"(trained at {g:g} m/px), got {min_gsd_m:g}")
 
 
 def plot_decision(prob_mean: Any, min_prob_mean: float) -> np.ndarray:

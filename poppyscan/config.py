@@ -62,6 +62,7 @@ class DetectConfig:
     batch_size: int = 8
     threshold: float | None = None
     min_prob_mean: float | None = None
+    min_gsd_m: float | None = None
     tta: bool = False
     threads: int = 0
     streams: int = 0
@@ -97,6 +98,9 @@ class DetectConfig:
         if self.min_prob_mean is not None:
             _check(0 <= self.min_prob_mean < 1, "detect.min_prob_mean",
                    f"must be in [0, 1) (or null = the bundle's), got {self.min_prob_mean}")
+        if self.min_gsd_m is not None:
+            _check(0.005 <= self.min_gsd_m <= 0.5, "detect.min_gsd_m",
+                   f"must be in [0.005, 0.5] m/px (or null = the bundle's), got {self.min_gsd_m}")
         _check(0 <= self.threads <= 256, "detect.threads",
                f"must be in [0, 256] (0 = all cores), got {self.threads}")
         _check(0 <= self.streams <= 64, "detect.streams",

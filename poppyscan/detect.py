@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .bands import mosaic_bands
-from .bundle import plot_decision
+from .bands import model_gsd, mosaic_bands
+from .bundle import check_min_gsd, plot_decision, run_gsd_m
 from .config import Config, load_config
 from .distributed import run_mosaics
 from .errors import InputError, OutputExistsError
@@ -248,6 +248,7 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
         meta = resolved.meta
         for m in opened:  # before any work: a 30 m/px scene would be upsampled into gigapixels
             check_gsd(m, float(meta.gsd_m))
+        check_min_gsd(meta, cfg.min_gsd_m)
         tile_size = cfg.tile_size or int(meta.tile_size)
         overlap = overlap_px(tile_size, cfg.overlap if cfg.overlap is not None else float(meta.overlap))
         threshold = cfg.threshold if cfg.threshold is not None else float(meta.threshold)
@@ -265,7 +266,8 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
         tmp = work.path  # becomes out_dir when complete; journaled mosaics survive a crash
         try:
             t_open = time.perf_counter()
-            plans = [mosaic_bands(m, config, gsd_m=float(meta.gsd_m), tile_size=tile_size, overlap=overlap)
+            plans = [mosaic_bands(m, config, gsd_m=model_gsd(m, meta, config), tile_size=tile_size,
+                                  overlap=overlap)
                      for m in opened]
             bar = _Progress(sum(len(b.tiles) for bands in plans for b in bands), progress)
             try:
@@ -313,7 +315,8 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
                           "arch": getattr(meta, "arch", None), "gsd_m": meta.gsd_m,
                           "device": resolved.device},
                 "params": {"tile_size": tile_size, "overlap_px": overlap, "threshold": threshold,
-                           "min_prob_mean": min_prob_mean, "streams": resolved.streams,
+                           "min_prob_mean": min_prob_mean,
+                           "min_gsd_m": run_gsd_m(meta, 0.0, cfg.min_gsd_m), "streams": resolved.streams,
                            "tiles_per_call": resolved.batch_size, "tta": cfg.tta},
                 "config": config.to_dict(),
                 "counts": {"mosaics": len(opened), "tiles": summary.tiles,

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .bands import Band, BandResult, finish_mosaic, run_band
+from .bands import Band, BandResult, finish_mosaic, model_gsd, run_band
 from .errors import DependencyError, InputError
 from .mosaic import Mosaic, block_cache
 from .resume import WorkArea
@@ -49,12 +49,12 @@ def run_mosaics(opened: Sequence[Mosaic], plans: Sequence[list[Band]], resolved:
     ``plans[i]``: the bands of mosaic ``i`` (:func:`~poppyscan.bands.mosaic_bands`)."""
     from .detect import _gdal_cache_mb
 
-    gsd = float(resolved.meta.gsd_m)
+    gsd = float(resolved.meta.gsd_m)  # the coarsest any mosaic runs at (sizes the block cache)
     done = work.finished()
     results: dict[int, dict[str, Any]] = {}
     for i, m in enumerate(opened):
         if i in done:
-            results[i] = WorkArea.restore(done[i], m.crs, m.grid(gsd))
+            results[i] = WorkArea.restore(done[i], m.crs, m.grid(model_gsd(m, resolved.meta, config)))
             progress.update(results[i]["tiles"] + results[i]["skipped"], results[i]["ha"])
             log.info("%s: finished in the interrupted run, reused", m.path.name)
     todo = [i for i in range(len(opened)) if i not in results]
@@ -75,7 +75,7 @@ def run_mosaics(opened: Sequence[Mosaic], plans: Sequence[list[Band]], resolved:
 def _detect_mosaic(index: int, mosaic: Mosaic, bands: list[Band], model: Any, work: WorkArea, *, config: Any,
                    tile_size: int, overlap: int, threshold: float, progress: Any) -> dict[str, Any]:
     """One mosaic in this process, band by band (journaled ones reused), then finished and journaled."""
-    gsd = float(model.meta.gsd_m)
+    gsd = model_gsd(mosaic, model.meta, config)
     grid = mosaic.grid(gsd)
     planned = sum(len(b.tiles) for b in bands)
     ha_per_tile = grid.width * grid.height * gsd**2 / 1e4 / planned
@@ -132,7 +132,6 @@ def _run_on_cluster(address: str, opened: Sequence[Mosaic], plans: Sequence[list
 
     # a bundle travels by path (each worker loads it once); a ready predictor object by pickle
     ref = resolved.path or model_ref
-    gsd = float(resolved.meta.gsd_m)
     client = connect(address)
     band_futures: dict[Any, tuple[int, int]] = {}
     finish_futures: dict[int, Any] = {}
@@ -156,6 +155,7 @@ def _run_on_cluster(address: str, opened: Sequence[Mosaic], plans: Sequence[list
                 band_futures[fut] = (i, len(band.tiles))
                 inputs.append(fut)
                 n_tasks += 1
+            gsd = model_gsd(opened[i], resolved.meta, config)
             finish_futures[i] = client.submit(finish_task, i, path, str(work.path), config, gsd, threshold,
                                               *inputs, pure=False, key=f"poppyscan-finish-{i}-{stamp}")
         log.info("running %d mosaic(s) as %d band task(s) on the Dask cluster at %s (%d worker(s))",

@@ -367,6 +367,7 @@ def _detect_polygons(
     min_area_m2: float,
     min_prob_mean: float | None = None,
     tta: bool = False,
+    min_gsd_m: float | None = None,
 ):  # noqa: ANN202
     """Plot polygons of one mosaic from ``poppyscan.detect`` (the production path), in a temporary run.
     ``min_prob_mean`` None: the bundle's plot decision; ``tta``: detect's flip test-time augmentation."""
@@ -384,6 +385,7 @@ def _detect_polygons(
             "detect.min_area_m2": min_area_m2,
             "detect.threads": threads,
             "detect.tta": tta,
+            "detect.min_gsd_m": min_gsd_m,
         }
     )
     t0 = time.perf_counter()
@@ -408,6 +410,7 @@ def evaluate_scenes(
     min_prob_mean: float | None = None,
     scores: list | None = None,
     tta: bool = False,
+    min_gsd_m: float | None = None,
 ) -> dict[str, Any]:  # noqa: ANN001
     """Run ``bundle`` over labelled scenes and score each one (see :func:`poppyscan.traindata.find_scenes`).
 
@@ -417,12 +420,13 @@ def evaluate_scenes(
     "poppy_free_scenes"}``; the aggregates sum counts and areas over scenes. ``scores``: a list that
     receives each scene's ``(name, ObjectScore)`` (for :func:`write_error_layers`). ``tta``: average
     each tile's prediction with that of its left-right mirror image, as ``detect.tta`` does.
+    ``min_gsd_m``: as ``detect.min_gsd_m`` (None: the bundle's).
     """
     import importlib.util
 
     import geopandas as gpd
 
-    from .bundle import load_bundle, make_predictor
+    from .bundle import check_min_gsd, load_bundle, make_predictor, run_gsd_m
     from .scene_predict import predict_scene
     from .traindata import find_scenes, positive_rows, scene_name
 
@@ -432,6 +436,7 @@ def evaluate_scenes(
         raise InputError(f"'engine' must be auto, detect or simple, got {engine!r}")
     if not hasattr(bundle, "meta"):
         bundle = load_bundle(bundle)
+    check_min_gsd(bundle.meta, min_gsd_m, "--min-gsd")
     predict = make_predictor(bundle, device=device, threads=threads) if engine == "simple" else None
     if predict is not None and tta:
         from .infer import flip_averaged
@@ -443,7 +448,7 @@ def evaluate_scenes(
     for mosaic, truth in find_scenes(sources):
         if engine == "simple":
             sp = predict_scene(predict, bundle, mosaic, threshold=thr, min_prob_mean=keep,
-                               min_area_m2=min_area_m2)
+                               min_area_m2=min_area_m2, min_gsd_m=min_gsd_m)
             pred, area, secs = (
                 gpd.GeoDataFrame(geometry=sp.polygons, crs=sp.crs),
                 sp.valid_area_m2,
@@ -452,7 +457,7 @@ def evaluate_scenes(
         else:
             pred, secs = _detect_polygons(
                 bundle, mosaic, device=device, threads=threads, threshold=thr, min_area_m2=min_area_m2,
-                min_prob_mean=keep, tta=tta,
+                min_prob_mean=keep, tta=tta, min_gsd_m=min_gsd_m,
             )
             area = valid_area_m2(mosaic)
         # truth rows keep their columns, so a missed plot in ``scores`` carries its stage, setting ...
@@ -478,6 +483,7 @@ def evaluate_scenes(
         "model_version": bundle.meta.version,
         "engine": engine,
         "tta": tta,
+        "min_gsd_m": run_gsd_m(bundle.meta, 0.0, min_gsd_m),
         "threshold": thr,
         "min_prob_mean": keep,
         "iou_min": iou_min,

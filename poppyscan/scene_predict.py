@@ -18,7 +18,7 @@ from rasterio.features import shapes
 from shapely.geometry import Polygon, shape
 
 from .blend import Blender
-from .bundle import Bundle, Predictor, plot_decision
+from .bundle import Bundle, Predictor, plot_decision, run_gsd_m
 from .errors import InputError
 from .tiles import overlap_px, tile_grid
 from .traindata import _rgb_bands, pixel_size_m
@@ -84,16 +84,17 @@ class SceneProbability:
 
 
 def scene_probability(
-    predict: Predictor, bundle: Bundle, mosaic: str | Path, *, batch: int = 4
+    predict: Predictor, bundle: Bundle, mosaic: str | Path, *, batch: int = 4, min_gsd_m: float | None = None
 ) -> SceneProbability:
-    """Read ``mosaic`` at the bundle GSD and predict its blended probability."""
+    """Read ``mosaic`` at the GSD ``detect`` runs it at (:func:`~poppyscan.bundle.run_gsd_m`; ``min_gsd_m``
+    as ``detect.min_gsd_m``) and predict its blended probability."""
     import time
 
     t0 = time.perf_counter()
     meta = bundle.meta
     with rasterio.open(mosaic) as ds:
         src_gsd = pixel_size_m(ds)
-        scale = src_gsd / meta.gsd_m
+        scale = src_gsd / run_gsd_m(meta, src_gsd, min_gsd_m)
         h, w = max(1, round(ds.height * scale)), max(1, round(ds.width * scale))
         if h * w > MAX_PIXELS:
             raise InputError(
@@ -156,11 +157,12 @@ def predict_scene(
     max_hole_m2: float = 1.0,
     morph_radius_px: int = 1,
     batch: int = 4,
+    min_gsd_m: float | None = None,
 ) -> ScenePrediction:
     """Predict plot polygons for one mosaic (see the module docstring). ``threshold`` and
     ``min_prob_mean`` (the plot decision: regions with a lower mean probability are dropped) default to
-    the bundle's."""
-    sp = scene_probability(predict, bundle, mosaic, batch=batch)
+    the bundle's; ``min_gsd_m`` as ``detect.min_gsd_m``."""
+    sp = scene_probability(predict, bundle, mosaic, batch=batch, min_gsd_m=min_gsd_m)
     thr = bundle.meta.threshold if threshold is None else threshold
     keep = bundle.meta.min_prob_mean if min_prob_mean is None else min_prob_mean
     polys, pmax, pmean = probability_polygons(

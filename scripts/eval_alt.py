@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="first seeds of the poppy and the poppy-free scenes (another held-out set, e.g. "
                     "907000,907900 for stage 6's second decision)")
     ap.add_argument("--tta", action="store_true", help="flip test-time augmentation (detect --tta)")
+    ap.add_argument("--min-gsd", metavar="M", help="as detect --min-gsd (default: the bundle's)")
     ap.add_argument("--free-count", type=int, default=N_FREE, metavar="N",
                     help=f"poppy-free scenes (1-99, default {N_FREE})")
     args = ap.parse_args(argv)
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = ev.main(
             [str(args.bundle), "--data", str(args.data), "--threads", str(args.threads), "--report", str(raw)]
             + (["--tta"] if args.tta else [])
+            + (["--min-gsd", args.min_gsd] if args.min_gsd is not None else [])
             + (["--update-bundle", "--metrics-key", key, "--metrics-scenes", described]
                if args.update_bundle else [])
         )

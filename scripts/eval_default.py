@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--threshold", type=float)
     ap.add_argument("--tta", action="store_true", help="flip test-time augmentation (detect --tta)")
+    ap.add_argument("--min-gsd", type=float, metavar="M",
+                    help="run scenes finer than the model at their own GSD down to M m/px (detect --min-gsd; "
+                    "default: the bundle's)")
     ap.add_argument("--update-bundle", action="store_true", help="store the summary in bundle.json metrics")
     ap.add_argument("--extended", action="store_true",
                     help="also 32 more poppy scenes (8 per GSD band) and 16 more poppy-free scenes")
@@ -160,12 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.tta and args.update_bundle:
         ap.error("--tta and --update-bundle: the bundle's metrics are for detect without TTA (its default); "
                  "write TTA figures with --report")
+    if args.min_gsd is not None and args.update_bundle:
+        ap.error("--min-gsd and --update-bundle: the bundle's metrics are for its own min_gsd_m; write the "
+                 "figures with --report, or set min_gsd_m in the bundle first")
     if args.fresh is not None and (args.fresh % 1000 or args.fresh < 908000):
         ap.error("--fresh must be a multiple of 1000 from 908000 on (lower seeds are taken), "
                  f"not {args.fresh}")
 
     import geopandas as gpd
 
+    from poppyscan.bundle import check_min_gsd, run_gsd_m
     from poppyscan.evaluate import (
         _detect_polygons,
         format_table,
@@ -180,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     scenes = render_test_set(args.data, extended=args.extended, final=args.final, wild=args.wild,
                              decision2=args.decision2, fresh=args.fresh, free_count=args.free_count)
     bundle = load_bundle(args.bundle)
+    check_min_gsd(bundle.meta, args.min_gsd, "--min-gsd")
     thr = bundle.meta.threshold if args.threshold is None else args.threshold
     predict = make_predictor(bundle, device="cpu", threads=args.threads) if args.engine == "simple" else None
     if predict is not None and args.tta:
@@ -191,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     for d in scenes:
         mosaic = d / "mosaic.tif"
         if args.engine == "simple":
-            sp = predict_scene(predict, bundle, mosaic, threshold=thr)
+            sp = predict_scene(predict, bundle, mosaic, threshold=thr, min_gsd_m=args.min_gsd)
             pred, area, secs = (
                 gpd.GeoDataFrame(geometry=sp.polygons, crs=sp.crs),
                 sp.valid_area_m2,
@@ -200,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             pred, secs = _detect_polygons(
                 bundle, mosaic, device="cpu", threads=args.threads, threshold=thr, min_area_m2=1.0,
-                tta=args.tta,
+                tta=args.tta, min_gsd_m=args.min_gsd,
             )
             area = valid_area_m2(mosaic)
         truth = read_polygons(d / "truth.gpkg", "plots").to_crs(pred.crs)
@@ -248,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         "version": bundle.meta.version,
         "engine": args.engine,
         "tta": args.tta,
+        "min_gsd_m": run_gsd_m(bundle.meta, 0.0, args.min_gsd),
         "threshold": thr,
         "min_prob_mean": bundle.meta.min_prob_mean,
         "iou_min": 0.25,

@@ -226,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wheel", type=Path, help=f"a downloaded {WHEEL} (default: pip download it)")
     ap.add_argument("--threshold", type=float, help="decision threshold (default: the bundle's)")
     ap.add_argument("--tta", action="store_true", help="average with the left-right flipped prediction")
+    ap.add_argument("--min-gsd", type=float, metavar="M", help="as detect --min-gsd (default: the bundle's)")
     ap.add_argument("--threads", type=int, help="ONNX Runtime threads and streams (default: the config's)")
     ap.add_argument("--report", type=Path, help="write the JSON report here")
     ap.add_argument("--extra", action="store_true",
@@ -255,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from poppyscan.config import load_config
 
-    overrides = {"detect.run_tasks": False, "detect.tta": args.tta}
+    overrides = {"detect.run_tasks": False, "detect.tta": args.tta, "detect.min_gsd_m": args.min_gsd}
     if args.threshold is not None:
         overrides["detect.threshold"] = args.threshold
     if args.threads is not None:
@@ -272,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         "bundle": str(args.bundle), "version": run["model"]["version"],
         "threshold": run["params"]["threshold"],
         "min_prob_mean": run["params"].get("min_prob_mean", 0.0),
-        "tta": args.tta, "source": f"NEON AOP RGB crops at {GSD_M} m/px from {WHEEL} (deepforest/data)",
+        "tta": args.tta, "min_gsd_m": args.min_gsd,
+        "source": f"NEON AOP RGB crops at {GSD_M} m/px from {WHEEL} (deepforest/data)",
         **totals,
         "images": rows, "seconds": round(time.time() - t0, 1),
         "caveat": "10 cm/px is coarser than the 1.8-5.5 cm surveys the product targets; US landscapes",
@@ -315,7 +317,7 @@ def evaluate_extra(extra: dict[str, list[Path]], args, config) -> dict:
     return {
         "bundle": str(args.bundle), "version": run["model"]["version"],
         "threshold": run["params"]["threshold"], "min_prob_mean": run["params"].get("min_prob_mean", 0.0),
-        "tta": args.tta, "sets": sets,
+        "tta": args.tta, "min_gsd_m": args.min_gsd, "sets": sets,
         "hectares": round(ha, 3), "false_plots": n,
         "false_plots_per_ha": round(n / ha, 2),
         "not_used": {"deepforest-1.5.2 deepforest/data/test_tiled.tif":

@@ -299,6 +299,59 @@ def test_the_evaluation_predictor_blends_exactly_like_detect(tmp_path):
     assert np.array_equal(to_percent(prob), stored)
 
 
+@pytest.mark.parametrize(("mosaic_gsd", "override", "runs_at"), [
+    (0.03, None, 0.04),  # finer than min_gsd_m: read at min_gsd_m
+    (0.045, None, 0.045),  # between min_gsd_m and gsd_m: read at its own GSD, no resampling
+    (0.06, None, 0.05),  # coarser than the model: resampled to gsd_m, as always
+    (0.03, 0.05, 0.05),  # detect.min_gsd_m = gsd_m: every mosaic resampled to gsd_m
+    (0.03, 0.035, 0.035),
+])
+def test_finer_mosaics_run_at_their_own_gsd_down_to_min_gsd(tmp_path, mosaic_gsd, override, runs_at):
+    scale = 0.05 / mosaic_gsd  # same ground footprint and plots whatever the pixel size
+    shapes = [affinity.scale(g, scale, scale, origin=(0, 0)) for g in SHAPES]
+    size = round(560 * scale)
+    scene = write_scene(tmp_path / "m.tif", plots_px=shapes, size=(size, size), gsd=mosaic_gsd)
+    model = ColourPredictor(gsd_m=0.05, min_gsd_m=0.04)
+    run(scene.path, tmp_path / "run", model=model, config=cfg(min_gsd_m=override))
+    with rasterio.open(tmp_path / "run" / "probability.tif") as ds:
+        assert ds.res == pytest.approx((runs_at, runs_at))
+        assert ds.width == int(size * mosaic_gsd / runs_at + 1e-6)
+    r = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert r["inputs"][0]["model_grid"]["gsd_m"] == pytest.approx(runs_at)
+    assert r["params"]["min_gsd_m"] == (override or 0.04)
+    plots = read_plots(tmp_path / "run")
+    assert len(plots) == len(SHAPES)
+    for truth in scene.plots_crs():  # the same plots in metres, whatever grid they were found on
+        i = int(np.argmin([truth.centroid.distance(g.centroid) for g in plots.geometry]))
+        assert truth.centroid.distance(plots.geometry[i].centroid) < 0.1
+        assert plots.area_m2[i] == pytest.approx(truth.area, rel=0.05)
+
+
+def test_min_gsd_outside_half_to_one_model_gsd_is_refused(tmp_path):
+    from poppyscan.errors import ConfigError
+
+    scene = write_scene(tmp_path / "m.tif", plots_px=[], size=(64, 64), gsd=0.05)
+    for bad in (0.02, 0.06):
+        with pytest.raises(ConfigError, match=r"'detect.min_gsd_m' must be in \[0.025, 0.05\] m/px"):
+            run(scene.path, tmp_path / "run", config=cfg(min_gsd_m=bad))
+        assert not (tmp_path / "run").exists()
+
+
+def test_the_evaluation_predictor_reads_fine_scenes_at_detects_gsd(tmp_path):
+    from poppyscan.blend import to_percent
+    from poppyscan.scene_predict import scene_probability
+
+    scene = write_scene(tmp_path / "m.tif", plots_px=SHAPES, size=(500, 560), gsd=0.045)
+    model = ColourPredictor(gsd_m=0.05, min_gsd_m=0.04)
+    run(scene.path, tmp_path / "run", model=model)
+    with rasterio.open(tmp_path / "run" / "probability.tif") as ds:
+        stored = ds.read(1)
+    sp = scene_probability(model, model, scene.path)
+    assert sp.prob.shape == stored.shape == (500, 560)  # 4.5 cm: no resampling for either
+    assert np.array_equal(to_percent(sp.prob), stored)
+    assert scene_probability(model, model, scene.path, min_gsd_m=0.05).prob.shape == (450, 504)
+
+
 def test_outputs_follow_the_contract(tmp_path):
     scene = write_scene(tmp_path / "m.tif", plots_px=SHAPES, size=(560, 560), crs="EPSG:4547", mask="alpha",
                         footprint_px=box(0, 0, 560, 540))
@@ -347,6 +400,11 @@ def small_scene(tmp_path):
     (lambda d, m: [m, "--out", d / "o", "--threshold", "abc"], 2, "'--threshold' must be a probability"),
     (lambda d, m: [m, "--out", d / "o", "--min-prob-mean", "1"], 2,
      "'--min-prob-mean' must be a probability in \\[0, 1\\), got '1'"),
+    (lambda d, m: [m, "--out", d / "o", "--min-gsd", "2"], 2,
+     "'--min-gsd' must be a pixel size in \\[0.005, 0.5\\] m, got '2'"),
+    (lambda d, m: [m, "--out", d / "o", "--min-gsd", "0.01"], 2,
+     "config 'detect.min_gsd_m' must be in \\[0.02, 0.04\\] m/px for this model \\(trained at 0.04 m/px\\), "
+     "got 0.01"),
     (lambda d, m: [m, "--out", d / "o", "--device", "tpu"], 2,
      "'--device' must be auto, cpu or cuda, got 'tpu'"),
     (lambda d, m: [m], 2, "'--out' is required"),

@@ -158,6 +158,7 @@ def test_errors_of_a_model_over_scenes_carry_the_truth_attributes(tmp_path, caps
         (["evaluate", "--model", "m", "--scenes", "s", "--min-prob-mean", "1"],
          "'--min-prob-mean' must be in [0, 1)"),
         (["evaluate", "a.gpkg", "b.gpkg", "--tta"], "'--tta' applies to --model runs"),
+        (["evaluate", "a.gpkg", "b.gpkg", "--min-gsd", "0.03"], "'--min-gsd' applies to --model runs"),
     ],
 )
 def test_cli_bad_options_give_one_line_errors(argv, msg, capsys, tmp_path, monkeypatch):
@@ -221,6 +222,38 @@ def test_tta_engines_agree_and_the_cli_records_it(tmp_path, capsys):
     rep = json.loads(out.read_text())
     assert rep["tta"] is True and (rep["total"]["tp"], rep["total"]["fp"], rep["total"]["fn"]) in counts
     capsys.readouterr()
+
+
+def test_min_gsd_engines_agree_and_the_cli_records_it(tmp_path, capsys):
+    """A 3 cm sample scene read at 3 cm (``--min-gsd 0.03``) through detect and through the in-memory
+    engine gives the same counts, a different outline than at the model's 4 cm, and the report says so;
+    a value outside [gsd_m / 2, gsd_m] is refused in one line."""
+    import shutil
+
+    from poppyscan.evaluate import evaluate_scenes
+
+    root = Path(__file__).resolve().parent.parent
+    scene = tmp_path / "scenes" / "s"
+    shutil.copytree(root / "sample_tiles" / "utm49n_nodata", scene)
+    bundle = root / "models" / "poppyscan-default"
+    counts = set()
+    for engine in ("simple", "detect"):
+        fine = evaluate_scenes(bundle, [scene], device="cpu", threads=1, engine=engine, min_gsd_m=0.03)
+        at4 = evaluate_scenes(bundle, [scene], device="cpu", threads=1, engine=engine, min_gsd_m=0.04)
+        assert fine["min_gsd_m"] == 0.03 and at4["min_gsd_m"] == 0.04 and fine["total"]["tp"] > 0
+        assert fine["total"]["pixel_iou"] != at4["total"]["pixel_iou"]
+        counts.add((fine["total"]["tp"], fine["total"]["fp"], fine["total"]["fn"]))
+    assert len(counts) == 1, counts
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--model", str(bundle), "--scenes", str(scene), "--threads", "1", "--min-gsd",
+                 "0.03", "--json", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["min_gsd_m"] == 0.03 and (rep["total"]["tp"], rep["total"]["fp"], rep["total"]["fn"]) in counts
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(bundle), "--scenes", str(scene), "--min-gsd", "0.01"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("poppyscan: error: '--min-gsd' must be in [0.02, 0.04] m/px for this model "
+                   "(trained at 0.04 m/px), got 0.01")
 
 
 def test_calibration_with_a_false_plot_cap_picks_the_best_f1_under_the_cap():

@@ -40,6 +40,11 @@ def _fraction(value):  # noqa: ANN001, ANN202
     return p if 0 <= p < 1 else None
 
 
+def _gsd(value):  # noqa: ANN001, ANN202
+    g = float(value)
+    return g if 0.005 <= g <= 0.5 else None
+
+
 def _device(value):  # noqa: ANN001, ANN202
     return value if value in ("auto", "cpu", "cuda") else None
 
@@ -62,6 +67,9 @@ def _rows(value):  # noqa: ANN001, ANN202
 @click.option("--min-prob-mean", type=_Checked("min-prob-mean", _fraction, "a probability in [0, 1)"),
               metavar="P", help="Report an outlined region only if its mean probability reaches P "
                                 "(default: the bundle's; 0 = every region).")
+@click.option("--min-gsd", type=_Checked("min-gsd", _gsd, "a pixel size in [0.005, 0.5] m"), metavar="M",
+              help="Run mosaics finer than the model's GSD at their own GSD down to M m/px (default: the "
+                   "bundle's min_gsd_m; the model's GSD = resample every mosaic to it).")
 @click.option("--tta/--no-tta", default=None,
               help="Average each tile's prediction with that of its mirror image (flip test-time "
                    "augmentation): fewer false alarms, 1.8x the run time (default: config detect.tta, off).")
@@ -79,7 +87,7 @@ def _rows(value):  # noqa: ANN001, ANN202
 @click.pass_context
 def detect(ctx: click.Context, mosaics: tuple[str, ...], out: str | None, model: str | None,
            config_file: str | None, device: str | None, threshold: float | None,
-           min_prob_mean: float | None, tta: bool | None, overwrite: bool,
+           min_prob_mean: float | None, min_gsd: float | None, tta: bool | None, overwrite: bool,
            resume: bool, scheduler: str | None, band_rows: int | None, quiet: bool) -> None:
     """Detect poppy plots in one or more orthomosaics of a flight (overlaps are merged)."""
     from ..config import load_config
@@ -97,6 +105,7 @@ def detect(ctx: click.Context, mosaics: tuple[str, ...], out: str | None, model:
         raise InputError("no MOSAIC given: pass one or more orthomosaic files")
     config = load_config(config_file, {"detect.model": model, "detect.device": device,
                                        "detect.threshold": threshold, "detect.min_prob_mean": min_prob_mean,
+                                       "detect.min_gsd_m": min_gsd,
                                        "detect.scheduler": scheduler, "detect.tta": tta,
                                        "detect.band_rows": band_rows})
     summary = run_detect(list(mosaics), out, config=config, overwrite=overwrite, progress=not quiet,

@@ -35,6 +35,9 @@ from ..errors import ConfigError
 )
 @click.option("--iou-min", type=float, default=0.25, show_default=True, help="Match IoU for a true positive.")
 @click.option("--tta", is_flag=True, help="With --model: flip test-time augmentation, as detect --tta.")
+@click.option("--min-gsd", "min_gsd_m", type=float,
+              help="With --model: run scenes finer than the model at their own GSD down to this (m/px), as "
+                   "detect --min-gsd (default: the bundle's).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=int, default=0, show_default=True, help="CPU threads (0 = all).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the JSON report here.")
@@ -47,8 +50,8 @@ from ..errors import ConfigError
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing --json / --errors file.")
 def evaluate(
-    pred, truth, mosaic, model, scenes, threshold, min_prob_mean, min_area_m2, iou_min, tta, device, threads,
-    json_out, errors_out, overwrite,
+    pred, truth, mosaic, model, scenes, threshold, min_prob_mean, min_area_m2, iou_min, tta, min_gsd_m,
+    device, threads, json_out, errors_out, overwrite,
 ):
     """Score PRED (plots.gpkg or a detect run directory) against TRUTH (truth.gpkg), or run --model over
     --scenes. Prints a table; --json writes the full report."""
@@ -85,12 +88,15 @@ def evaluate(
             progress=None,
             scores=scores,
             tta=tta,
+            min_gsd_m=min_gsd_m,
         )
         rows = [(s["scene"], s) for s in report["scenes"]]
         rows += [(k, report[k]) for k in ("poppy_scenes", "poppy_free_scenes", "total") if report[k]]
     else:
-        if tta:
-            raise ConfigError("'--tta' applies to --model runs; a detect run's plots are scored as they are")
+        for flag, given in (("--tta", tta), ("--min-gsd", min_gsd_m is not None)):
+            if given:
+                raise ConfigError(f"'{flag}' applies to --model runs; a detect run's plots are scored as "
+                                  "they are")
         if not (pred and truth):
             raise ConfigError(
                 "give PRED (plots.gpkg or a detect run directory) and TRUTH (truth.gpkg), "
