@@ -281,7 +281,7 @@ def train(
     overwrite
         Allow a fresh run in an existing ``out_dir`` (its checkpoints are replaced).
     init
-        A bundle whose weights start the training (fine-tuning); its arch and GSD are kept.
+        A bundle whose weights start the training (fine-tuning); its arch, GSD and ``min_gsd_m`` are kept.
     bundle_out
         Also write the final bundle here (replacing it).
     val_sources

@@ -99,7 +99,8 @@ def field(tmp_path_factory):
     save_bundle(
         current,
         build_model("unet_mnv3s", pretrained=False),
-        new_meta(name="poppyscan-test", version="0.0.1", gsd_m=0.04, tile_size=64, overlap=0.125),
+        new_meta(name="poppyscan-test", version="0.0.1", gsd_m=0.04, tile_size=64, overlap=0.125,
+                 min_gsd_m=0.035),  # the scenes are at 4 cm: read as before; the field is inherited
     )
     return {
         "root": root,
@@ -169,6 +170,7 @@ def test_retrain_trains_on_them_and_the_better_bundle_is_promoted(field, better)
 
     meta = load_bundle(installed).meta
     assert meta.metrics["holdout_comparison"]["promote"] is True
+    assert (meta.gsd_m, meta.min_gsd_m) == (0.04, 0.035)  # kept from the bundle it was fine-tuned from
     assert meta.training["from_survey"]["hard_negatives"] == 2
     saved = json.loads((res.out_dir / "comparison.json").read_text())
     assert saved["decision"]["promote"] and "promoted to" in saved["decision"]["action"]
