@@ -261,7 +261,8 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         fp = fingerprint(paths, model_path=resolved.path, meta=meta, device=resolved.device,
                          params={"tile_size": tile_size, "overlap_px": overlap, "threshold": threshold,
-                                 "tta": cfg.tta}, detect_config=dataclasses.asdict(cfg))
+                                 "tta": cfg.tta, "min_gsd_m": run_gsd_m(meta, 0.0, cfg.min_gsd_m)},
+                         detect_config=dataclasses.asdict(cfg))
         work = WorkArea.open(out_dir, fp, resume=resume, overwrite=overwrite)
         tmp = work.path  # becomes out_dir when complete; journaled mosaics survive a crash
         try:

@@ -98,7 +98,7 @@ def scene_probability(
         h, w = max(1, round(ds.height * scale)), max(1, round(ds.width * scale))
         if h * w > MAX_PIXELS:
             raise InputError(
-                f"mosaic '{mosaic}' is {h}x{w} px at the model GSD; too big for the evaluation "
+                f"mosaic '{mosaic}' is {h}x{w} px at the GSD it is read at; too big for the evaluation "
                 "predictor: run `poppyscan detect` and evaluate its plots.gpkg instead"
             )
         bands = list(_rgb_bands(ds))

@@ -2,10 +2,13 @@
 """What reading a fine mosaic at its own GSD costs: ``poppyscan detect`` on one rendered mosaic finer than
 the model, at several ``--min-gsd`` values, alternated (each a fresh CLI process, as an analyst runs it).
 
-    python scripts/bench_min_gsd.py [--gsd 0.025] [--values 0.04,0.035] [--repeat 2]
+    python scripts/bench_min_gsd.py [--gsd 0.025] [--values 0.04,0.035] [--repeat 2] [--overviews]
 
 Builds an 8192 x 4096 px DEFLATE mosaic of rendered scenes at ``--gsd`` (``bench_detect.build_mosaic``)
 under ``--workdir`` and prints, per run, the wall time, the model grid, the tiles predicted and the plots.
+``--overviews`` runs on a copy with 2x and 4x overviews (``gdaladdo -r average`` levels 2 4, as most
+delivered orthomosaics and COGs have): GDAL reads an overview only where its pixels are at least as
+fine as the GSD the mosaic is read at.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--values", default="0.04,0.035", help="--min-gsd values to compare, comma-separated")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/poppyscan-bench"))
+    ap.add_argument("--overviews", action="store_true", help="give the mosaic 2x and 4x overviews first")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(HERE))
     from bench_detect import build_mosaic
@@ -35,6 +39,20 @@ def main(argv: list[str] | None = None) -> int:
     mosaic = args.workdir / f"fine_8192x4096_{args.gsd}.tif"
     if not mosaic.exists():
         build_mosaic(mosaic, 8192, 4096, args.gsd)
+    if args.overviews:
+        import shutil
+
+        import rasterio
+        from rasterio.enums import Resampling
+
+        with_ovr = mosaic.with_name(mosaic.stem + "_ovr.tif")
+        if not with_ovr.exists():
+            part = with_ovr.with_suffix(".part.tif")
+            shutil.copyfile(mosaic, part)
+            with rasterio.open(part, "r+") as ds:
+                ds.build_overviews([2, 4], Resampling.average)
+            part.replace(with_ovr)
+        mosaic = with_ovr
     exe = Path(sys.executable).parent / "poppyscan"
     for k in range(args.repeat):
         for value in args.values.split(","):

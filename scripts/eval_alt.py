@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="first seeds of the poppy and the poppy-free scenes (another held-out set, e.g. "
                     "907000,907900 for stage 6's second decision)")
     ap.add_argument("--tta", action="store_true", help="flip test-time augmentation (detect --tta)")
-    ap.add_argument("--min-gsd", metavar="M", help="as detect --min-gsd (default: the bundle's)")
+    ap.add_argument("--min-gsd", type=float, metavar="M", help="as detect --min-gsd (default: the bundle's)")
     ap.add_argument("--free-count", type=int, default=N_FREE, metavar="N",
                     help=f"poppy-free scenes (1-99, default {N_FREE})")
     args = ap.parse_args(argv)
@@ -95,6 +95,18 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         ap.error(f"--seeds takes two integers 'POPPY,FREE', got {args.seeds!r}")
 
+    if args.min_gsd is not None:  # before rendering, which can take many minutes
+        if args.update_bundle:
+            ap.error("--min-gsd and --update-bundle: the bundle's metrics are for its own min_gsd_m; write "
+                     "the figures with --report")
+        from poppyscan.bundle import check_min_gsd
+        from poppyscan.errors import PoppyscanError
+        from poppyscan.model import read_meta
+
+        try:
+            check_min_gsd(read_meta(args.bundle), args.min_gsd, "--min-gsd")
+        except PoppyscanError as exc:
+            ap.error(str(exc))
     ev = _eval_default_module()
     dirs = render_alt_set(args.data, ev.BANDS, poppy_seed, free_seed, n_free)
     ev.render_test_set = lambda root, **kw: dirs  # score these scenes with eval_default's own loop
@@ -109,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = ev.main(
             [str(args.bundle), "--data", str(args.data), "--threads", str(args.threads), "--report", str(raw)]
             + (["--tta"] if args.tta else [])
-            + (["--min-gsd", args.min_gsd] if args.min_gsd is not None else [])
+            + (["--min-gsd", str(args.min_gsd)] if args.min_gsd is not None else [])
             + (["--update-bundle", "--metrics-key", key, "--metrics-scenes", described]
                if args.update_bundle else [])
         )

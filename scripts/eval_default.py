@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     import geopandas as gpd
 
     from poppyscan.bundle import check_min_gsd, run_gsd_m
+    from poppyscan.errors import PoppyscanError
     from poppyscan.evaluate import (
         _detect_polygons,
         format_table,
@@ -184,10 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     from poppyscan.model import load_bundle, make_predictor, update_meta
     from poppyscan.scene_predict import predict_scene, scene_gsd_m
 
+    try:  # before rendering, which can take many minutes
+        bundle = load_bundle(args.bundle)
+        check_min_gsd(bundle.meta, args.min_gsd, "--min-gsd")
+    except PoppyscanError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     scenes = render_test_set(args.data, extended=args.extended, final=args.final, wild=args.wild,
                              decision2=args.decision2, fresh=args.fresh, free_count=args.free_count)
-    bundle = load_bundle(args.bundle)
-    check_min_gsd(bundle.meta, args.min_gsd, "--min-gsd")
     thr = bundle.meta.threshold if args.threshold is None else args.threshold
     predict = make_predictor(bundle, device="cpu", threads=args.threads) if args.engine == "simple" else None
     if predict is not None and args.tta:

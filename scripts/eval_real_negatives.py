@@ -238,6 +238,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.extra_report and not args.extra:
         ap.error("--extra-report needs --extra")
+    from poppyscan.bundle import check_min_gsd
+    from poppyscan.config import load_config
+    from poppyscan.errors import PoppyscanError
+    from poppyscan.model import read_meta
+
+    try:
+        check_min_gsd(read_meta(args.bundle), args.min_gsd, "--min-gsd")
+    except PoppyscanError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         mosaics = prepare(fetch_wheel(args.data, args.wheel), args.data / "geotiff")
         if args.extra:
@@ -253,8 +263,6 @@ def main(argv: list[str] | None = None) -> int:
     except Failure as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-
-    from poppyscan.config import load_config
 
     overrides = {"detect.run_tasks": False, "detect.tta": args.tta, "detect.min_gsd_m": args.min_gsd}
     if args.threshold is not None:
@@ -273,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         "bundle": str(args.bundle), "version": run["model"]["version"],
         "threshold": run["params"]["threshold"],
         "min_prob_mean": run["params"].get("min_prob_mean", 0.0),
-        "tta": args.tta, "min_gsd_m": args.min_gsd,
+        "tta": args.tta, "min_gsd_m": run["params"].get("min_gsd_m"),
         "source": f"NEON AOP RGB crops at {GSD_M} m/px from {WHEEL} (deepforest/data)",
         **totals,
         "images": rows, "seconds": round(time.time() - t0, 1),
@@ -317,7 +325,7 @@ def evaluate_extra(extra: dict[str, list[Path]], args, config) -> dict:
     return {
         "bundle": str(args.bundle), "version": run["model"]["version"],
         "threshold": run["params"]["threshold"], "min_prob_mean": run["params"].get("min_prob_mean", 0.0),
-        "tta": args.tta, "min_gsd_m": args.min_gsd, "sets": sets,
+        "tta": args.tta, "min_gsd_m": run["params"].get("min_gsd_m"), "sets": sets,
         "hectares": round(ha, 3), "false_plots": n,
         "false_plots_per_ha": round(n / ha, 2),
         "not_used": {"deepforest-1.5.2 deepforest/data/test_tiled.tif":

@@ -121,6 +121,7 @@ def test_onnx_carries_metadata(bundle_dir):
         (lambda d: d.update(min_prob_mean=1.5), "min_prob_mean.*\\[0, 1\\)"),
         (lambda d: d.update(min_gsd_m=d["gsd_m"] * 0.4),
          "min_gsd_m.*must be null or in \\[gsd_m / 2, gsd_m\\]"),
+        (lambda d: d.update(min_gsd_m=d["gsd_m"] * 1.5), "min_gsd_m.*must be null or in"),
         (lambda d: d.update(min_gsd_m="fine"), "min_gsd_m"),
         (lambda d: d.update(classes=["background", "poppy", "corn_poppy"]), "do not fit"),
     ],

@@ -182,6 +182,8 @@ def test_a_fine_mosaic_without_overviews_gets_a_gdaladdo_hint(tmp_path):
         hint = m.overview_hint(0.04)
     assert "fine.tif is 2.0 cm/px without overviews" in hint and "decodes 4x the pixels" in hint
     assert f"gdaladdo -r average {fine.path} 2 4" in hint
+    with open_mosaic(fine.path) as m:  # read at 3.5 cm (min_gsd_m): a 4 cm overview would not be read
+        assert m.overview_hint(0.035) is None
     with open_mosaic(coarse.path) as m:
         assert m.overview_hint(0.04) is None  # 1.3x finer: a 2x overview would not be used anyway
     with rasterio.open(fine.path, "r+") as ds:

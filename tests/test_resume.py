@@ -154,6 +154,35 @@ def test_a_failed_run_keeps_finished_mosaics_only(tmp_path):
     assert len(plots_of(tmp_path / "run")) == 4
 
 
+def test_resuming_with_another_min_gsd_of_the_model_is_refused(tmp_path):
+    """Mosaics at 4.5 cm run at 4.5 cm under a model whose min_gsd_m allows it; resuming the failed run
+    with a model that reads them at 5 cm would mix two grids in one run, so it is refused by name."""
+    mosaics = []
+    for i in range(2):
+        scene = write_scene(tmp_path / f"m{i}.tif", plots_px=[box(60, 70, 150, 160)], size=(300, 300),
+                            gsd=0.045, origin=(400000.0 + 20.0 * i, 2800000.0), seed=i)
+        mosaics.append(scene.path)
+
+    class FailsOnSecond(ColourPredictor):
+        def __call__(self, batch):
+            if self.calls >= 1 and self.failing:
+                raise RuntimeError("power cut")
+            return super().__call__(batch)
+
+    config = load_config(overrides={**KEYS, "detect.streams": 1, "detect.batch_size": 16})
+    model = FailsOnSecond(min_gsd_m=0.04)
+    model.failing = True
+    with pytest.raises(RuntimeError, match="power cut"):
+        detect(mosaics, tmp_path / "run", config=config, model=model, progress=False)
+    with pytest.raises(InputError, match="min_gsd_m"):
+        detect(mosaics, tmp_path / "run", config=config, model=ColourPredictor(), progress=False, resume=True)
+    model.failing = False
+    detect(mosaics, tmp_path / "run", config=config, model=model, progress=False, resume=True)
+    with rasterio.open(tmp_path / "run" / "probability.tif") as a, \
+            rasterio.open(tmp_path / "run" / "probability_2.tif") as b:
+        assert a.res == b.res == pytest.approx((0.045, 0.045))
+
+
 def test_a_second_run_into_the_same_out_dir_is_refused_while_the_first_holds_it(tmp_path):
     from poppyscan.resume import WorkArea
 

@@ -68,8 +68,9 @@ def _rows(value):  # noqa: ANN001, ANN202
               metavar="P", help="Report an outlined region only if its mean probability reaches P "
                                 "(default: the bundle's; 0 = every region).")
 @click.option("--min-gsd", type=_Checked("min-gsd", _gsd, "a pixel size in [0.005, 0.5] m"), metavar="M",
-              help="Run mosaics finer than the model's GSD at their own GSD down to M m/px (default: the "
-                   "bundle's min_gsd_m; the model's GSD = resample every mosaic to it).")
+              help="Run mosaics finer than the model's GSD at their own GSD down to M m/px, M between half "
+                   "the model's GSD and its GSD (default: the bundle's min_gsd_m; the model's GSD = "
+                   "resample every mosaic to it).")
 @click.option("--tta/--no-tta", default=None,
               help="Average each tile's prediction with that of its mirror image (flip test-time "
                    "augmentation): fewer false alarms, 1.8x the run time (default: config detect.tta, off).")
