@@ -52,7 +52,8 @@ def test_cluster_run_with_the_real_bundle_through_the_cli(tmp_path, cluster, cap
     from detect_scenes import write_scene
     from shapely.geometry import box
 
-    scene = write_scene(tmp_path / "m.tif", plots_px=[box(50, 50, 120, 120)], size=(300, 300), gsd=0.04)
+    # 3 cm: finer than the bundle's min_gsd_m (3.5 cm), so band and finishing tasks must agree on that grid
+    scene = write_scene(tmp_path / "m.tif", plots_px=[box(50, 50, 120, 120)], size=(300, 300), gsd=0.03)
     model = Path(__file__).resolve().parents[1] / "models" / "poppyscan-default"
     args = [str(scene.path), "--model", str(model), "--device", "cpu", "-q"]
     assert main(["detect", *args, "--out", str(tmp_path / "local")]) == 0
@@ -63,6 +64,7 @@ def test_cluster_run_with_the_real_bundle_through_the_cli(tmp_path, cluster, cap
     with rasterio.open(tmp_path / "local" / "probability.tif") as pa, \
             rasterio.open(tmp_path / "dask" / "probability.tif") as pb:
         assert np.array_equal(pa.read(), pb.read())
+        assert pa.res == pb.res == pytest.approx((0.035, 0.035)) and pa.transform == pb.transform
 
 
 def test_unreachable_scheduler_is_a_one_line_error():
