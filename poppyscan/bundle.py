@@ -171,6 +171,17 @@ class Bundle:
         return None if self.path is None else self.path / self.meta.onnx_file
 
 
+def gsd_floor_m(meta: Any, min_gsd_m: float | None = None) -> float:
+    """The finest GSD (m/px) any mosaic is read at: ``min_gsd_m`` (an override), else the bundle's
+    ``min_gsd_m``, else its ``gsd_m`` (every mosaic resampled to it).
+
+    >>> gsd_floor_m(new_meta(gsd_m=0.04)), gsd_floor_m(new_meta(gsd_m=0.04, min_gsd_m=0.035), 0.03)
+    (0.04, 0.03)
+    """
+    lo = min_gsd_m if min_gsd_m is not None else getattr(meta, "min_gsd_m", None)
+    return float(meta.gsd_m) if lo is None else float(lo)
+
+
 def run_gsd_m(meta: Any, mosaic_gsd_m: float, min_gsd_m: float | None = None) -> float:
     """The GSD (m/px) a mosaic of ``mosaic_gsd_m`` is read and predicted at.
 
@@ -183,9 +194,7 @@ def run_gsd_m(meta: Any, mosaic_gsd_m: float, min_gsd_m: float | None = None) ->
     >>> run_gsd_m(m, 0.06), run_gsd_m(m, 0.037), run_gsd_m(m, 0.02), run_gsd_m(m, 0.02, 0.04)
     (0.04, 0.037, 0.035, 0.04)
     """
-    lo = min_gsd_m if min_gsd_m is not None else getattr(meta, "min_gsd_m", None)
-    lo = float(meta.gsd_m) if lo is None else float(lo)
-    return min(float(meta.gsd_m), max(lo, float(mosaic_gsd_m)))
+    return min(float(meta.gsd_m), max(gsd_floor_m(meta, min_gsd_m), float(mosaic_gsd_m)))
 
 
 def check_min_gsd(meta: Any, min_gsd_m: float | None, option: str = "detect.min_gsd_m") -> None:

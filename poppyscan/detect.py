@@ -37,7 +37,7 @@ import pandas as pd
 
 from . import __version__
 from .bands import model_gsd, mosaic_bands
-from .bundle import check_min_gsd, plot_decision, run_gsd_m
+from .bundle import check_min_gsd, gsd_floor_m, plot_decision
 from .config import Config, load_config
 from .distributed import run_mosaics
 from .errors import InputError, OutputExistsError
@@ -249,6 +249,7 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
         for m in opened:  # before any work: a 30 m/px scene would be upsampled into gigapixels
             check_gsd(m, float(meta.gsd_m))
         check_min_gsd(meta, cfg.min_gsd_m)
+        gsd_floor = gsd_floor_m(meta, cfg.min_gsd_m)
         tile_size = cfg.tile_size or int(meta.tile_size)
         overlap = overlap_px(tile_size, cfg.overlap if cfg.overlap is not None else float(meta.overlap))
         threshold = cfg.threshold if cfg.threshold is not None else float(meta.threshold)
@@ -261,7 +262,7 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         fp = fingerprint(paths, model_path=resolved.path, meta=meta, device=resolved.device,
                          params={"tile_size": tile_size, "overlap_px": overlap, "threshold": threshold,
-                                 "tta": cfg.tta, "min_gsd_m": run_gsd_m(meta, 0.0, cfg.min_gsd_m)},
+                                 "tta": cfg.tta, "min_gsd_m": gsd_floor},
                          detect_config=dataclasses.asdict(cfg))
         work = WorkArea.open(out_dir, fp, resume=resume, overwrite=overwrite)
         tmp = work.path  # becomes out_dir when complete; journaled mosaics survive a crash
@@ -317,7 +318,7 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
                           "device": resolved.device},
                 "params": {"tile_size": tile_size, "overlap_px": overlap, "threshold": threshold,
                            "min_prob_mean": min_prob_mean,
-                           "min_gsd_m": run_gsd_m(meta, 0.0, cfg.min_gsd_m), "streams": resolved.streams,
+                           "min_gsd_m": gsd_floor, "streams": resolved.streams,
                            "tiles_per_call": resolved.batch_size, "tta": cfg.tta},
                 "config": config.to_dict(),
                 "counts": {"mosaics": len(opened), "tiles": summary.tiles,

@@ -426,7 +426,7 @@ def evaluate_scenes(
 
     import geopandas as gpd
 
-    from .bundle import check_min_gsd, load_bundle, make_predictor, run_gsd_m
+    from .bundle import check_min_gsd, gsd_floor_m, load_bundle, make_predictor
     from .scene_predict import predict_scene
     from .traindata import find_scenes, positive_rows, scene_name
 
@@ -483,7 +483,7 @@ def evaluate_scenes(
         "model_version": bundle.meta.version,
         "engine": engine,
         "tta": tta,
-        "min_gsd_m": run_gsd_m(bundle.meta, 0.0, min_gsd_m),
+        "min_gsd_m": gsd_floor_m(bundle.meta, min_gsd_m),
         "threshold": thr,
         "min_prob_mean": keep,
         "iou_min": iou_min,

@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import geopandas as gpd
 
-    from poppyscan.bundle import check_min_gsd, run_gsd_m
+    from poppyscan.bundle import check_min_gsd, gsd_floor_m
     from poppyscan.errors import PoppyscanError
     from poppyscan.evaluate import (
         _detect_polygons,
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         "version": bundle.meta.version,
         "engine": args.engine,
         "tta": args.tta,
-        "min_gsd_m": run_gsd_m(bundle.meta, 0.0, args.min_gsd),
+        "min_gsd_m": gsd_floor_m(bundle.meta, args.min_gsd),
         "threshold": thr,
         "min_prob_mean": bundle.meta.min_prob_mean,
         "iou_min": 0.25,

@@ -197,17 +197,23 @@ def test_evaluate_scenes_simple_and_detect_engines_agree(tmp_path):
     assert cal["threshold"] in cal["per_threshold"]
 
 
-def test_tta_engines_agree_and_the_cli_records_it(tmp_path, capsys):
-    """Flip TTA through detect (the production path) and through the in-memory engine give the same
-    counts with the shipped model on a sample scene; ``evaluate --tta`` reports that it used it."""
+@pytest.fixture
+def sample_scene(tmp_path):
+    """A copy of the 3 cm sample scene (nodata footprint) as a scene directory, and the shipped bundle."""
     import shutil
-
-    from poppyscan.evaluate import evaluate_scenes
 
     root = Path(__file__).resolve().parent.parent
     scene = tmp_path / "scenes" / "s"
     shutil.copytree(root / "sample_tiles" / "utm49n_nodata", scene)
-    bundle = root / "models" / "poppyscan-default"
+    return scene, root / "models" / "poppyscan-default"
+
+
+def test_tta_engines_agree_and_the_cli_records_it(tmp_path, capsys, sample_scene):
+    """Flip TTA through detect (the production path) and through the in-memory engine give the same
+    counts with the shipped model on a sample scene; ``evaluate --tta`` reports that it used it."""
+    from poppyscan.evaluate import evaluate_scenes
+
+    scene, bundle = sample_scene
     counts = set()
     for engine in ("simple", "detect"):
         r = evaluate_scenes(bundle, [scene], device="cpu", threads=1, engine=engine, tta=True)
@@ -224,18 +230,13 @@ def test_tta_engines_agree_and_the_cli_records_it(tmp_path, capsys):
     capsys.readouterr()
 
 
-def test_min_gsd_engines_agree_and_the_cli_records_it(tmp_path, capsys):
+def test_min_gsd_engines_agree_and_the_cli_records_it(tmp_path, capsys, sample_scene):
     """A 3 cm sample scene read at 3 cm (``--min-gsd 0.03``) through detect and through the in-memory
     engine gives the same counts, a different outline than at the model's 4 cm, and the report says so;
     a value outside [gsd_m / 2, gsd_m] is refused in one line."""
-    import shutil
-
     from poppyscan.evaluate import evaluate_scenes
 
-    root = Path(__file__).resolve().parent.parent
-    scene = tmp_path / "scenes" / "s"
-    shutil.copytree(root / "sample_tiles" / "utm49n_nodata", scene)
-    bundle = root / "models" / "poppyscan-default"
+    scene, bundle = sample_scene
     counts = set()
     for engine in ("simple", "detect"):
         fine = evaluate_scenes(bundle, [scene], device="cpu", threads=1, engine=engine, min_gsd_m=0.03)
