@@ -70,6 +70,10 @@ class BundleMeta:
     #                             reaches this (0 = every region); outlines come from ``threshold``
     min_gsd_m: float | None = None  # mosaics finer than ``gsd_m`` run at max(their GSD, this); None = gsd_m
     #                                 (every mosaic resampled to gsd_m). See :func:`run_gsd_m`.
+    plot_scorer: str | None = None  # file in the bundle with the plot scorer (poppyscan.plot_scorer); when
+    #                                 set, a region is a plot if its score reaches plot_scorer_cut and
+    #                                 min_prob_mean is not used. None = the min_prob_mean rule
+    plot_scorer_cut: float = 0.5
     training: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     metrics: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     created: str = ""
@@ -128,6 +132,15 @@ class BundleMeta:
         ):
             raise bad("min_gsd_m", f"must be null or in [gsd_m / 2, gsd_m] = [{0.5 * self.gsd_m:g}, "
                       f"{self.gsd_m:g}] m/px, got {self.min_gsd_m!r}")
+
+        if self.plot_scorer is not None and not (
+            isinstance(self.plot_scorer, str) and self.plot_scorer.endswith(".json")
+            and Path(self.plot_scorer).name == self.plot_scorer and not self.plot_scorer.startswith(".")
+        ):
+            raise bad("plot_scorer", f"must be null or the name of a .json file in the bundle directory, "
+                      f"got {self.plot_scorer!r}")
+        if not (isinstance(self.plot_scorer_cut, (int, float)) and 0 < self.plot_scorer_cut < 1):
+            raise bad("plot_scorer_cut", f"must be in (0, 1), got {self.plot_scorer_cut!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -408,6 +421,10 @@ def load_bundle(path: str | Path, *, check_onnx: bool = True, with_torch: bool =
         model.eval()
     if check_onnx or not with_torch:
         _check_onnx(path / meta.onnx_file)
+    if meta.plot_scorer:
+        from .plot_scorer import load_for
+
+        load_for(meta, path)  # a missing or corrupt scorer fails here, naming the file
     return Bundle(meta=meta, model=model, path=path)
 
 

@@ -63,6 +63,8 @@ class DetectConfig:
     threshold: float | None = None
     min_prob_mean: float | None = None
     min_gsd_m: float | None = None
+    plot_scorer: bool = True
+    min_plot_score: float | None = None
     tta: bool = False
     threads: int = 0
     streams: int = 0
@@ -98,6 +100,11 @@ class DetectConfig:
         if self.min_prob_mean is not None:
             _check(0 <= self.min_prob_mean < 1, "detect.min_prob_mean",
                    f"must be in [0, 1) (or null = the bundle's), got {self.min_prob_mean}")
+        _check(isinstance(self.plot_scorer, bool), "detect.plot_scorer",
+               f"must be true or false, got {self.plot_scorer!r}")
+        if self.min_plot_score is not None:
+            _check(0 < self.min_plot_score < 1, "detect.min_plot_score",
+                   f"must be in (0, 1) (or null = the bundle's plot_scorer_cut), got {self.min_plot_score}")
         if self.min_gsd_m is not None:
             _check(0.005 <= self.min_gsd_m <= 0.5, "detect.min_gsd_m",
                    f"must be in [0.005, 0.5] m/px (or null = the bundle's), got {self.min_gsd_m}")

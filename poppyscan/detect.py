@@ -35,12 +35,12 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from . import __version__
+from . import __version__, plot_scorer
 from .bands import model_gsd, mosaic_bands
 from .bundle import check_min_gsd, gsd_floor_m, plot_decision
 from .config import Config, load_config
 from .distributed import run_mosaics
-from .errors import InputError, OutputExistsError
+from .errors import ConfigError, InputError, OutputExistsError
 from .infer import plan_streams
 from .mosaic import Mosaic, block_cache, check_gsd, open_mosaic
 from .plots import merge_overlapping, plot_table
@@ -253,12 +253,25 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
         tile_size = cfg.tile_size or int(meta.tile_size)
         overlap = overlap_px(tile_size, cfg.overlap if cfg.overlap is not None else float(meta.overlap))
         threshold = cfg.threshold if cfg.threshold is not None else float(meta.threshold)
-        min_prob_mean = (cfg.min_prob_mean if cfg.min_prob_mean is not None
-                         else float(getattr(meta, "min_prob_mean", 0.0)))
+        scorer = plot_scorer.load_for(meta, resolved.path) if cfg.plot_scorer else None
+        if cfg.min_plot_score is not None and scorer is None:
+            raise ConfigError("'detect.min_plot_score' (--min-plot-score) needs a model with a plot scorer "
+                              "and detect.plot_scorer on; this run has none: leave it unset")
+        min_score = None
+        if scorer is not None:  # the scorer decides; an explicit min_prob_mean is a floor besides it
+            min_score = (cfg.min_plot_score if cfg.min_plot_score is not None
+                         else float(meta.plot_scorer_cut))
+            min_prob_mean = cfg.min_prob_mean or 0.0
+            rule = f"plot score >= {min_score:.3f}" + (f", mean probability >= {min_prob_mean:.2f}"
+                                                       if min_prob_mean else "")
+        else:
+            min_prob_mean = (cfg.min_prob_mean if cfg.min_prob_mean is not None
+                             else float(getattr(meta, "min_prob_mean", 0.0)))
+            rule = f"plot mean probability >= {min_prob_mean:.2f}"
         log.info("model %s %s (%s, %d stream(s) of %d tiles), gsd %.3f m, tiles %d px overlap %d px, "
-                 "threshold %.2f, plot mean probability >= %.2f", getattr(meta, "name", "?"), meta.version,
+                 "threshold %.2f, %s", getattr(meta, "name", "?"), meta.version,
                  resolved.device, resolved.streams, resolved.batch_size, meta.gsd_m, tile_size, overlap,
-                 threshold, min_prob_mean)
+                 threshold, rule)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         fp = fingerprint(paths, model_path=resolved.path, meta=meta, device=resolved.device,
                          params={"tile_size": tile_size, "overlap_px": overlap, "threshold": threshold,
@@ -282,12 +295,21 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
             crs = opened[0].crs
             frames = []
             n_regions = 0
-            for r in results:  # the plot decision: regions whose mean probability falls short are not plots
+            t_score = 0.0
+            for i, r in enumerate(results):  # the plot decision: which outlined regions are plots
                 n_regions += len(r["gdf"])
-                r["gdf"] = r["gdf"][plot_decision(r["gdf"]["prob_mean"], min_prob_mean)]
+                keep = plot_decision(r["gdf"]["prob_mean"], min_prob_mean)
+                if scorer is not None:
+                    t = time.perf_counter()
+                    score = plot_scorer.mosaic_region_scores(opened[i], r["grid"], tmp / prob_names[i],
+                                                             r["gdf"].geometry, scorer, threshold)
+                    t_score += time.perf_counter() - t
+                    r["gdf"] = r["gdf"].assign(score=score)
+                    keep &= score >= min_score - 1e-9
+                r["gdf"] = r["gdf"][keep]
             if n_regions:
-                log.info("%d of %d thresholded regions reach a mean probability of %.2f",
-                         sum(len(r["gdf"]) for r in results), n_regions, min_prob_mean)
+                log.info("%d of %d thresholded regions are plots (%s)",
+                         sum(len(r["gdf"]) for r in results), n_regions, rule)
             for i, r in enumerate(results):
                 gdf = r["gdf"].to_crs(crs) if r["gdf"].crs != crs else r["gdf"]
                 frames.append(gdf.assign(source=i))
@@ -318,6 +340,8 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
                           "device": resolved.device},
                 "params": {"tile_size": tile_size, "overlap_px": overlap, "threshold": threshold,
                            "min_prob_mean": min_prob_mean,
+                           "plot_scorer": meta.plot_scorer if scorer is not None else None,
+                           "min_plot_score": min_score,
                            "min_gsd_m": gsd_floor, "streams": resolved.streams,
                            "tiles_per_call": resolved.batch_size, "tta": cfg.tta},
                 "config": config.to_dict(),
@@ -328,7 +352,7 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
                            "plots_over_500": n_over, "hectares": summary.hectares},
                 "timings": {"total_s": summary.seconds, "open_s": round(t_open - t0 - t_model, 3),
                             "model_load_s": round(t_model, 3),
-                            "plots_s": round(t_end - t_plots, 3),
+                            "plots_s": round(t_end - t_plots, 3), "plot_score_s": round(t_score, 3),
                             "mosaics": [{k: round(v, 3) for k, v in r["timings"].items()} for r in results]},
                 "outputs": {"plots": "plots.gpkg", "probability": prob_names},
                 "warnings": warnings,

@@ -368,6 +368,8 @@ def _detect_polygons(
     min_prob_mean: float | None = None,
     tta: bool = False,
     min_gsd_m: float | None = None,
+    plot_scorer: bool = True,
+    min_plot_score: float | None = None,
 ):  # noqa: ANN202
     """Plot polygons of one mosaic from ``poppyscan.detect`` (the production path), in a temporary run.
     ``min_prob_mean`` None: the bundle's plot decision; ``tta``: detect's flip test-time augmentation."""
@@ -386,6 +388,8 @@ def _detect_polygons(
             "detect.threads": threads,
             "detect.tta": tta,
             "detect.min_gsd_m": min_gsd_m,
+            "detect.plot_scorer": plot_scorer,
+            "detect.min_plot_score": min_plot_score,
         }
     )
     t0 = time.perf_counter()
@@ -411,6 +415,8 @@ def evaluate_scenes(
     scores: list | None = None,
     tta: bool = False,
     min_gsd_m: float | None = None,
+    plot_scorer: bool = True,
+    min_plot_score: float | None = None,
 ) -> dict[str, Any]:  # noqa: ANN001
     """Run ``bundle`` over labelled scenes and score each one (see :func:`poppyscan.traindata.find_scenes`).
 
@@ -420,7 +426,8 @@ def evaluate_scenes(
     "poppy_free_scenes"}``; the aggregates sum counts and areas over scenes. ``scores``: a list that
     receives each scene's ``(name, ObjectScore)`` (for :func:`write_error_layers`). ``tta``: average
     each tile's prediction with that of its left-right mirror image, as ``detect.tta`` does.
-    ``min_gsd_m``: as ``detect.min_gsd_m`` (None: the bundle's).
+    ``min_gsd_m``: as ``detect.min_gsd_m`` (None: the bundle's). ``plot_scorer`` / ``min_plot_score``:
+    as ``detect.plot_scorer`` / ``detect.min_plot_score`` (use the bundle's plot scorer, at its cut).
     """
     import importlib.util
 
@@ -443,12 +450,19 @@ def evaluate_scenes(
 
         predict = flip_averaged(predict)
     thr = bundle.meta.threshold if threshold is None else threshold
-    keep = bundle.meta.min_prob_mean if min_prob_mean is None else min_prob_mean
+    from .plot_scorer import load_for
+
+    scorer_name = bundle.meta.plot_scorer if plot_scorer and load_for(bundle.meta, bundle.path) else None
+    cut = (bundle.meta.plot_scorer_cut if min_plot_score is None else min_plot_score) if scorer_name else None
+    # the plot decision as detect makes it: with a scorer, min_prob_mean only as an explicit floor
+    keep = (min_prob_mean or 0.0) if scorer_name else (
+        bundle.meta.min_prob_mean if min_prob_mean is None else min_prob_mean)
     scenes, agg = [], {"total": None, "poppy_scenes": None, "poppy_free_scenes": None}
     for mosaic, truth in find_scenes(sources):
         if engine == "simple":
             sp = predict_scene(predict, bundle, mosaic, threshold=thr, min_prob_mean=keep,
-                               min_area_m2=min_area_m2, min_gsd_m=min_gsd_m)
+                               min_area_m2=min_area_m2, min_gsd_m=min_gsd_m, plot_scorer=plot_scorer,
+                               min_plot_score=min_plot_score)
             pred, area, secs = (
                 gpd.GeoDataFrame(geometry=sp.polygons, crs=sp.crs),
                 sp.valid_area_m2,
@@ -457,7 +471,8 @@ def evaluate_scenes(
         else:
             pred, secs = _detect_polygons(
                 bundle, mosaic, device=device, threads=threads, threshold=thr, min_area_m2=min_area_m2,
-                min_prob_mean=keep, tta=tta, min_gsd_m=min_gsd_m,
+                min_prob_mean=keep, tta=tta, min_gsd_m=min_gsd_m, plot_scorer=plot_scorer,
+                min_plot_score=min_plot_score,
             )
             area = valid_area_m2(mosaic)
         # truth rows keep their columns, so a missed plot in ``scores`` carries its stage, setting ...
@@ -486,6 +501,8 @@ def evaluate_scenes(
         "min_gsd_m": gsd_floor_m(bundle.meta, min_gsd_m),
         "threshold": thr,
         "min_prob_mean": keep,
+        "plot_scorer": scorer_name,
+        "min_plot_score": cut,
         "iou_min": iou_min,
         "min_area_m2": min_area_m2,
         "scenes": scenes,

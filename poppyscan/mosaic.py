@@ -189,12 +189,18 @@ class Mosaic:
         arrays are buffers owned by the mosaic, overwritten by the next ``reuse`` read (no fresh
         allocation and page faults per strip); ``valid`` is then read-only.
         """
+        return self.read_window(grid, row, 0, nrows, grid.width, reuse=reuse)
+
+    def read_window(self, grid: ModelGrid, row: int, col: int, nrows: int, ncols: int, *,
+                    reuse: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Read the model-grid window of ``nrows x ncols`` pixels at ``(row, col)``, as
+        :meth:`read_strip` reads rows (``rgb`` uint8 ``(nrows, ncols, 3)``, ``valid`` bool)."""
         sx, sy = grid.scale
-        shape = (nrows, grid.width)
+        shape = (nrows, ncols)
         if grid.resampled:
-            window = Window(0, row * sy, grid.width * sx, nrows * sy)
+            window = Window(col * sx, row * sy, ncols * sx, nrows * sy)
         else:
-            window = Window(0, row, grid.width, nrows)
+            window = Window(col, row, ncols, nrows)
         indexes = list(self.rgb) + ([self.alpha] if self.alpha is not None else [])
         buf = self._buffers(len(indexes), shape) if reuse else None
         if buf is None:

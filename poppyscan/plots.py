@@ -5,7 +5,8 @@ metres (UTM, CGCS2000 Gauss-Krüger, ...) and every plot lies within (or :data:`
 of) its area of use, else each plot's own UTM zone (geographic or non-metre CRS, or mosaics from distant
 zones brought into the first one's CRS, where the grid's scale error would distort areas).
 Columns follow docs/INTERFACES.md: ``plot_id`` (1..n, north to south then west to east), ``area_m2``,
-``area_mu`` (1 亩 = 666.67 m²), ``prob_mean``, ``prob_max``, ``est_plants`` (area x plants per m²,
+``area_mu`` (1 亩 = 666.67 m²), ``prob_mean``, ``prob_max``, ``score`` (the plot scorer's, 0-1; empty
+when the model has none), ``est_plants`` (area x plants per m²,
 rounded), ``over_500_plants`` (``est_plants >= criminal_plants``), ``lon``/``lat`` (WGS84 centroid),
 ``mosaic`` (source file name), ``model_version``.
 """
@@ -22,8 +23,8 @@ from scipy.sparse.csgraph import connected_components
 from .geo.utm import utm_epsg
 
 M2_PER_MU = 666.67
-COLUMNS = ["plot_id", "area_m2", "area_mu", "prob_mean", "prob_max", "est_plants", "over_500_plants",
-           "lon", "lat", "mosaic", "model_version"]
+COLUMNS = ["plot_id", "area_m2", "area_mu", "prob_mean", "prob_max", "score", "est_plants",
+           "over_500_plants", "lon", "lat", "mosaic", "model_version"]
 
 
 AREA_OF_USE_MARGIN_DEG = 2.0
@@ -82,9 +83,10 @@ def measure(geoms: gpd.GeoSeries) -> tuple[np.ndarray, gpd.GeoSeries]:
 def merge_overlapping(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     """Union detections from different mosaics that intersect; one row per plot.
 
-    Columns in: ``geometry, prob_mean, prob_max, mosaic, source`` (``source`` = mosaic index). A group
-    keeps the highest ``prob_mean`` and ``prob_max`` of its members (the clearest view) and the
-    ``mosaic`` of its member with the highest ``prob_max`` (largest area on ties).
+    Columns in: ``geometry, prob_mean, prob_max, mosaic, source`` (``source`` = mosaic index) and
+    optionally ``score``. A group keeps the highest ``prob_mean``, ``prob_max`` and ``score`` of its
+    members (the clearest view) and the ``mosaic`` of its member with the highest ``prob_max`` (largest
+    area on ties).
     """
     n = len(gdf)
     if n == 0 or gdf["source"].nunique() < 2:
@@ -105,6 +107,8 @@ def merge_overlapping(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
         best = grp.sort_values(["prob_max", "_area"], ascending=False).iloc[0].copy()
         best["prob_mean"] = grp["prob_mean"].max()
         best["prob_max"] = grp["prob_max"].max()
+        if "score" in grp:
+            best["score"] = grp["score"].max()
         geom = shapely.make_valid(shapely.union_all(grp.geometry.values))
         for part in getattr(geom, "geoms", [geom]):  # pieces meeting only at a point stay apart
             if part.geom_type == "Polygon" and part.area > 0:
@@ -131,6 +135,7 @@ def plot_table(gdf: gpd.GeoDataFrame, *, plants_per_m2: float, criminal_plants: 
         "area_mu": np.round(area / M2_PER_MU, 5),
         "prob_mean": np.round(gdf["prob_mean"].to_numpy(np.float64), 4),
         "prob_max": np.round(gdf["prob_max"].to_numpy(np.float64), 4),
+        "score": np.round(gdf["score"].to_numpy(np.float64), 4) if "score" in gdf else np.nan,
         "est_plants": est,
         "over_500_plants": est >= criminal_plants,
         "lon": np.round(centroid.x.to_numpy(), 8),
@@ -145,7 +150,8 @@ def plot_table(gdf: gpd.GeoDataFrame, *, plants_per_m2: float, criminal_plants: 
 
 
 _DTYPES = {"plot_id": "int64", "area_m2": "float64", "area_mu": "float64", "prob_mean": "float64",
-           "prob_max": "float64", "est_plants": "int64", "over_500_plants": "bool", "lon": "float64",
+           "prob_max": "float64", "score": "float64", "est_plants": "int64", "over_500_plants": "bool",
+           "lon": "float64",
            "lat": "float64", "mosaic": "object", "model_version": "object"}
 
 

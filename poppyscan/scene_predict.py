@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
@@ -35,6 +34,7 @@ class ScenePrediction:
     valid_area_m2: float
     prob: np.ndarray  # float32 (H, W) at model GSD, NaN outside the valid area
     seconds: float
+    scores: list | None = None  # plot scores (None each without a plot scorer)
 
 
 def predict_array(
@@ -77,6 +77,7 @@ class SceneProbability:
     crs: object
     px_area_m2: float
     seconds: float
+    rgb: np.ndarray | None = None  # uint8 (H, W, 3) as predicted, kept only when asked (``keep_rgb``)
 
     @property
     def valid_area_m2(self) -> float:
@@ -84,10 +85,11 @@ class SceneProbability:
 
 
 def scene_probability(
-    predict: Predictor, bundle: Bundle, mosaic: str | Path, *, batch: int = 4, min_gsd_m: float | None = None
+    predict: Predictor, bundle: Bundle, mosaic: str | Path, *, batch: int = 4, min_gsd_m: float | None = None,
+    keep_rgb: bool = False,
 ) -> SceneProbability:
     """Read ``mosaic`` at the GSD ``detect`` runs it at (:func:`~poppyscan.bundle.run_gsd_m`; ``min_gsd_m``
-    as ``detect.min_gsd_m``) and predict its blended probability."""
+    as ``detect.min_gsd_m``) and predict its blended probability (``keep_rgb``: keep the image too)."""
     import time
 
     t0 = time.perf_counter()
@@ -107,8 +109,10 @@ def scene_probability(
         transform = ds.transform @ rasterio.Affine.scale(ds.width / w, ds.height / h)
         crs = ds.crs
         px_area = (src_gsd * ds.width / w) * (src_gsd * ds.height / h)
-    prob = predict_array(predict, np.ascontiguousarray(rgb), meta.tile_size, meta.overlap, batch)
-    return SceneProbability(prob, valid, transform, crs, px_area, time.perf_counter() - t0)
+    rgb = np.ascontiguousarray(rgb)
+    prob = predict_array(predict, rgb, meta.tile_size, meta.overlap, batch)
+    return SceneProbability(prob, valid, transform, crs, px_area, time.perf_counter() - t0,
+                            rgb if keep_rgb else None)
 
 
 def probability_polygons(
@@ -121,21 +125,26 @@ def probability_polygons(
 ) -> tuple[list[Polygon], list[float], list[float]]:
     """Threshold, light morphology, polygonise; returns polygons (mosaic CRS) and their max and mean
     probability (over the region's pixels, as ``detect`` computes them)."""
+    polys, pmax, pmean, _ = _regions(sp, sp.prob, threshold, min_area_m2=min_area_m2, max_hole_m2=max_hole_m2,
+                                     morph_radius_px=morph_radius_px)
+    return polys, pmax, pmean
+
+
+def _regions(sp: SceneProbability, prob: np.ndarray, threshold: float, *, min_area_m2: float,
+             max_hole_m2: float, morph_radius_px: int, scorer=None):  # noqa: ANN001, ANN202
+    """:func:`probability_polygons` of ``prob`` plus each polygon's plot score (``scorer``) or None."""
     from scipy import ndimage
 
-    valid = sp.valid.astype(np.uint8)
-    mask = (sp.prob >= threshold).astype(np.uint8) & valid
-    if morph_radius_px > 0:
-        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * morph_radius_px + 1,) * 2)
-        mask = cv2.morphologyEx(cv2.morphologyEx(mask, cv2.MORPH_OPEN, k), cv2.MORPH_CLOSE, k) & valid
-    n, labels = cv2.connectedComponents(mask, connectivity=4)
+    from .regions import candidate_labels, region_features
+
+    n, labels, stats = candidate_labels(prob, sp.valid, threshold, morph_radius_px)
     if n <= 1:
-        return [], [], []
-    maxima = ndimage.maximum(sp.prob, labels, index=np.arange(n))
-    means = ndimage.mean(sp.prob, labels, index=np.arange(n))
+        return [], [], [], []
+    maxima = ndimage.maximum(prob, labels, index=np.arange(n))
+    means = ndimage.mean(prob, labels, index=np.arange(n))
     min_px, hole_px = min_area_m2 / sp.px_area_m2, max_hole_m2 / sp.px_area_m2
-    polys, pmax, pmean = [], [], []
-    for geom, val in shapes(labels.astype(np.int32), mask=mask.astype(bool), connectivity=4):
+    polys, pmax, pmean, ids = [], [], [], []
+    for geom, val in shapes(labels.astype(np.int32), mask=labels > 0, connectivity=4):
         poly = shape(geom)
         if poly.area < min_px:
             continue
@@ -143,7 +152,12 @@ def probability_polygons(
         polys.append(_apply(poly.simplify(0.5), sp.transform))
         pmax.append(float(maxima[int(val)]))
         pmean.append(float(means[int(val)]))
-    return polys, pmax, pmean
+        ids.append(int(val))
+    scores: list = [None] * len(ids)
+    if scorer is not None and ids:
+        feats = region_features(prob, sp.valid, sp.rgb, labels, stats, float(np.sqrt(sp.px_area_m2)), ids=ids)
+        scores = scorer.score(feats).tolist()
+    return polys, pmax, pmean, scores
 
 
 def predict_scene(
@@ -158,20 +172,34 @@ def predict_scene(
     morph_radius_px: int = 1,
     batch: int = 4,
     min_gsd_m: float | None = None,
+    plot_scorer: bool = True,
+    min_plot_score: float | None = None,
 ) -> ScenePrediction:
-    """Predict plot polygons for one mosaic (see the module docstring). ``threshold`` and
-    ``min_prob_mean`` (the plot decision: regions with a lower mean probability are dropped) default to
-    the bundle's; ``min_gsd_m`` as ``detect.min_gsd_m``."""
-    sp = scene_probability(predict, bundle, mosaic, batch=batch, min_gsd_m=min_gsd_m)
+    """Predict plot polygons for one mosaic (see the module docstring). ``threshold`` defaults to the
+    bundle's. The plot decision is ``detect``'s: with the bundle's plot scorer (``plot_scorer``; a
+    region is a plot when its score reaches ``min_plot_score``, default the bundle's cut, and its mean
+    probability reaches ``min_prob_mean`` when that is given) or else the mean-probability rule
+    (``min_prob_mean``, default the bundle's). ``min_gsd_m`` as ``detect.min_gsd_m``."""
+    from .plot_scorer import load_for
+
+    scorer = load_for(bundle.meta, bundle.path) if plot_scorer else None
+    sp = scene_probability(predict, bundle, mosaic, batch=batch, min_gsd_m=min_gsd_m,
+                           keep_rgb=scorer is not None)
     thr = bundle.meta.threshold if threshold is None else threshold
-    keep = bundle.meta.min_prob_mean if min_prob_mean is None else min_prob_mean
-    polys, pmax, pmean = probability_polygons(
-        sp, thr, min_area_m2=min_area_m2, max_hole_m2=max_hole_m2, morph_radius_px=morph_radius_px
-    )
-    kept = np.flatnonzero(plot_decision(pmean, keep)).tolist()
+    # detect thresholds and measures its uint8 percent raster: the same steps here
+    prob = np.round(sp.prob * 100) / 100
+    polys, pmax, pmean, scores = _regions(sp, prob, thr, min_area_m2=min_area_m2, max_hole_m2=max_hole_m2,
+                                          morph_radius_px=morph_radius_px, scorer=scorer)
+    if scorer is not None:
+        cut = bundle.meta.plot_scorer_cut if min_plot_score is None else min_plot_score
+        keep = (np.asarray(scores, float) >= cut - 1e-9) & plot_decision(pmean, min_prob_mean or 0.0)
+    else:
+        keep = plot_decision(pmean, bundle.meta.min_prob_mean if min_prob_mean is None else min_prob_mean)
+    kept = np.flatnonzero(keep).tolist()
     polys, pmax, pmean = [polys[i] for i in kept], [pmax[i] for i in kept], [pmean[i] for i in kept]
     prob = np.where(sp.valid, sp.prob, np.nan).astype(np.float32)
-    return ScenePrediction(polys, pmax, pmean, sp.crs, sp.valid_area_m2, prob, sp.seconds)
+    return ScenePrediction(polys, pmax, pmean, sp.crs, sp.valid_area_m2, prob, sp.seconds,
+                           [scores[i] for i in kept])
 
 
 def _apply(poly: Polygon, t: rasterio.Affine) -> Polygon:

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, n_mined, n_scenes, t0 = [], 0, 0, time.time()
     for i, (mosaic, labels) in enumerate(pairs):
         sp = predict_scene(predict, bundle, mosaic, threshold=args.threshold, min_prob_mean=0.0,
-                           min_area_m2=args.min_area)
+                           plot_scorer=False, min_area_m2=args.min_area)
         pos = read_labels(labels, sp.crs)[0] if labels else []
         inside = unary_union(pos) if pos else None
         mined = [

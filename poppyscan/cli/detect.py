@@ -67,6 +67,13 @@ def _rows(value):  # noqa: ANN001, ANN202
 @click.option("--min-prob-mean", type=_Checked("min-prob-mean", _fraction, "a probability in [0, 1)"),
               metavar="P", help="Report an outlined region only if its mean probability reaches P "
                                 "(default: the bundle's; 0 = every region).")
+@click.option("--min-plot-score", type=_Checked("min-plot-score", _probability, "a score in (0, 1)"),
+              metavar="S", help="With the bundle's plot scorer: report a region if its score reaches S "
+                                "(default: the bundle's plot_scorer_cut; lower finds more plots, and more "
+                                "false ones).")
+@click.option("--plot-scorer/--no-plot-scorer", default=None,
+              help="Judge outlined regions with the bundle's plot scorer when it has one (default: config "
+                   "detect.plot_scorer, on); off = the mean-probability rule alone.")
 @click.option("--min-gsd", type=_Checked("min-gsd", _gsd, "a pixel size in [0.005, 0.5] m"), metavar="M",
               help="Run mosaics finer than the model's GSD at their own GSD down to M m/px, M between half "
                    "the model's GSD and its GSD (default: the bundle's min_gsd_m; the model's GSD = "
@@ -88,7 +95,8 @@ def _rows(value):  # noqa: ANN001, ANN202
 @click.pass_context
 def detect(ctx: click.Context, mosaics: tuple[str, ...], out: str | None, model: str | None,
            config_file: str | None, device: str | None, threshold: float | None,
-           min_prob_mean: float | None, min_gsd: float | None, tta: bool | None, overwrite: bool,
+           min_prob_mean: float | None, min_plot_score: float | None, plot_scorer: bool | None,
+           min_gsd: float | None, tta: bool | None, overwrite: bool,
            resume: bool, scheduler: str | None, band_rows: int | None, quiet: bool) -> None:
     """Detect poppy plots in one or more orthomosaics of a flight (overlaps are merged)."""
     from ..config import load_config
@@ -106,7 +114,8 @@ def detect(ctx: click.Context, mosaics: tuple[str, ...], out: str | None, model:
         raise InputError("no MOSAIC given: pass one or more orthomosaic files")
     config = load_config(config_file, {"detect.model": model, "detect.device": device,
                                        "detect.threshold": threshold, "detect.min_prob_mean": min_prob_mean,
-                                       "detect.min_gsd_m": min_gsd,
+                                       "detect.min_gsd_m": min_gsd, "detect.min_plot_score": min_plot_score,
+                                       "detect.plot_scorer": plot_scorer,
                                        "detect.scheduler": scheduler, "detect.tta": tta,
                                        "detect.band_rows": band_rows})
     summary = run_detect(list(mosaics), out, config=config, overwrite=overwrite, progress=not quiet,

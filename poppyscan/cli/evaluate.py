@@ -25,6 +25,11 @@ from ..errors import ConfigError
 @click.option("--min-prob-mean", type=float,
               help="Plot decision for --model: regions with a lower mean probability are dropped "
                    "(default: the bundle's).")
+@click.option("--min-plot-score", type=float,
+              help="With --model and its plot scorer: a region is a plot when its score reaches this "
+                   "(default: the bundle's plot_scorer_cut).")
+@click.option("--plot-scorer/--no-plot-scorer", default=True, show_default=True,
+              help="With --model: use the bundle's plot scorer when it has one, as detect does.")
 @click.option(
     "--min-area",
     "min_area_m2",
@@ -50,8 +55,8 @@ from ..errors import ConfigError
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing --json / --errors file.")
 def evaluate(
-    pred, truth, mosaic, model, scenes, threshold, min_prob_mean, min_area_m2, iou_min, tta, min_gsd_m,
-    device, threads, json_out, errors_out, overwrite,
+    pred, truth, mosaic, model, scenes, threshold, min_prob_mean, min_plot_score, plot_scorer, min_area_m2,
+    iou_min, tta, min_gsd_m, device, threads, json_out, errors_out, overwrite,
 ):
     """Score PRED (plots.gpkg or a detect run directory) against TRUTH (truth.gpkg), or run --model over
     --scenes. Prints a table; --json writes the full report."""
@@ -64,6 +69,8 @@ def evaluate(
         raise ConfigError(f"'--threshold' must be in (0, 1), got {threshold}")
     if min_prob_mean is not None and not 0 <= min_prob_mean < 1:
         raise ConfigError(f"'--min-prob-mean' must be in [0, 1), got {min_prob_mean}")
+    if min_plot_score is not None and not 0 < min_plot_score < 1:
+        raise ConfigError(f"'--min-plot-score' must be in (0, 1), got {min_plot_score}")
     if json_out:
         check_writable(json_out, overwrite)
     if errors_out:
@@ -89,11 +96,15 @@ def evaluate(
             scores=scores,
             tta=tta,
             min_gsd_m=min_gsd_m,
+            plot_scorer=plot_scorer,
+            min_plot_score=min_plot_score,
         )
         rows = [(s["scene"], s) for s in report["scenes"]]
         rows += [(k, report[k]) for k in ("poppy_scenes", "poppy_free_scenes", "total") if report[k]]
     else:
-        for flag, given in (("--tta", tta), ("--min-gsd", min_gsd_m is not None)):
+        for flag, given in (("--tta", tta), ("--min-gsd", min_gsd_m is not None),
+                            ("--min-plot-score", min_plot_score is not None),
+                            ("--no-plot-scorer", not plot_scorer)):
             if given:
                 raise ConfigError(f"'{flag}' applies to --model runs; a detect run's plots are scored as "
                                   "they are")

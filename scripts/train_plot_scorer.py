@@ -1,0 +1,140 @@
+"""Fit a plot scorer (poppyscan.plot_scorer) on candidate regions and put it into a copy of a bundle.
+
+    python scripts/region_study.py BUNDLE --set NAME=DIR[,DIR] ... --out regions.csv
+    python scripts/train_plot_scorer.py BUNDLE regions.csv --train-sets NAME,NAME,... --out NEW_BUNDLE
+
+The regions file holds every candidate region (pixels at the bundle's threshold, before any plot
+decision) of labelled scenes, with its features and whether it matches a true plot (IoU >= 0.25);
+``region_study.py`` writes it. The scenes should be ones the network never trained on, so that the
+probabilities look as they will on new imagery.
+
+The cut is chosen out of sample: each set of ``--train-sets`` in turn is scored by trees fitted on the
+others (leave one set out), and of the cuts whose pooled object F1 is at least that of the bundle's own
+plot decision on the same regions (``min_prob_mean``), the one with the fewest false plots per hectare
+on the poppy-free scenes is taken (``--rule same-f1``; ``--rule best-f1`` takes the highest F1). Then
+the trees are fitted on all the sets, and the new bundle is the old one with ``plot_scorer.json``, the
+fields ``plot_scorer`` / ``plot_scorer_cut`` and a ``training.plot_scorer`` summary (``--version``).
+Needs scikit-learn (``pip install 'poppyscan[scorer]'``) to fit; detect does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from poppyscan.bundle import read_meta, update_meta
+from poppyscan.errors import PoppyscanError
+from poppyscan.plot_scorer import fit
+from poppyscan.regions import FEATURES
+
+CUTS = np.round(np.arange(0.05, 0.951, 0.025), 3)
+
+
+def read_regions(path: Path) -> tuple[list[dict], list[dict]]:
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or "kind" not in rows[0]:
+        raise PoppyscanError(f"'{path}' is not a regions file written by scripts/region_study.py")
+    return [r for r in rows if r["kind"] == "scene"], [r for r in rows if r["kind"] == "region"]
+
+
+def score_rule(keep: np.ndarray, regions: list[dict], scenes: list[dict]) -> dict:
+    """Object TP/FP/FN and F1 on the poppy scenes, false plots per ha on the poppy-free ones, of the
+    regions kept (a true plot counts once however many kept regions match it)."""
+    poppy = {(s["set"], s["scene"]) for s in scenes if int(s["n_truth"]) > 0}
+    truths = sum(int(s["n_truth"]) for s in scenes)
+    free_ha = sum(float(s["valid_ha"]) for s in scenes if int(s["n_truth"]) == 0)
+    matched, kept_poppy, kept_free = set(), 0, 0
+    for k, r in zip(keep, regions, strict=True):
+        if not k:
+            continue
+        key = (r["set"], r["scene"])
+        if key in poppy:
+            kept_poppy += 1
+            if float(r["iou"]) >= 0.25:
+                matched.add((*key, r["truth_id"]))
+        else:
+            kept_free += 1
+    tp = len(matched)
+    fp, fn = kept_poppy - tp, truths - tp
+    f1 = 2 * tp / max(2 * tp + fp + fn, 1)
+    return {"tp": tp, "fp": fp, "fn": fn, "f1": round(f1, 4),
+            "false_per_ha": round(kept_free / max(free_ha, 1e-9), 4), "false_plots": kept_free,
+            "poppy_free_ha": round(free_ha, 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("bundle", type=Path)
+    ap.add_argument("regions", type=Path)
+    ap.add_argument("--train-sets", required=True, help="comma-separated set names of the regions file")
+    ap.add_argument("--out", type=Path, required=True, help="the new bundle directory (must not exist)")
+    ap.add_argument("--version", help="version of the new bundle (default: the old one's)")
+    ap.add_argument("--rule", choices=("same-f1", "best-f1"), default="same-f1")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    try:
+        meta = read_meta(a.bundle)
+        if a.out.exists():
+            raise PoppyscanError(f"'{a.out}' exists; choose a new bundle directory")
+        scenes, regions = read_regions(a.regions)
+        sets = [s for s in a.train_sets.split(",") if s]
+        known = {s["set"] for s in scenes}
+        unknown = [s for s in sets if s not in known]
+        if unknown or len(sets) < 2:
+            raise PoppyscanError(f"--train-sets must name at least two sets of the regions file "
+                                 f"(it has {', '.join(sorted(known))}); unknown: {', '.join(unknown) or '-'}")
+        scenes = [s for s in scenes if s["set"] in sets]
+        regions = [r for r in regions if r["set"] in sets]
+        x = np.array([[float(r[f]) for f in FEATURES] for r in regions])
+        y = np.array([float(r["iou"]) >= 0.25 for r in regions], dtype=int)
+        rset = np.array([r["set"] for r in regions])
+        oof = np.zeros(len(regions))
+        for s in sets:  # leave one set out
+            te = rset == s
+            oof[te] = fit(x[~te], y[~te], list(FEATURES), seed=a.seed).score(
+                {f: x[te, i] for i, f in enumerate(FEATURES)})
+        base = score_rule(np.array([float(r["prob_mean"]) >= meta.min_prob_mean - 1e-9 for r in regions]),
+                          regions, scenes)
+        grid = {float(c): score_rule(oof >= c - 1e-9, regions, scenes) for c in CUTS}
+        print(f"{len(regions)} regions ({y.sum()} matching a true plot) of {len(scenes)} scenes in "
+              f"{len(sets)} sets")
+        print(f"bundle's decision (mean probability >= {meta.min_prob_mean}): {base}")
+        for c, r in grid.items():
+            print(f"  cut {c:.3f}: {r}")
+        if a.rule == "best-f1":
+            cut = max(grid, key=lambda c: (grid[c]["f1"], -grid[c]["false_per_ha"]))
+        else:
+            ok = [c for c in grid if grid[c]["f1"] >= base["f1"]]
+            if not ok:
+                raise PoppyscanError("no cut reaches the F1 of the bundle's own decision out of sample; "
+                                     "the scorer would not help (try --rule best-f1 to see the best)")
+            cut = min(ok, key=lambda c: (grid[c]["false_per_ha"], -grid[c]["f1"]))
+        print(f"chosen cut {cut:.3f}: {grid[cut]}")
+        training = {"regions": str(a.regions), "sets": sets, "regions_n": len(regions),
+                    "positives": int(y.sum()), "rule": a.rule, "cut": cut, "out_of_sample": grid[cut],
+                    "bundle_decision": base, "seed": a.seed}
+        scorer = fit(x, y, list(FEATURES), seed=a.seed, training=training)
+        tmp = a.out.with_name(f".{a.out.name}.part")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(a.bundle, tmp)
+        scorer.save(tmp / "plot_scorer.json")
+        tr = dict(meta.training)
+        tr["plot_scorer"] = {k: v for k, v in training.items() if k != "regions"}
+        update_meta(tmp, plot_scorer="plot_scorer.json", plot_scorer_cut=cut, training=tr,
+                    **({"version": a.version} if a.version else {}))
+        tmp.rename(a.out)
+        print(f"wrote {a.out}")
+    except PoppyscanError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
