@@ -285,12 +285,17 @@ def export_onnx(model: nn.Module, meta: BundleMeta, path: str | Path) -> Path:
 
 
 def save_bundle(
-    path: str | Path, model: nn.Module, meta: BundleMeta, *, overwrite: bool = False, onnx: bool = True
+    path: str | Path, model: nn.Module, meta: BundleMeta, *, overwrite: bool = False, onnx: bool = True,
+    plot_scorer: Any = None,
 ) -> Bundle:
-    """Write a bundle directory atomically (``bundle.json``, ``model.pt``, ``model.onnx``) and return it.
+    """Write a bundle directory atomically (``bundle.json``, ``model.pt``, ``model.onnx``; the
+    :class:`~poppyscan.plot_scorer.PlotScorer` ``plot_scorer`` when ``meta.plot_scorer`` names one) and
+    return it.
 
     Raises :class:`~poppyscan.errors.OutputExistsError` if ``path`` exists and ``overwrite`` is false.
     """
+    if bool(meta.plot_scorer) != (plot_scorer is not None):
+        raise ValueError("meta.plot_scorer and the plot_scorer argument must be given together")
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"bundle '{path}' already exists; pass --overwrite to replace it")
@@ -305,6 +310,8 @@ def save_bundle(
         torch.save(state, tmp / meta.torch_weights)
         if onnx:
             export_onnx(model, meta, tmp / meta.onnx_file)
+        if plot_scorer is not None:
+            plot_scorer.save(tmp / meta.plot_scorer)
         (tmp / "bundle.json").write_text(
             json.dumps(meta.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )

@@ -510,7 +510,12 @@ def train(
         training=summary,
         metrics=metrics,
         created=new_meta().created,
+        plot_scorer=None,  # fitted to the old network's regions: refit it (scripts/train_plot_scorer.py)
     )
+    if meta0.plot_scorer:
+        say(f"note: the plot scorer of {init_bundle.path} is not carried over (it judges the regions of the "
+            "network it was fitted with); the new bundle decides by mean probability until a scorer is "
+            "fitted for it with scripts/train_plot_scorer.py")
     bundle = save_bundle(out / "bundle", model, meta, overwrite=True)
     for s in scenes:
         s.close()

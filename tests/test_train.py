@@ -351,3 +351,25 @@ def test_positive_weights_draw_matching_plots_more_often(scenes, tmp_path, one_t
     with pytest.raises(ConfigError, match="train.positive_weights"):  # resuming must sample the same way
         train([tmp_path / "w0", tmp_path / "w1"], out, config=TrainConfig(**{**cfg.__dict__, "epochs": 2,
               "positive_weights": ("stage=rosette:2",)}), val_sources=[scenes / "s2"], resume=True)
+
+
+def test_fine_tuning_a_bundle_with_a_plot_scorer_drops_it_and_says_so(scenes, tmp_path, one_thread):
+    """A scorer judges the regions of the network it was fitted with: a fine-tuned bundle must not name it
+    (and must load: bundle.json naming a file it lacks would be a broken bundle)."""
+    from poppyscan.bundle import update_meta
+
+    cfg = TrainConfig(**{**TINY, "epochs": 1})
+    first = train([scenes], tmp_path / "a", cfg, progress=lambda s: None)
+    stump = {"format": "poppyscan-plot-scorer", "format_version": 1, "features": ["prob_mean"],
+             "baseline": 0.0,
+             "trees": [{"feature": [0, -1, -1], "threshold": [0.5, 0, 0], "left": [1, 0, 0],
+                        "right": [2, 0, 0], "value": [0, -1, 1], "missing_left": [True, False, False]}]}
+    (first.bundle_path / "plot_scorer.json").write_text(json.dumps(stump))
+    update_meta(first.bundle_path, plot_scorer="plot_scorer.json", plot_scorer_cut=0.4)
+    assert load_bundle(first.bundle_path).meta.plot_scorer == "plot_scorer.json"
+    lines: list[str] = []
+    tuned = train([scenes], tmp_path / "b", cfg, init=first.bundle_path, bundle_out=tmp_path / "tuned",
+                  progress=lines.append)
+    meta = load_bundle(tuned.bundle_path).meta
+    assert meta.plot_scorer is None and not (tuned.bundle_path / "plot_scorer.json").exists()
+    assert any("plot scorer" in s and "not carried over" in s for s in lines)
