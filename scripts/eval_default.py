@@ -264,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         "min_gsd_m": gsd_floor_m(bundle.meta, args.min_gsd),
         "threshold": thr,
         "min_prob_mean": bundle.meta.min_prob_mean,
+        "plot_scorer": bundle.meta.plot_scorer,  # when set it decides (at plot_scorer_cut), not min_prob_mean
+        "plot_scorer_cut": bundle.meta.plot_scorer_cut if bundle.meta.plot_scorer else None,
         "iou_min": 0.25,
         "min_area_m2": 1.0,
         "data": str(args.data),
@@ -308,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             "engine": args.engine,
             "threshold": thr,
             "min_prob_mean": bundle.meta.min_prob_mean,
+            "plot_scorer_cut": bundle.meta.plot_scorer_cut if bundle.meta.plot_scorer else None,
             "object_precision": p.get("precision"),
             "object_recall": p.get("recall"),
             "object_f1": p.get("f1"),

@@ -281,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         "bundle": str(args.bundle), "version": run["model"]["version"],
         "threshold": run["params"]["threshold"],
         "min_prob_mean": run["params"].get("min_prob_mean", 0.0),
+        "plot_scorer": run["params"].get("plot_scorer"),
+        "min_plot_score": run["params"].get("min_plot_score"),
         "tta": args.tta, "min_gsd_m": run["params"].get("min_gsd_m"),
         "source": f"NEON AOP RGB crops at {GSD_M} m/px from {WHEEL} (deepforest/data)",
         **totals,
@@ -325,6 +327,8 @@ def evaluate_extra(extra: dict[str, list[Path]], args, config) -> dict:
     return {
         "bundle": str(args.bundle), "version": run["model"]["version"],
         "threshold": run["params"]["threshold"], "min_prob_mean": run["params"].get("min_prob_mean", 0.0),
+        "plot_scorer": run["params"].get("plot_scorer"),
+        "min_plot_score": run["params"].get("min_plot_score"),
         "tta": args.tta, "min_gsd_m": run["params"].get("min_gsd_m"), "sets": sets,
         "hectares": round(ha, 3), "false_plots": n,
         "false_plots_per_ha": round(n / ha, 2),
