@@ -51,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     from poppyscan.traindata import find_scenes
 
     bundle = load_bundle(args.bundle)
+    if bundle.meta.plot_scorer and not args.dry_run:
+        print(f"{args.bundle} has a plot scorer: it, not min_prob_mean, decides which regions are plots, "
+              "and a new threshold would change the regions it was fitted on; refit it with "
+              "scripts/train_plot_scorer.py (or see the grid with --dry-run)", file=sys.stderr)
+        return 2
     if args.scenes:
         pairs = find_scenes(args.scenes)
     else:
@@ -64,11 +69,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.fp_cap_from is not None:
         ref = load_bundle(args.fp_cap_from)
         t, m = float(ref.meta.threshold), float(ref.meta.min_prob_mean)
-        rep = calibrate_threshold(ref, pairs, thresholds=(t,), min_prob_means=(m,), threads=args.threads,
-                                  min_area_m2=args.min_area)["per_threshold"][t]
+        if ref.meta.plot_scorer:  # its own decision, the scorer's, on the same scenes and engine
+            from poppyscan.evaluate import evaluate_scenes
+
+            rep = evaluate_scenes(ref, [mosaic for mosaic, _ in pairs], device="cpu", threads=args.threads,
+                                  engine="simple", min_area_m2=args.min_area)["total"]
+            rule = f"plot score >= {ref.meta.plot_scorer_cut:.3f}"
+        else:
+            rep = calibrate_threshold(ref, pairs, thresholds=(t,), min_prob_means=(m,), threads=args.threads,
+                                      min_area_m2=args.min_area)["per_threshold"][t]
+            rule = f"plot mean >= {m:.2f}"
         cap = rep["false_plots_per_ha"] or 0.0
-        print(f"{args.fp_cap_from} at its threshold {t:.2f} (plot mean >= {m:.2f}) on these {len(pairs)} "
-              f"scenes: F1 {rep['f1']:.3f}, {cap:.3f} false plots/ha -> the cap")
+        print(f"{args.fp_cap_from} at its threshold {t:.2f} ({rule}) on these {len(pairs)} "
+              f"scenes: F1 {rep['f1'] or 0:.3f}, {cap:.3f} false plots/ha -> the cap")
     means = (0.0,) if args.threshold_only else CALIBRATION_MIN_PROB_MEANS
     cal = calibrate_threshold(bundle, pairs, thresholds=CALIBRATION_THRESHOLDS, min_prob_means=means,
                               threads=args.threads, min_area_m2=args.min_area, max_false_per_ha=cap)

@@ -284,3 +284,20 @@ def test_train_plot_scorer_script_writes_a_bundle_detect_can_load(tmp_path):
                         (["--train-sets", "a,zz", "--out", str(tmp_path / "x")], "unknown: zz")):
         p = subprocess.run([*script, *args], capture_output=True, text=True)
         assert p.returncode == 2 and match in p.stderr and "Traceback" not in p.stderr
+
+
+def test_calibrating_a_scored_bundle_is_refused_and_a_scored_cap_uses_its_scorer(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cal_script", REPO / "scripts" / "calibrate_threshold.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    b = _with_scorer(tmp_path, _stump("log_area_m2", np.log(4.0), -5.0, 5.0))
+    before = (b / "bundle.json").read_bytes()
+    assert script.main([str(b), str(SCENE_4CM), "--threads", "1"]) == 2
+    assert "has a plot scorer" in capsys.readouterr().err
+    assert (b / "bundle.json").read_bytes() == before
+    # the cap from a scored bundle is its own decision's false-plot rate (the scorer's, not the mean rule's)
+    args = [str(BUNDLE), str(SCENE_4CM), "--threads", "1", "--dry-run", "--fp-cap-from", str(b)]
+    assert script.main(args) == 0
+    assert "plot score >= 0.500" in capsys.readouterr().out
