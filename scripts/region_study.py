@@ -3,11 +3,15 @@ matches a true plot, for studying a second-stage plot decision.
 
     python scripts/region_study.py BUNDLE --set NAME=DIR[,DIR...] [--set ...] --out regions.csv
 
-Each DIR is a directory of scene directories (mosaic.tif [+ truth.gpkg]). Candidates are the regions
-at the bundle's threshold before the plot decision, on the in-memory engine's probability rounded to
-detect's percent steps. A candidate's ``iou`` is its best pixel IoU with one true plot (``truth_id``);
-per-scene rows (``kind=scene``) give the number of true plots and the valid area, so object F1 and false
-plots per hectare of any rule can be recomputed from the file.
+Each DIR is anything ``poppyscan train`` reads as scenes: a scene directory (mosaic.tif [+ truth.gpkg]),
+a directory of them, or a CSV ``mosaic,labels`` such as ``poppyscan results export-labels`` writes from
+the field teams' verdicts. Candidates are the regions at the bundle's threshold (``--threshold``) before
+the plot decision, on the in-memory engine's probability rounded to detect's percent steps. A
+candidate's ``iou`` is its best pixel IoU with one true plot (``truth_id``); a candidate lying mostly
+(at least a quarter of its pixels) in a polygon of unknown status (label ``unknown``: a plot nobody
+confirmed) is left out, as it is neither a plot nor a false alarm. Per-scene rows (``kind=scene``) give
+the number of true plots and the valid area, so object F1 and false plots per hectare of any rule can be
+recomputed from the file.
 """
 
 from __future__ import annotations
@@ -16,15 +20,16 @@ import argparse
 import csv
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from rasterio.features import rasterize
 
 from poppyscan.bundle import load_bundle, make_predictor
+from poppyscan.errors import InputError, PoppyscanError
+from poppyscan.fsutil import atomic_path, check_writable
 from poppyscan.regions import FEATURES, candidate_labels, region_features
 from poppyscan.scene_predict import scene_probability
-from poppyscan.traindata import find_scenes, positive_rows, scene_name
+from poppyscan.traindata import find_scenes, positive_rows, read_labels, scene_name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,25 +39,50 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--min-gsd", type=float, default=None)
+    ap.add_argument("--threshold", type=float, default=None, help="pixel threshold (default: the bundle's)")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     a = ap.parse_args(argv)
+    try:
+        return _run(a)
+    except PoppyscanError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(a: argparse.Namespace) -> int:
+    sets = []
+    for spec in a.set:
+        name, _, dirs = spec.partition("=")
+        if not name or not dirs:
+            raise InputError(f"--set {spec!r}: write NAME=DIR[,DIR...], e.g. --set flight1=labels/scenes.csv")
+        sets.append((name, find_scenes(dirs.split(","))))  # checks every path before any work
+    if a.threshold is not None and not 0 < a.threshold < 1:
+        raise InputError(f"--threshold must be in (0, 1), got {a.threshold}")
+    out = check_writable(a.out, a.overwrite)
     bundle = load_bundle(a.bundle)
     predict = make_predictor(bundle, device="cpu", threads=a.threads)
-    thr = bundle.meta.threshold
-    out = Path(a.out)
+    thr = bundle.meta.threshold if a.threshold is None else a.threshold
     cols = ["kind", "set", "scene", "n_truth", "valid_ha", "iou", "truth_id", *FEATURES]
     t0 = time.perf_counter()
-    with open(out, "w", newline="") as fh:
+    with atomic_path(out, overwrite=a.overwrite) as tmp, open(tmp, "w", newline="") as fh:
         wr = csv.DictWriter(fh, fieldnames=cols)
         wr.writeheader()
-        for spec in a.set:
-            name, dirs = spec.split("=", 1)
-            for mosaic, truth in find_scenes(dirs.split(",")):
+        for name, pairs in sets:
+            for mosaic, truth in pairs:
                 sp = scene_probability(predict, bundle, mosaic, min_gsd_m=a.min_gsd, keep_rgb=True)
                 prob = np.round(sp.prob * 100) / 100  # detect's uint8 percent
                 gsd = float(np.sqrt(sp.px_area_m2))
                 n, labels, stats = candidate_labels(prob, sp.valid, thr)
                 feats = region_features(prob, sp.valid, sp.rgb, labels, stats, gsd)
                 tr = positive_rows(truth, sp.crs) if truth else None
+                skip = np.zeros(n, bool)
+                ignored = read_labels(truth, sp.crs)[2] if truth else []
+                if ignored and n > 1:
+                    ig = rasterize(ignored, out_shape=prob.shape, transform=sp.transform, fill=0,
+                                   dtype="uint8").astype(bool)
+                    share = np.bincount(labels[ig], minlength=n) / np.maximum(np.bincount(labels.ravel(),
+                                                                                          minlength=n), 1)
+                    skip = share >= 0.25
                 n_truth = 0 if tr is None else len(tr)
                 iou = np.zeros(n - 1)
                 tid = np.full(n - 1, -1)
@@ -71,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                 wr.writerow({"kind": "scene", "set": name, "scene": sc, "n_truth": n_truth,
                              "valid_ha": sp.valid_area_m2 / 1e4})
                 for j in range(n - 1):
+                    if skip[j + 1]:
+                        continue
                     row = {"kind": "region", "set": name, "scene": sc, "iou": round(float(iou[j]), 4),
                            "truth_id": int(tid[j])}
                     row.update({k: round(float(v[j]), 5) for k, v in feats.items()})

@@ -9,7 +9,8 @@ decision) of labelled scenes, with its features and whether it matches a true pl
 probabilities look as they will on new imagery.
 
 The cut is chosen out of sample: each set of ``--train-sets`` in turn is scored by trees fitted on the
-others (leave one set out), and of the cuts whose pooled object F1 is at least that of the bundle's own
+others (leave one set out; ``--folds-by scene --folds K`` instead deals the scenes into K groups, for
+the scenes of one flight), and of the cuts whose pooled object F1 is at least that of the bundle's own
 plot decision on the same regions (``min_prob_mean``), the one with the fewest false plots per hectare
 on the poppy-free scenes is taken (``--rule same-f1``; ``--rule best-f1`` takes the highest F1). Then
 the trees are fitted on all the sets, and the new bundle is the old one with ``plot_scorer.json``, the
@@ -77,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--version", help="version of the new bundle (default: the old one's)")
     ap.add_argument("--rule", choices=("same-f1", "best-f1"), default="same-f1")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--folds-by", choices=("set", "scene"), default="set",
+                    help="hold out one set at a time (default), or, for one flight's scenes, --folds "
+                         "groups of scenes (each scene's regions stay together)")
+    ap.add_argument("--folds", type=int, default=5, help="number of scene groups with --folds-by scene")
     a = ap.parse_args(argv)
     try:
         meta = read_meta(a.bundle)
@@ -86,17 +91,31 @@ def main(argv: list[str] | None = None) -> int:
         sets = [s for s in a.train_sets.split(",") if s]
         known = {s["set"] for s in scenes}
         unknown = [s for s in sets if s not in known]
-        if unknown or len(sets) < 2:
-            raise PoppyscanError(f"--train-sets must name at least two sets of the regions file "
-                                 f"(it has {', '.join(sorted(known))}); unknown: {', '.join(unknown) or '-'}")
+        if unknown or not sets or (len(sets) < 2 and a.folds_by == "set"):
+            raise PoppyscanError(f"--train-sets must name sets of the regions file (at least two, or use "
+                                 f"--folds-by scene; it has {', '.join(sorted(known))}); unknown: "
+                                 f"{', '.join(unknown) or '-'}")
+        if not 2 <= a.folds <= 50:
+            raise PoppyscanError(f"--folds must be in [2, 50], got {a.folds}")
         scenes = [s for s in scenes if s["set"] in sets]
         regions = [r for r in regions if r["set"] in sets]
         x = np.array([[float(r[f]) for f in FEATURES] for r in regions])
         y = np.array([float(r["iou"]) >= 0.25 for r in regions], dtype=int)
-        rset = np.array([r["set"] for r in regions])
+        if a.folds_by == "set":
+            group = np.array([r["set"] for r in regions])
+        else:  # scenes dealt into --folds groups in a seeded random order
+            keys = sorted({(r["set"], r["scene"]) for r in scenes})
+            if len(keys) < a.folds:
+                raise PoppyscanError(f"--folds {a.folds} needs at least as many scenes; "
+                                     f"there are {len(keys)}")
+            order = np.random.default_rng(a.seed).permutation(len(keys))
+            fold_of = {keys[k]: int(i % a.folds) for i, k in enumerate(order)}
+            group = np.array([fold_of[(r["set"], r["scene"])] for r in regions])
         oof = np.zeros(len(regions))
-        for s in sets:  # leave one set out
-            te = rset == s
+        for g in np.unique(group):  # each group scored by trees fitted on the others
+            te = group == g
+            if te.all():
+                raise PoppyscanError("one group holds every region; give more sets or use --folds-by scene")
             oof[te] = fit(x[~te], y[~te], list(FEATURES), seed=a.seed).score(
                 {f: x[te, i] for i, f in enumerate(FEATURES)})
         base = score_rule(np.array([float(r["prob_mean"]) >= meta.min_prob_mean - 1e-9 for r in regions]),
@@ -116,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
                                      "the scorer would not help (try --rule best-f1 to see the best)")
             cut = min(ok, key=lambda c: (grid[c]["false_per_ha"], -grid[c]["f1"]))
         print(f"chosen cut {cut:.3f}: {grid[cut]}")
-        training = {"regions": str(a.regions), "sets": sets, "regions_n": len(regions),
+        training = {"regions": str(a.regions), "sets": sets, "folds_by": a.folds_by,
+                    **({"folds": a.folds} if a.folds_by == "scene" else {}), "regions_n": len(regions),
                     "positives": int(y.sum()), "rule": a.rule, "cut": cut, "out_of_sample": grid[cut],
                     "bundle_decision": base, "seed": a.seed}
         scorer = fit(x, y, list(FEATURES), seed=a.seed, training=training)

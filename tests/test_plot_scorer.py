@@ -301,3 +301,63 @@ def test_calibrating_a_scored_bundle_is_refused_and_a_scored_cap_uses_its_scorer
     args = [str(BUNDLE), str(SCENE_4CM), "--threads", "1", "--dry-run", "--fp-cap-from", str(b)]
     assert script.main(args) == 0
     assert "plot score >= 0.500" in capsys.readouterr().out
+
+
+def test_region_study_reads_field_labels_and_a_scorer_is_fitted_by_scene_folds(tmp_path):
+    """The path from field verdicts: label files as ``poppyscan results export-labels`` writes them
+    (layer ``plots``, column ``label`` poppy / not_poppy / unknown) listed in a scenes.csv; a region in a
+    plot of unknown status is neither a plot nor a false alarm and is left out; one flight's scenes are
+    dealt into folds to choose the cut."""
+    pytest.importorskip("sklearn")
+    import geopandas as gpd
+
+    rows = []
+    unknown = {}
+    for d in sorted(p for p in (REPO / "sample_tiles").iterdir() if (p / "truth.gpkg").is_file()):
+        truth = gpd.read_file(d / "truth.gpkg", layer="plots")
+        labels = ["poppy"] * len(truth)
+        if len(truth):
+            labels[0] = "unknown"
+            unknown[d.name] = truth.geometry.iloc[0]
+        gdf = gpd.GeoDataFrame({"label": labels}, geometry=truth.geometry, crs=truth.crs)
+        gdf.to_file(tmp_path / f"{d.name}.gpkg", layer="plots", driver="GPKG", engine="pyogrio")
+        rows.append(f"{d / 'mosaic.tif'},{d.name}.gpkg")
+    assert unknown
+    (tmp_path / "scenes.csv").write_text("mosaic,labels\n" + "\n".join(rows) + "\n")
+    regions = tmp_path / "regions.csv"
+    study = [sys.executable, str(REPO / "scripts" / "region_study.py"), str(BUNDLE), "--threads", "1"]
+    p = subprocess.run([*study, "--set", f"flight={tmp_path / 'scenes.csv'}", "--out", str(regions)],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    with open(regions, newline="") as fh:
+        table = list(csv.DictReader(fh))
+    scenes = [r for r in table if r["kind"] == "scene"]
+    found = [r for r in table if r["kind"] == "region"]
+    assert len(scenes) == len(rows) and sum(float(r["iou"]) >= 0.25 for r in found) >= 3
+    for r in scenes:  # an unknown plot is not a true plot
+        n = len(gpd.read_file(REPO / "sample_tiles" / r["scene"] / "truth.gpkg", layer="plots"))
+        assert int(r["n_truth"]) == n - (r["scene"] in unknown)
+    # the same scenes with the unknown plots labelled poppy: the regions found there come back, as matches
+    (tmp_path / "all.csv").write_text("mosaic,labels\n" + "\n".join(f"{d / 'mosaic.tif'},{d.name}.gpkg"
+                                      for d in (REPO / "sample_tiles" / k for k in unknown)) + "\n")
+    for k in unknown:
+        t = gpd.read_file(REPO / "sample_tiles" / k / "truth.gpkg", layer="plots")
+        gpd.GeoDataFrame({"label": ["poppy"] * len(t)}, geometry=t.geometry, crs=t.crs).to_file(
+            tmp_path / f"{k}.gpkg", layer="plots", driver="GPKG", engine="pyogrio")
+    p = subprocess.run([*study, "--set", f"flight={tmp_path / 'all.csv'}", "--out",
+                        str(tmp_path / "all_r.csv")], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    with open(tmp_path / "all_r.csv", newline="") as fh:
+        every = [r for r in csv.DictReader(fh) if r["kind"] == "region"]
+    assert len(every) > len(found)
+    assert sum(float(r["iou"]) >= 0.25 for r in every) > sum(float(r["iou"]) >= 0.25 for r in found)
+    out = tmp_path / "scored"
+    fit_script = [sys.executable, str(REPO / "scripts" / "train_plot_scorer.py"), str(BUNDLE), str(regions)]
+    p = subprocess.run([*fit_script, "--train-sets", "flight", "--folds-by", "scene", "--folds", "2",
+                        "--rule", "best-f1", "--out", str(out)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    tr = read_meta(out).training["plot_scorer"]
+    assert tr["folds_by"] == "scene" and tr["folds"] == 2 and tr["sets"] == ["flight"]
+    p = subprocess.run([*fit_script, "--train-sets", "flight", "--out", str(tmp_path / "x")],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "--folds-by scene" in p.stderr
