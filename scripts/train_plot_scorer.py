@@ -11,8 +11,9 @@ probabilities look as they will on new imagery.
 The cut is chosen out of sample: each set of ``--train-sets`` in turn is scored by trees fitted on the
 others (leave one set out; ``--folds-by scene --folds K`` instead deals the scenes into K groups, for
 the scenes of one flight), and of the cuts whose pooled object F1 is at least that of the bundle's own
-plot decision on the same regions (``min_prob_mean``), the one with the fewest false plots per hectare
-on the poppy-free scenes is taken (``--rule same-f1``; ``--rule best-f1`` takes the highest F1). Then
+plot decision on the same regions (``min_prob_mean``; less ``--f1-tolerance``), the one with the fewest
+false plots per hectare on the poppy-free scenes is taken (``--rule same-f1``; ``--rule best-f1`` takes
+the highest F1). ``--features prob`` leaves the image's colour and texture out of the features. Then
 the trees are fitted on all the sets, and the new bundle is the old one with ``plot_scorer.json``, the
 fields ``plot_scorer`` / ``plot_scorer_cut`` and a ``training.plot_scorer`` summary (``--version``).
 Needs scikit-learn (``pip install 'poppyscan[scorer]'``) to fit; detect does not.
@@ -31,7 +32,7 @@ import numpy as np
 from poppyscan.bundle import read_meta, update_meta
 from poppyscan.errors import PoppyscanError
 from poppyscan.plot_scorer import fit
-from poppyscan.regions import FEATURES
+from poppyscan.regions import FEATURES, PROB_FEATURES
 
 CUTS = np.round(np.arange(0.05, 0.951, 0.025), 3)
 
@@ -82,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="hold out one set at a time (default), or, for one flight's scenes, --folds "
                          "groups of scenes (each scene's regions stay together)")
     ap.add_argument("--folds", type=int, default=5, help="number of scene groups with --folds-by scene")
+    ap.add_argument("--f1-tolerance", type=float, default=0.0,
+                    help="with --rule same-f1: cuts whose out-of-sample F1 is within this of the bundle's "
+                         "rule count as equal (0: at least as high)")
+    ap.add_argument("--features", choices=("all", "prob"), default="all",
+                    help="all region features, or only those of the probability map (size, shape, "
+                         "probability inside and around: nothing of the image's colour or texture)")
     a = ap.parse_args(argv)
     try:
         meta = read_meta(a.bundle)
@@ -95,11 +102,14 @@ def main(argv: list[str] | None = None) -> int:
             raise PoppyscanError(f"--train-sets must name sets of the regions file (at least two, or use "
                                  f"--folds-by scene; it has {', '.join(sorted(known))}); unknown: "
                                  f"{', '.join(unknown) or '-'}")
+        if not 0 <= a.f1_tolerance < 0.1:
+            raise PoppyscanError(f"--f1-tolerance must be in [0, 0.1), got {a.f1_tolerance}")
         if not 2 <= a.folds <= 50:
             raise PoppyscanError(f"--folds must be in [2, 50], got {a.folds}")
         scenes = [s for s in scenes if s["set"] in sets]
         regions = [r for r in regions if r["set"] in sets]
-        x = np.array([[float(r[f]) for f in FEATURES] for r in regions])
+        names = list(FEATURES if a.features == "all" else PROB_FEATURES)
+        x = np.array([[float(r[f]) for f in names] for r in regions])
         y = np.array([float(r["iou"]) >= 0.25 for r in regions], dtype=int)
         if a.folds_by == "set":
             group = np.array([r["set"] for r in regions])
@@ -116,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             te = group == g
             if te.all():
                 raise PoppyscanError("one group holds every region; give more sets or use --folds-by scene")
-            oof[te] = fit(x[~te], y[~te], list(FEATURES), seed=a.seed).score(
-                {f: x[te, i] for i, f in enumerate(FEATURES)})
+            feats = {f: x[te, i] for i, f in enumerate(names)}
+            oof[te] = fit(x[~te], y[~te], names, seed=a.seed).score(feats)
         base = score_rule(np.array([float(r["prob_mean"]) >= meta.min_prob_mean - 1e-9 for r in regions]),
                           regions, scenes)
         grid = {float(c): score_rule(oof >= c - 1e-9, regions, scenes) for c in CUTS}
@@ -129,17 +139,18 @@ def main(argv: list[str] | None = None) -> int:
         if a.rule == "best-f1":
             cut = max(grid, key=lambda c: (grid[c]["f1"], -grid[c]["false_per_ha"]))
         else:
-            ok = [c for c in grid if grid[c]["f1"] >= base["f1"]]
+            ok = [c for c in grid if grid[c]["f1"] >= base["f1"] - a.f1_tolerance - 1e-12]
             if not ok:
                 raise PoppyscanError("no cut reaches the F1 of the bundle's own decision out of sample; "
                                      "the scorer would not help (try --rule best-f1 to see the best)")
             cut = min(ok, key=lambda c: (grid[c]["false_per_ha"], -grid[c]["f1"]))
         print(f"chosen cut {cut:.3f}: {grid[cut]}")
-        training = {"regions": str(a.regions), "sets": sets, "folds_by": a.folds_by,
+        training = {"regions": str(a.regions), "sets": sets, "features": a.features, "folds_by": a.folds_by,
                     **({"folds": a.folds} if a.folds_by == "scene" else {}), "regions_n": len(regions),
-                    "positives": int(y.sum()), "rule": a.rule, "cut": cut, "out_of_sample": grid[cut],
+                    "positives": int(y.sum()), "rule": a.rule, "f1_tolerance": a.f1_tolerance, "cut": cut,
+                    "out_of_sample": grid[cut],
                     "bundle_decision": base, "seed": a.seed}
-        scorer = fit(x, y, list(FEATURES), seed=a.seed, training=training)
+        scorer = fit(x, y, names, seed=a.seed, training=training)
         tmp = a.out.with_name(f".{a.out.name}.part")
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(a.bundle, tmp)
