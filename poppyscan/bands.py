@@ -33,6 +33,7 @@ from affine import Affine
 from .blend import Blender, ProbabilityWriter, assemble_cog, to_percent
 from .infer import Worker, iter_batches, run_inference
 from .mosaic import ModelGrid, Mosaic
+from .regions import threshold_pct
 from .tiles import Tile, tile_grid
 from .vectorize import Vectorizer, VectorParts, halo_rows, merge_parts, to_crs
 
@@ -95,7 +96,7 @@ def band_file(prob_name: str, band: int) -> str:
 
 def _vector_params(config: Any, grid: ModelGrid, threshold: float) -> dict[str, Any]:
     cfg, px_area = config.detect, grid.gsd_m**2
-    return {"window_rows": cfg.window_rows, "threshold_pct": min(max(round(100 * threshold), 1), 100),
+    return {"window_rows": cfg.window_rows, "threshold_pct": threshold_pct(threshold),
             "morph_radius_px": cfg.morph_radius_px, "min_area_px": cfg.min_area_m2 / px_area,
             "max_hole_px": cfg.max_hole_m2 / px_area}
 

@@ -483,6 +483,7 @@ class Predictor:
     def __init__(self, bundle: Bundle, device: str, threads: int) -> None:
         self.meta = bundle.meta
         self.device = device
+        self.path = bundle.path  # the bundle directory: detect reads a plot scorer from it
         self._session = None
         self._module = None
         if device == "cpu":

@@ -264,6 +264,10 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
             min_prob_mean = cfg.min_prob_mean or 0.0
             rule = f"plot score >= {min_score:.3f}" + (f", mean probability >= {min_prob_mean:.2f}"
                                                        if min_prob_mean else "")
+            if abs(threshold - float(meta.threshold)) > 1e-9:
+                log.warning("threshold %.2f is not the bundle's %.2f: the plot scorer judges regions "
+                            "outlined at another threshold than those it was fitted on", threshold,
+                            meta.threshold)
         else:
             min_prob_mean = (cfg.min_prob_mean if cfg.min_prob_mean is not None
                              else float(getattr(meta, "min_prob_mean", 0.0)))
@@ -302,7 +306,8 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
                 if scorer is not None:
                     t = time.perf_counter()
                     score = plot_scorer.mosaic_region_scores(opened[i], r["grid"], tmp / prob_names[i],
-                                                             r["gdf"].geometry, scorer, threshold)
+                                                             r["gdf"].geometry, scorer, threshold,
+                                                             cfg.morph_radius_px)
                     t_score += time.perf_counter() - t
                     r["gdf"] = r["gdf"].assign(score=score)
                     keep &= score >= min_score - 1e-9

@@ -25,7 +25,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
-from .errors import InputError
+from .errors import ConfigError, InputError
 
 
 # ---------------------------------------------------------------------------------------------- masks
@@ -453,6 +453,9 @@ def evaluate_scenes(
     from .plot_scorer import load_for
 
     scorer_name = bundle.meta.plot_scorer if plot_scorer and load_for(bundle.meta, bundle.path) else None
+    if min_plot_score is not None and not scorer_name:
+        raise ConfigError("'--min-plot-score' needs a model with a plot scorer and the scorer on; "
+                          "this one has none: leave it unset")
     cut = (bundle.meta.plot_scorer_cut if min_plot_score is None else min_plot_score) if scorer_name else None
     # the plot decision as detect makes it: with a scorer, min_prob_mean only as an explicit floor
     keep = (min_prob_mean or 0.0) if scorer_name else (

@@ -183,6 +183,8 @@ def load_for(meta: Any, bundle_dir: str | Path | None) -> PlotScorer | None:
     name = getattr(meta, "plot_scorer", None)
     if not name:
         return None
+    if isinstance(bundle_dir, str) and not bundle_dir:
+        bundle_dir = None
     if bundle_dir is None:
         raise BundleError(f"the model names a plot scorer '{name}' but has no bundle directory to read it "
                           "from; pass the bundle directory as the model")
@@ -190,16 +192,16 @@ def load_for(meta: Any, bundle_dir: str | Path | None) -> PlotScorer | None:
 
 
 def mosaic_region_scores(mosaic: Any, grid: Any, prob_path: str | Path, geoms: Any, scorer: PlotScorer,
-                         threshold: float) -> np.ndarray:
+                         threshold: float, morph_radius_px: int = 1) -> np.ndarray:
     """Scores of the regions ``detect`` outlined in one mosaic (:func:`mosaic_region_features`)."""
     geoms = list(geoms)
     if not geoms:
         return np.zeros(0)
-    return scorer.score(mosaic_region_features(mosaic, grid, prob_path, geoms, threshold))
+    return scorer.score(mosaic_region_features(mosaic, grid, prob_path, geoms, threshold, morph_radius_px))
 
 
-def mosaic_region_features(mosaic: Any, grid: Any, prob_path: str | Path, geoms: Any,
-                           threshold: float) -> dict[str, np.ndarray]:
+def mosaic_region_features(mosaic: Any, grid: Any, prob_path: str | Path, geoms: Any, threshold: float,
+                           morph_radius_px: int = 1) -> dict[str, np.ndarray]:
     """Features (:data:`poppyscan.regions.FEATURES`) of the regions ``detect`` outlined in one mosaic.
 
     ``geoms``: the regions' polygons in the mosaic's CRS; ``prob_path``: the run's probability raster of
@@ -217,7 +219,7 @@ def mosaic_region_features(mosaic: Any, grid: Any, prob_path: str | Path, geoms:
 
     geoms = list(geoms)
     feats: dict[str, list[float]] = {f: [] for f in FEATURES}
-    margin = max(2, round(RING_M / grid.gsd_m)) + 4
+    margin = max(2, round(RING_M / grid.gsd_m)) + 2 * morph_radius_px + 4
     inv = ~grid.transform
     with rasterio.open(prob_path) as ds:
         for g in geoms:
@@ -231,7 +233,7 @@ def mosaic_region_features(mosaic: Any, grid: Any, prob_path: str | Path, geoms:
             valid = u8 <= 100
             prob = np.where(valid, u8, 0).astype(np.float32) / 100.0
             rgb, _ = mosaic.read_window(grid, r0, c0, h, w)
-            n, labels, stats = candidate_labels(prob, valid, threshold)
+            n, labels, stats = candidate_labels(prob, valid, threshold, morph_radius_px)
             inside = rasterize([g], out_shape=(h, w), transform=grid.transform * Affine.translation(c0, r0),
                                fill=0, default_value=1, dtype="uint8").astype(bool)
             hits = np.bincount(labels[inside], minlength=n)[1:] if n > 1 else np.zeros(0)

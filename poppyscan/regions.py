@@ -26,12 +26,23 @@ IMAGE_FEATURES = [
 FEATURES = PROB_FEATURES + IMAGE_FEATURES
 
 
+def threshold_pct(threshold: float) -> int:
+    """The percent step ``detect`` thresholds its uint8 probability raster at: a pixel is poppy when its
+    value (0-100) is at least this.
+
+    >>> threshold_pct(0.5), threshold_pct(0.345), threshold_pct(0.001)
+    (50, 34, 1)
+    """
+    return min(max(round(100 * threshold), 1), 100)
+
+
 def candidate_labels(prob: np.ndarray, valid: np.ndarray, threshold: float, morph_radius_px: int = 1):
-    """Connected regions (4-connectivity) of ``prob >= threshold`` inside ``valid`` after an opening
-    and a closing of ``morph_radius_px``, as ``detect`` forms them. Returns ``(n, labels, stats)`` as
+    """Connected regions (4-connectivity) of the pixels whose probability, in ``detect``'s percent steps,
+    reaches ``threshold`` (:func:`threshold_pct`), inside ``valid``, after an opening and a closing of
+    ``morph_radius_px``: as ``detect`` forms them. Returns ``(n, labels, stats)`` as
     :func:`cv2.connectedComponentsWithStats` (label 0 is the background)."""
     v = valid.astype(np.uint8)
-    mask = (prob >= threshold).astype(np.uint8) & v
+    mask = (np.rint(np.asarray(prob, np.float64) * 100) >= threshold_pct(threshold)).astype(np.uint8) & v
     if morph_radius_px > 0:
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * morph_radius_px + 1,) * 2)
         mask = cv2.morphologyEx(cv2.morphologyEx(mask, cv2.MORPH_OPEN, k), cv2.MORPH_CLOSE, k) & v
@@ -95,7 +106,9 @@ def region_features(
         out["extent"][j] = area / (bw * bh)
         (_, _), (rw, rh), _ = cv2.minAreaRect(c)
         out["aspect"][j] = max(rw, rh, 1.0) / max(min(rw, rh), 1.0)
-        out["gsd_cm"][j] = gsd_m * 100
+        # the grid's GSD to 1 mm: detect passes the exact run GSD, the whole-scene engine one a rounded
+        # grid size makes differ in the 4th digit (trees fitted on that noise would tell scenes apart)
+        out["gsd_cm"][j] = round(gsd_m * 100, 1)
         if rgb is not None:
             cin = _colour(rgb[sl][inside])
             cring = _colour(rgb[sl][ring]) if ring.any() else cin

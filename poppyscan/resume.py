@@ -49,7 +49,8 @@ from .errors import InputError, OutputExistsError
 log = logging.getLogger(__name__)
 
 # detect keys that do not change the results (how and where the work runs)
-_NEUTRAL_KEYS = {"scheduler", "run_tasks", "streams", "threads", "batch_size", "model", "device"}
+_NEUTRAL_KEYS = {"scheduler", "run_tasks", "streams", "threads", "batch_size", "model", "device",
+                 "plot_scorer", "min_plot_score"}  # the scorer judges regions after all journaled work
 
 
 def work_path(out_dir: Path) -> Path:

@@ -235,16 +235,19 @@ def read_mined(path: Path, crs) -> list:  # noqa: ANN001
     return [g for g in gdf.to_crs(crs).geometry if g is not None and not g.is_empty]
 
 
-def find_scenes(sources: list[str | Path]) -> list[tuple[Path, Path | None]]:
+def find_scenes(sources: list) -> list[tuple[Path, Path | None]]:
     """Resolve CLI inputs to ``(mosaic, labels)`` pairs.
 
     Each source is a scene directory (``mosaic.tif`` [+ ``truth.gpkg``]), a directory of scene
-    directories, a CSV (columns ``mosaic,labels``) or YAML list (``- {mosaic: ..., labels: ...}``) with
-    paths relative to the file, or a GeoTIFF (labels: ``truth.gpkg`` beside it or ``<stem>.gpkg``; none
-    means a poppy-free scene).
+    directories, a ``(mosaic, labels)`` pair as this returns them, a CSV (columns ``mosaic,labels``) or
+    YAML list (``- {mosaic: ..., labels: ...}``) with paths relative to the file, or a GeoTIFF (labels:
+    ``truth.gpkg`` beside it or ``<stem>.gpkg``; none means a poppy-free scene).
     """
     pairs: list[tuple[Path, Path | None]] = []
     for src in sources:
+        if isinstance(src, tuple):  # an already resolved (mosaic, labels) pair
+            pairs.append((Path(src[0]), Path(src[1]) if src[1] else None))
+            continue
         src = Path(src)
         if src.is_dir():
             mosaic = next((src / n for n in MOSAIC_NAMES if (src / n).is_file()), None)

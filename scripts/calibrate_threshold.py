@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         if ref.meta.plot_scorer:  # its own decision, the scorer's, on the same scenes and engine
             from poppyscan.evaluate import evaluate_scenes
 
-            rep = evaluate_scenes(ref, [mosaic for mosaic, _ in pairs], device="cpu", threads=args.threads,
-                                  engine="simple", min_area_m2=args.min_area)["total"]
+            rep = evaluate_scenes(ref, list(pairs), device="cpu", threads=args.threads, engine="simple",
+                                  min_area_m2=args.min_area)["total"]
             rule = f"plot score >= {ref.meta.plot_scorer_cut:.3f}"
         else:
             rep = calibrate_threshold(ref, pairs, thresholds=(t,), min_prob_means=(m,), threads=args.threads,

@@ -20,8 +20,10 @@ import argparse
 import csv
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+import rasterio
 from rasterio.features import rasterize
 
 from poppyscan.bundle import load_bundle, make_predictor
@@ -55,21 +57,32 @@ def _run(a: argparse.Namespace) -> int:
         name, _, dirs = spec.partition("=")
         if not name or not dirs:
             raise InputError(f"--set {spec!r}: write NAME=DIR[,DIR...], e.g. --set flight1=labels/scenes.csv")
-        sets.append((name, find_scenes(dirs.split(","))))  # checks every path before any work
+        pairs = find_scenes(dirs.split(","))  # checks every path before any work
+        for mosaic, labels in pairs:
+            for f, what in ((mosaic, "mosaic"), (labels, "labels")):
+                if f is not None and not Path(f).is_file():
+                    raise InputError(f"{what} '{f}' (set {name}) does not exist; fix the path in its list")
+        sets.append((name, pairs))
     if a.threshold is not None and not 0 < a.threshold < 1:
         raise InputError(f"--threshold must be in (0, 1), got {a.threshold}")
     out = check_writable(a.out, a.overwrite)
     bundle = load_bundle(a.bundle)
     predict = make_predictor(bundle, device="cpu", threads=a.threads)
     thr = bundle.meta.threshold if a.threshold is None else a.threshold
-    cols = ["kind", "set", "scene", "n_truth", "valid_ha", "iou", "truth_id", *FEATURES]
+    # scene rows say which network and threshold made the regions: a scorer judges that network's regions
+    cols = ["kind", "set", "scene", "n_truth", "valid_ha", "model_version", "threshold", "iou", "truth_id",
+            *FEATURES]
     t0 = time.perf_counter()
     with atomic_path(out, overwrite=a.overwrite) as tmp, open(tmp, "w", newline="") as fh:
         wr = csv.DictWriter(fh, fieldnames=cols)
         wr.writeheader()
         for name, pairs in sets:
+            seen: dict[str, int] = {}
             for mosaic, truth in pairs:
-                sp = scene_probability(predict, bundle, mosaic, min_gsd_m=a.min_gsd, keep_rgb=True)
+                try:
+                    sp = scene_probability(predict, bundle, mosaic, min_gsd_m=a.min_gsd, keep_rgb=True)
+                except rasterio.errors.RasterioIOError as exc:
+                    raise InputError(f"mosaic '{mosaic}' cannot be read ({exc})") from None
                 prob = np.round(sp.prob * 100) / 100  # detect's uint8 percent
                 gsd = float(np.sqrt(sp.px_area_m2))
                 n, labels, stats = candidate_labels(prob, sp.valid, thr)
@@ -97,9 +110,13 @@ def _run(a: argparse.Namespace) -> int:
                         ious = inter[i, 1:] / np.maximum(ra[i] + ta[1:] - inter[i, 1:], 1)
                         k = int(np.argmax(ious))
                         iou[i - 1], tid[i - 1] = ious[k], k
-                sc = scene_name(mosaic)
+                sc = scene_name(mosaic)  # made unique in its set: every ODM flight's odm_orthophoto.tif ...
+                seen[sc] = seen.get(sc, 0) + 1
+                if seen[sc] > 1:
+                    sc = f"{sc}~{seen[sc]}"
                 wr.writerow({"kind": "scene", "set": name, "scene": sc, "n_truth": n_truth,
-                             "valid_ha": sp.valid_area_m2 / 1e4})
+                             "valid_ha": sp.valid_area_m2 / 1e4, "model_version": bundle.meta.version,
+                             "threshold": thr})
                 for j in range(n - 1):
                     if skip[j + 1]:
                         continue

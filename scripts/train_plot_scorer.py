@@ -37,12 +37,29 @@ from poppyscan.regions import FEATURES, PROB_FEATURES
 CUTS = np.round(np.arange(0.05, 0.951, 0.025), 3)
 
 
-def read_regions(path: Path) -> tuple[list[dict], list[dict]]:
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows or "kind" not in rows[0]:
-        raise PoppyscanError(f"'{path}' is not a regions file written by scripts/region_study.py")
-    return [r for r in rows if r["kind"] == "scene"], [r for r in rows if r["kind"] == "region"]
+def read_regions(path: Path, min_area_m2: float = 0.0) -> tuple[list[dict], list[dict]]:
+    """Scene and region rows of a regions file; regions smaller than ``min_area_m2`` left out."""
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise PoppyscanError(f"regions file '{path}' cannot be read ({exc})") from None
+    need = {"kind", "set", "scene", "n_truth", "valid_ha", "iou", "truth_id", *FEATURES}
+    missing = sorted(need - set(rows[0])) if rows else ["all"]
+    if missing:
+        raise PoppyscanError(f"'{path}' is not a regions file written by scripts/region_study.py "
+                             f"(missing columns: {', '.join(missing)})")
+    scenes = [r for r in rows if r["kind"] == "scene"]
+    regions = [r for r in rows if r["kind"] == "region"]
+    try:
+        regions = [r for r in regions if float(r["log_area_m2"]) >= np.log(min_area_m2) - 1e-9] \
+            if min_area_m2 > 0 else regions
+        for r in regions:
+            for f in FEATURES:
+                float(r[f])
+    except ValueError as exc:
+        raise PoppyscanError(f"regions file '{path}' has a value that is not a number ({exc})") from None
+    return scenes, regions
 
 
 def score_rule(keep: np.ndarray, regions: list[dict], scenes: list[dict]) -> dict:
@@ -86,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--f1-tolerance", type=float, default=0.0,
                     help="with --rule same-f1: cuts whose out-of-sample F1 is within this of the bundle's "
                          "rule count as equal (0: at least as high)")
+    ap.add_argument("--min-area", type=float, default=1.0,
+                    help="leave out regions smaller than this (m²): detect drops them before any plot "
+                         "decision (detect.min_area_m2, default 1)")
     ap.add_argument("--features", choices=("all", "prob"), default="all",
                     help="all region features, or only those of the probability map (size, shape, "
                          "probability inside and around: nothing of the image's colour or texture)")
@@ -94,7 +114,19 @@ def main(argv: list[str] | None = None) -> int:
         meta = read_meta(a.bundle)
         if a.out.exists():
             raise PoppyscanError(f"'{a.out}' exists; choose a new bundle directory")
-        scenes, regions = read_regions(a.regions)
+        if not a.regions.is_file():
+            raise PoppyscanError(f"regions file '{a.regions}' does not exist; "
+                                 "write it with scripts/region_study.py")
+        scenes, regions = read_regions(a.regions, a.min_area)
+        made = {(s.get("model_version"), s.get("threshold")) for s in scenes}
+        for version, thr in made:  # files written before these columns existed have them empty
+            if version and version != meta.version:
+                raise PoppyscanError(f"the regions were made by model {version}, not {meta.version} of "
+                                     f"'{a.bundle}': a scorer judges the regions of the network it is "
+                                     "fitted on")
+            if thr and abs(float(thr) - meta.threshold) > 1e-9:
+                raise PoppyscanError(f"the regions were outlined at threshold {thr}, the bundle's is "
+                                     f"{meta.threshold}; run region_study.py without --threshold")
         sets = [s for s in a.train_sets.split(",") if s]
         known = {s["set"] for s in scenes}
         unknown = [s for s in sets if s not in known]
@@ -145,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                                      "the scorer would not help (try --rule best-f1 to see the best)")
             cut = min(ok, key=lambda c: (grid[c]["false_per_ha"], -grid[c]["f1"]))
         print(f"chosen cut {cut:.3f}: {grid[cut]}")
-        training = {"regions": str(a.regions), "sets": sets, "features": a.features, "folds_by": a.folds_by,
+        training = {"regions": str(a.regions), "sets": sets, "features": a.features,
+                    "min_area_m2": a.min_area, "folds_by": a.folds_by,
                     **({"folds": a.folds} if a.folds_by == "scene" else {}), "regions_n": len(regions),
                     "positives": int(y.sum()), "rule": a.rule, "f1_tolerance": a.f1_tolerance, "cut": cut,
                     "out_of_sample": grid[cut],
@@ -153,16 +186,22 @@ def main(argv: list[str] | None = None) -> int:
         scorer = fit(x, y, names, seed=a.seed, training=training)
         tmp = a.out.with_name(f".{a.out.name}.part")
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(a.bundle, tmp)
-        scorer.save(tmp / "plot_scorer.json")
-        tr = dict(meta.training)
-        tr["plot_scorer"] = {k: v for k, v in training.items() if k != "regions"}
-        update_meta(tmp, plot_scorer="plot_scorer.json", plot_scorer_cut=cut, training=tr,
-                    **({"version": a.version} if a.version else {}))
-        tmp.rename(a.out)
+        try:
+            shutil.copytree(a.bundle, tmp)
+            scorer.save(tmp / "plot_scorer.json")
+            tr = dict(meta.training)
+            tr["plot_scorer"] = {k: v for k, v in training.items() if k != "regions"}
+            update_meta(tmp, plot_scorer="plot_scorer.json", plot_scorer_cut=cut, training=tr,
+                        **({"version": a.version} if a.version else {}))
+            tmp.rename(a.out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         print(f"wrote {a.out}")
     except PoppyscanError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, RuntimeError) as exc:  # scikit-learn refusing the data, or trees it cannot convert
+        print(f"error: fitting failed ({exc})", file=sys.stderr)
         return 2
     return 0
 

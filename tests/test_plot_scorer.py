@@ -297,10 +297,21 @@ def test_calibrating_a_scored_bundle_is_refused_and_a_scored_cap_uses_its_scorer
     assert script.main([str(b), str(SCENE_4CM), "--threads", "1"]) == 2
     assert "has a plot scorer" in capsys.readouterr().err
     assert (b / "bundle.json").read_bytes() == before
-    # the cap from a scored bundle is its own decision's false-plot rate (the scorer's, not the mean rule's)
-    args = [str(BUNDLE), str(SCENE_4CM), "--threads", "1", "--dry-run", "--fp-cap-from", str(b)]
+    # the cap from a scored bundle is its own decision's false-plot rate (the scorer's, not the mean rule's),
+    # on the scenes as listed: here a CSV whose labels are not beside the mosaic
+    from poppyscan.evaluate import evaluate_scenes
+
+    labels = tmp_path / "elsewhere" / "my_labels.gpkg"
+    labels.parent.mkdir()
+    shutil.copy(SCENE_4CM / "truth.gpkg", labels)
+    (tmp_path / "s.csv").write_text(f"mosaic,labels\n{SCENE_4CM / 'mosaic.tif'},{labels}\n")
+    args = [str(BUNDLE), str(tmp_path / "s.csv"), "--threads", "1", "--dry-run", "--fp-cap-from", str(b)]
     assert script.main(args) == 0
-    assert "plot score >= 0.500" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    want = evaluate_scenes(b, [(SCENE_4CM / "mosaic.tif", labels)], device="cpu", threads=1, engine="simple")
+    assert want["total"]["tp"] > 0 and want["plot_scorer"] == "plot_scorer.json"  # the labels were used
+    assert (f"plot score >= 0.500) on these 1 scenes: F1 {want['total']['f1']:.3f}, "
+            f"{want['total']['false_plots_per_ha']:.3f} false plots/ha -> the cap") in out
 
 
 def test_region_study_reads_field_labels_and_a_scorer_is_fitted_by_scene_folds(tmp_path):
@@ -361,3 +372,92 @@ def test_region_study_reads_field_labels_and_a_scorer_is_fitted_by_scene_folds(t
     p = subprocess.run([*fit_script, "--train-sets", "flight", "--out", str(tmp_path / "x")],
                        capture_output=True, text=True)
     assert p.returncode == 2 and "--folds-by scene" in p.stderr
+
+
+def test_regions_are_thresholded_in_detects_percent_steps():
+    """detect keeps a pixel when its uint8 percent reaches round(100 x threshold); so must the engines."""
+    prob = np.zeros((20, 20), np.float32)
+    prob[5:12, 5:12] = 0.34
+    valid = np.ones_like(prob, bool)
+    assert candidate_labels(prob, valid, 0.345)[0] == 2  # round(34.5) = 34: kept, as detect keeps it
+    assert candidate_labels(prob, valid, 0.35)[0] == 1
+    assert candidate_labels(prob.astype(np.float64), valid, np.float64(0.34))[0] == 2
+
+
+def test_detect_features_on_a_resampled_mosaic_match_the_whole_scene_engine(tmp_path):
+    """A 3 cm mosaic runs at the bundle's 3.5 cm floor: detect's grid and the whole-scene engine's differ
+    by a rounded pixel; the GSD feature must be the same number in both, the others nearly."""
+    import geopandas as gpd
+
+    from poppyscan.bundle import make_predictor
+    from poppyscan.mosaic import open_mosaic
+    from poppyscan.plot_scorer import mosaic_region_features
+    from poppyscan.scene_predict import scene_probability
+
+    scene = REPO / "sample_tiles" / "utm49n_nodata"
+    b = _with_scorer(tmp_path, _stump("prob_mean", 0.0, 5.0, 5.0))
+    run = tmp_path / "run"
+    assert _detect(scene, run, b) == 0
+    plots = gpd.read_file(run / "plots.gpkg")
+    assert len(plots) >= 3
+    m = open_mosaic(scene / "mosaic.tif")
+    got = mosaic_region_features(m, m.grid(0.035), run / "probability.tif", plots.geometry, 0.5)
+    bundle = load_bundle(BUNDLE, with_torch=False)
+    sp = scene_probability(make_predictor(bundle, device="cpu", threads=1), bundle, scene / "mosaic.tif",
+                           keep_rgb=True)
+    assert np.sqrt(sp.px_area_m2) != 0.035  # the whole-scene grid is not exactly 3.5 cm
+    prob = np.round(sp.prob * 100) / 100
+    n, labels, stats = candidate_labels(prob, sp.valid, 0.5)
+    inv = ~sp.transform
+    ids = [int(labels[int(r), int(c)]) for c, r in
+           (inv * (g.representative_point().x, g.representative_point().y) for g in plots.geometry)]
+    assert all(ids)
+    want = region_features(prob, sp.valid, sp.rgb, labels, stats, float(np.sqrt(sp.px_area_m2)), ids=ids)
+    assert np.array_equal(got["gsd_cm"], want["gsd_cm"]) and (got["gsd_cm"] == 3.5).all()
+    for f in ("log_area_m2", "prob_mean", "compactness", "in_g", "d_exg"):
+        assert np.allclose(got[f], want[f], rtol=0.1, atol=0.03), (f, got[f], want[f])
+
+
+def test_detect_with_a_ready_predictor_of_a_scored_bundle(tmp_path):
+    from poppyscan.bundle import make_predictor
+    from poppyscan.config import load_config
+    from poppyscan.detect import detect
+
+    b = _with_scorer(tmp_path, _stump("log_area_m2", np.log(4.0), -5.0, 5.0))
+    predictor = make_predictor(load_bundle(b, with_torch=False), device="cpu", threads=1)
+    cfg = load_config(overrides={"detect.run_tasks": False})
+    detect([SCENE_4CM / "mosaic.tif"], tmp_path / "run", config=cfg, model=predictor, progress=False)
+    r = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert r["params"]["plot_scorer"] == "plot_scorer.json"
+
+
+def test_region_study_keeps_same_named_mosaics_apart_and_checks_inputs(tmp_path):
+    one = tmp_path / "f1"
+    two = tmp_path / "f2"
+    for d in (one, two):
+        d.mkdir()
+        shutil.copy(SCENE_4CM / "mosaic.tif", d / "odm_orthophoto.tif")
+        shutil.copy(SCENE_4CM / "truth.gpkg", d / "labels.gpkg")
+    (tmp_path / "s.csv").write_text("mosaic,labels\nf1/odm_orthophoto.tif,f1/labels.gpkg\n"
+                                    "f2/odm_orthophoto.tif,f2/labels.gpkg\n")
+    study = [sys.executable, str(REPO / "scripts" / "region_study.py"), str(BUNDLE), "--threads", "1"]
+    out = tmp_path / "r.csv"
+    p = subprocess.run([*study, "--set", f"a={tmp_path / 's.csv'}", "--out", str(out)], capture_output=True,
+                       text=True)
+    assert p.returncode == 0, p.stderr
+    with open(out, newline="") as fh:
+        scenes = [r for r in csv.DictReader(fh) if r["kind"] == "scene"]
+    assert [s["scene"] for s in scenes] == ["odm_orthophoto", "odm_orthophoto~2"]
+    assert {s["model_version"] for s in scenes} == {read_meta(BUNDLE).version}
+    (tmp_path / "bad.csv").write_text("mosaic,labels\nnone.tif,\n")
+    p = subprocess.run([*study, "--set", f"a={tmp_path / 'bad.csv'}", "--out", str(tmp_path / "x.csv")],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "none.tif" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "x.csv").exists()
+    # a regions file of another network is refused
+    other = _with_scorer(tmp_path, _stump("prob_mean", 0.5, -1, 1), name="other")
+    update_meta(other, version="9.0.0", plot_scorer=None)
+    p = subprocess.run([sys.executable, str(REPO / "scripts" / "train_plot_scorer.py"), str(other), str(out),
+                        "--train-sets", "a", "--folds-by", "scene", "--folds", "2",
+                        "--out", str(tmp_path / "y")], capture_output=True, text=True)
+    assert p.returncode == 2 and "made by model" in p.stderr and not (tmp_path / "y").exists()

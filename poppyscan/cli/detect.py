@@ -66,7 +66,8 @@ def _rows(value):  # noqa: ANN001, ANN202
               help="Poppy probability cut for plot outlines (default: the bundle's).")
 @click.option("--min-prob-mean", type=_Checked("min-prob-mean", _fraction, "a probability in [0, 1)"),
               metavar="P", help="Report an outlined region only if its mean probability reaches P "
-                                "(default: the bundle's; 0 = every region).")
+                                "(default: the bundle's; 0 = every region; with a plot scorer: none, and P "
+                                "a floor besides the score).")
 @click.option("--min-plot-score", type=_Checked("min-plot-score", _probability, "a score in (0, 1)"),
               metavar="S", help="With the bundle's plot scorer: report a region if its score reaches S "
                                 "(default: the bundle's plot_scorer_cut; lower finds more plots, and more "

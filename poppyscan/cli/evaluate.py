@@ -24,7 +24,7 @@ from ..errors import ConfigError
 @click.option("--threshold", type=float, help="Probability threshold for --model (default: the bundle's).")
 @click.option("--min-prob-mean", type=float,
               help="Plot decision for --model: regions with a lower mean probability are dropped "
-                   "(default: the bundle's).")
+                   "(default: the bundle's; with its plot scorer: none, and this a floor besides the score).")
 @click.option("--min-plot-score", type=float,
               help="With --model and its plot scorer: a region is a plot when its score reaches this "
                    "(default: the bundle's plot_scorer_cut).")
