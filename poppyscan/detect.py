@@ -85,7 +85,8 @@ def _resolve_model(model: Any, config: Config, device: str) -> _Model:
         dev = getattr(model, "device", "cpu")
         streams, _, per_call = plan_streams(dev, streams=cfg.streams, threads=cfg.threads,
                                             batch_size=cfg.batch_size)
-        path = str(getattr(model, "path", "") or "") or None
+        path = getattr(model, "path", None)
+        path = str(Path(path).resolve()) if path else None
         return _Model(model.meta, model, path, dev, streams, per_call)
     from .bundle import Bundle, cuda_available, load_bundle, make_predictor, read_meta  # no torch on CPU
 

@@ -177,6 +177,17 @@ def fit(x: np.ndarray, y: np.ndarray, features: list[str], *, seed: int = 0, max
     return scorer
 
 
+def onnx_digest(path: str | Path) -> str:
+    """SHA-256 (first 16 hex digits) of a bundle's ONNX network: which network made a regions file."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
 def load_for(meta: Any, bundle_dir: str | Path | None) -> PlotScorer | None:
     """The plot scorer the bundle ``meta`` names (field ``plot_scorer``), read from ``bundle_dir``;
     ``None`` when it names none."""

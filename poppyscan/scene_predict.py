@@ -78,6 +78,7 @@ class SceneProbability:
     px_area_m2: float
     seconds: float
     rgb: np.ndarray | None = None  # uint8 (H, W, 3) as predicted, kept only when asked (``keep_rgb``)
+    gsd_m: float = 0.0  # the GSD detect runs this mosaic at (its grid here is that to within a rounded pixel)
 
     @property
     def valid_area_m2(self) -> float:
@@ -94,9 +95,14 @@ def scene_probability(
 
     t0 = time.perf_counter()
     meta = bundle.meta
+    from .mosaic import ground_pixel_size
+
     with rasterio.open(mosaic) as ds:
         src_gsd = pixel_size_m(ds)
         scale = src_gsd / run_gsd_m(meta, src_gsd, min_gsd_m)
+        # detect's figure for the same mosaic (geodesic pixel size), for features that must match its own
+        ground = ground_pixel_size(ds.crs, ds.transform, ds.width, ds.height)
+        run_gsd = run_gsd_m(meta, float(sum(ground) / 2), min_gsd_m)
         h, w = max(1, round(ds.height * scale)), max(1, round(ds.width * scale))
         if h * w > MAX_PIXELS:
             raise InputError(
@@ -112,7 +118,7 @@ def scene_probability(
     rgb = np.ascontiguousarray(rgb)
     prob = predict_array(predict, rgb, meta.tile_size, meta.overlap, batch)
     return SceneProbability(prob, valid, transform, crs, px_area, time.perf_counter() - t0,
-                            rgb if keep_rgb else None)
+                            rgb if keep_rgb else None, run_gsd)
 
 
 def probability_polygons(
@@ -155,7 +161,7 @@ def _regions(sp: SceneProbability, prob: np.ndarray, threshold: float, *, min_ar
         ids.append(int(val))
     scores: list = [None] * len(ids)
     if scorer is not None and ids:
-        feats = region_features(prob, sp.valid, sp.rgb, labels, stats, float(np.sqrt(sp.px_area_m2)), ids=ids)
+        feats = region_features(prob, sp.valid, sp.rgb, labels, stats, sp.gsd_m, ids=ids)
         scores = scorer.score(feats).tolist()
     return polys, pmax, pmean, scores
 

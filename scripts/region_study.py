@@ -29,6 +29,7 @@ from rasterio.features import rasterize
 from poppyscan.bundle import load_bundle, make_predictor
 from poppyscan.errors import InputError, PoppyscanError
 from poppyscan.fsutil import atomic_path, check_writable
+from poppyscan.plot_scorer import onnx_digest
 from poppyscan.regions import FEATURES, candidate_labels, region_features
 from poppyscan.scene_predict import scene_probability
 from poppyscan.traindata import find_scenes, positive_rows, read_labels, scene_name
@@ -57,6 +58,8 @@ def _run(a: argparse.Namespace) -> int:
         name, _, dirs = spec.partition("=")
         if not name or not dirs:
             raise InputError(f"--set {spec!r}: write NAME=DIR[,DIR...], e.g. --set flight1=labels/scenes.csv")
+        if name in [n for n, _ in sets]:
+            raise InputError(f"--set {name} is given twice; list all its sources once: --set {name}=A,B")
         pairs = find_scenes(dirs.split(","))  # checks every path before any work
         for mosaic, labels in pairs:
             for f, what in ((mosaic, "mosaic"), (labels, "labels")):
@@ -70,8 +73,9 @@ def _run(a: argparse.Namespace) -> int:
     predict = make_predictor(bundle, device="cpu", threads=a.threads)
     thr = bundle.meta.threshold if a.threshold is None else a.threshold
     # scene rows say which network and threshold made the regions: a scorer judges that network's regions
-    cols = ["kind", "set", "scene", "n_truth", "valid_ha", "model_version", "threshold", "iou", "truth_id",
-            *FEATURES]
+    cols = ["kind", "set", "scene", "n_truth", "valid_ha", "model_version", "model_digest", "threshold",
+            "iou", "truth_id", *FEATURES]
+    digest = onnx_digest(bundle.path / bundle.meta.onnx_file)
     t0 = time.perf_counter()
     with atomic_path(out, overwrite=a.overwrite) as tmp, open(tmp, "w", newline="") as fh:
         wr = csv.DictWriter(fh, fieldnames=cols)
@@ -84,7 +88,7 @@ def _run(a: argparse.Namespace) -> int:
                 except rasterio.errors.RasterioIOError as exc:
                     raise InputError(f"mosaic '{mosaic}' cannot be read ({exc})") from None
                 prob = np.round(sp.prob * 100) / 100  # detect's uint8 percent
-                gsd = float(np.sqrt(sp.px_area_m2))
+                gsd = sp.gsd_m  # the GSD detect runs the mosaic at: the features detect will compute
                 n, labels, stats = candidate_labels(prob, sp.valid, thr)
                 feats = region_features(prob, sp.valid, sp.rgb, labels, stats, gsd)
                 tr = positive_rows(truth, sp.crs) if truth else None
@@ -116,7 +120,7 @@ def _run(a: argparse.Namespace) -> int:
                     sc = f"{sc}~{seen[sc]}"
                 wr.writerow({"kind": "scene", "set": name, "scene": sc, "n_truth": n_truth,
                              "valid_ha": sp.valid_area_m2 / 1e4, "model_version": bundle.meta.version,
-                             "threshold": thr})
+                             "model_digest": digest, "threshold": thr})
                 for j in range(n - 1):
                     if skip[j + 1]:
                         continue

@@ -31,7 +31,7 @@ import numpy as np
 
 from poppyscan.bundle import read_meta, update_meta
 from poppyscan.errors import PoppyscanError
-from poppyscan.plot_scorer import fit
+from poppyscan.plot_scorer import fit, onnx_digest
 from poppyscan.regions import FEATURES, PROB_FEATURES
 
 CUTS = np.round(np.arange(0.05, 0.951, 0.025), 3)
@@ -118,13 +118,16 @@ def main(argv: list[str] | None = None) -> int:
             raise PoppyscanError(f"regions file '{a.regions}' does not exist; "
                                  "write it with scripts/region_study.py")
         scenes, regions = read_regions(a.regions, a.min_area)
-        made = {(s.get("model_version"), s.get("threshold")) for s in scenes}
-        for version, thr in made:  # files written before these columns existed have them empty
-            if version and version != meta.version:
-                raise PoppyscanError(f"the regions were made by model {version}, not {meta.version} of "
-                                     f"'{a.bundle}': a scorer judges the regions of the network it is "
-                                     "fitted on")
-            if thr and abs(float(thr) - meta.threshold) > 1e-9:
+        if any(not s.get("model_digest") or not s.get("threshold") for s in scenes):
+            raise PoppyscanError(f"'{a.regions}' does not say which network made its regions (written by an "
+                                 "older region_study.py); run scripts/region_study.py again")
+        digest = onnx_digest(a.bundle / meta.onnx_file)
+        for made, thr in {(s["model_digest"], s["threshold"]) for s in scenes}:
+            if made != digest:
+                raise PoppyscanError(f"the regions were made by another network than the one in "
+                                     f"'{a.bundle}' (ONNX digest {made}, not {digest}): a scorer judges the "
+                                     "regions of the network it is fitted on")
+            if abs(float(thr) - meta.threshold) > 1e-9:
                 raise PoppyscanError(f"the regions were outlined at threshold {thr}, the bundle's is "
                                      f"{meta.threshold}; run region_study.py without --threshold")
         sets = [s for s in a.train_sets.split(",") if s]

@@ -231,11 +231,22 @@ def test_min_plot_score_errors(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code != 0 and "needs a model with a plot scorer" in err and "Traceback" not in err
     assert not out.exists()
+    scene = tmp_path / "scenes" / "s"
+    shutil.copytree(SCENE_4CM, scene)
+    code = main(["evaluate", "--model", str(BUNDLE), "--scenes", str(scene), "--threads", "1",
+                 "--min-plot-score", "0.4"])  # both engines refuse it alike
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and "needs a model with a plot scorer" in err
 
 
 def _regions_csv(path: Path, rng: np.random.Generator) -> None:
     """Three sets of scenes whose candidate regions match a true plot when prob_mean and in_exg are high."""
-    cols = ["kind", "set", "scene", "n_truth", "valid_ha", "iou", "truth_id", *FEATURES]
+    from poppyscan.plot_scorer import onnx_digest
+
+    meta = read_meta(BUNDLE)
+    made = {"model_version": meta.version, "model_digest": onnx_digest(BUNDLE / meta.onnx_file),
+            "threshold": meta.threshold}
+    cols = ["kind", "set", "scene", "n_truth", "valid_ha", *made, "iou", "truth_id", *FEATURES]
     with open(path, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols)
         w.writeheader()
@@ -252,7 +263,7 @@ def _regions_csv(path: Path, rng: np.random.Generator) -> None:
                                  "truth_id": truth if pos else -1, **dict(zip(FEATURES, f, strict=True))})
                     truth += pos
                 w.writerow({"kind": "scene", "set": s, "scene": scene, "n_truth": truth if poppy else 0,
-                            "valid_ha": 1.0})
+                            "valid_ha": 1.0, **made})
                 w.writerows(rows)
 
 
@@ -304,11 +315,14 @@ def test_calibrating_a_scored_bundle_is_refused_and_a_scored_cap_uses_its_scorer
     labels = tmp_path / "elsewhere" / "my_labels.gpkg"
     labels.parent.mkdir()
     shutil.copy(SCENE_4CM / "truth.gpkg", labels)
-    (tmp_path / "s.csv").write_text(f"mosaic,labels\n{SCENE_4CM / 'mosaic.tif'},{labels}\n")
+    mosaic = tmp_path / "flights" / "m.tif"  # no labels beside it
+    mosaic.parent.mkdir()
+    shutil.copy(SCENE_4CM / "mosaic.tif", mosaic)
+    (tmp_path / "s.csv").write_text(f"mosaic,labels\n{mosaic},{labels}\n")
     args = [str(BUNDLE), str(tmp_path / "s.csv"), "--threads", "1", "--dry-run", "--fp-cap-from", str(b)]
     assert script.main(args) == 0
     out = capsys.readouterr().out
-    want = evaluate_scenes(b, [(SCENE_4CM / "mosaic.tif", labels)], device="cpu", threads=1, engine="simple")
+    want = evaluate_scenes(b, [(mosaic, labels)], device="cpu", threads=1, engine="simple")
     assert want["total"]["tp"] > 0 and want["plot_scorer"] == "plot_scorer.json"  # the labels were used
     assert (f"plot score >= 0.500) on these 1 scenes: F1 {want['total']['f1']:.3f}, "
             f"{want['total']['false_plots_per_ha']:.3f} false plots/ha -> the cap") in out
@@ -448,16 +462,32 @@ def test_region_study_keeps_same_named_mosaics_apart_and_checks_inputs(tmp_path)
     with open(out, newline="") as fh:
         scenes = [r for r in csv.DictReader(fh) if r["kind"] == "scene"]
     assert [s["scene"] for s in scenes] == ["odm_orthophoto", "odm_orthophoto~2"]
+    p = subprocess.run([*study, "--set", f"a={one / 'odm_orthophoto.tif'}", "--set",
+                        f"a={two / 'odm_orthophoto.tif'}", "--out", str(tmp_path / "w.csv")],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "given twice" in p.stderr
     assert {s["model_version"] for s in scenes} == {read_meta(BUNDLE).version}
     (tmp_path / "bad.csv").write_text("mosaic,labels\nnone.tif,\n")
     p = subprocess.run([*study, "--set", f"a={tmp_path / 'bad.csv'}", "--out", str(tmp_path / "x.csv")],
                        capture_output=True, text=True)
     assert p.returncode == 2 and "none.tif" in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "x.csv").exists()
-    # a regions file of another network is refused
+    # a regions file of another network is refused, and one that does not say which network made it
     other = _with_scorer(tmp_path, _stump("prob_mean", 0.5, -1, 1), name="other")
-    update_meta(other, version="9.0.0", plot_scorer=None)
+    update_meta(other, plot_scorer=None)
+    with open(other / "model.onnx", "ab") as fh:  # another network (train_plot_scorer only hashes it)
+        fh.write(b"\0")
+    old = tmp_path / "old.csv"
+    with open(out, newline="") as fh, open(old, "w", newline="") as o:
+        rows = list(csv.DictReader(fh))
+        w = csv.DictWriter(o, fieldnames=[c for c in rows[0] if c != "model_digest"])
+        w.writeheader()
+        w.writerows({k: v for k, v in r.items() if k != "model_digest"} for r in rows)
+    fit_script = [sys.executable, str(REPO / "scripts" / "train_plot_scorer.py")]
+    p = subprocess.run([*fit_script, str(BUNDLE), str(old), "--train-sets", "a", "--folds-by", "scene",
+                        "--folds", "2", "--out", str(tmp_path / "z")], capture_output=True, text=True)
+    assert p.returncode == 2 and "older region_study.py" in p.stderr
     p = subprocess.run([sys.executable, str(REPO / "scripts" / "train_plot_scorer.py"), str(other), str(out),
                         "--train-sets", "a", "--folds-by", "scene", "--folds", "2",
                         "--out", str(tmp_path / "y")], capture_output=True, text=True)
-    assert p.returncode == 2 and "made by model" in p.stderr and not (tmp_path / "y").exists()
+    assert p.returncode == 2 and "another network" in p.stderr and not (tmp_path / "y").exists()
