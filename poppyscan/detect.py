@@ -265,6 +265,10 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
             min_prob_mean = cfg.min_prob_mean or 0.0
             rule = f"plot score >= {min_score:.3f}" + (f", mean probability >= {min_prob_mean:.2f}"
                                                        if min_prob_mean else "")
+            fitted_radius = int(scorer.training.get("morph_radius_px", 1))
+            if cfg.morph_radius_px != fitted_radius:
+                log.warning("detect.morph_radius_px %d is not the %d the plot scorer was fitted with: it "
+                            "judges regions shaped otherwise", cfg.morph_radius_px, fitted_radius)
             if abs(threshold - float(meta.threshold)) > 1e-9:
                 log.warning("threshold %.2f is not the bundle's %.2f: the plot scorer judges regions "
                             "outlined at another threshold than those it was fitted on", threshold,

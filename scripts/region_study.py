@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--min-gsd", type=float, default=None)
     ap.add_argument("--threshold", type=float, default=None, help="pixel threshold (default: the bundle's)")
+    ap.add_argument("--morph-radius", type=int, default=1,
+                    help="opening/closing radius (px), as detect.morph_radius_px of the runs to score "
+                         "(default 1)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     a = ap.parse_args(argv)
     try:
@@ -66,6 +69,8 @@ def _run(a: argparse.Namespace) -> int:
                 if f is not None and not Path(f).is_file():
                     raise InputError(f"{what} '{f}' (set {name}) does not exist; fix the path in its list")
         sets.append((name, pairs))
+    if not 0 <= a.morph_radius <= 10:
+        raise InputError(f"--morph-radius must be in [0, 10], got {a.morph_radius}")
     if a.threshold is not None and not 0 < a.threshold < 1:
         raise InputError(f"--threshold must be in (0, 1), got {a.threshold}")
     out = check_writable(a.out, a.overwrite)
@@ -74,7 +79,7 @@ def _run(a: argparse.Namespace) -> int:
     thr = bundle.meta.threshold if a.threshold is None else a.threshold
     # scene rows say which network and threshold made the regions: a scorer judges that network's regions
     cols = ["kind", "set", "scene", "n_truth", "valid_ha", "model_version", "model_digest", "threshold",
-            "iou", "truth_id", *FEATURES]
+            "morph_radius_px", "iou", "truth_id", *FEATURES]
     digest = onnx_digest(bundle.path / bundle.meta.onnx_file)
     t0 = time.perf_counter()
     with atomic_path(out, overwrite=a.overwrite) as tmp, open(tmp, "w", newline="") as fh:
@@ -89,7 +94,7 @@ def _run(a: argparse.Namespace) -> int:
                     raise InputError(f"mosaic '{mosaic}' cannot be read ({exc})") from None
                 prob = np.round(sp.prob * 100) / 100  # detect's uint8 percent
                 gsd = sp.gsd_m  # the GSD detect runs the mosaic at: the features detect will compute
-                n, labels, stats = candidate_labels(prob, sp.valid, thr)
+                n, labels, stats = candidate_labels(prob, sp.valid, thr, a.morph_radius)
                 feats = region_features(prob, sp.valid, sp.rgb, labels, stats, gsd)
                 tr = positive_rows(truth, sp.crs) if truth else None
                 skip = np.zeros(n, bool)
@@ -120,7 +125,7 @@ def _run(a: argparse.Namespace) -> int:
                     sc = f"{sc}~{seen[sc]}"
                 wr.writerow({"kind": "scene", "set": name, "scene": sc, "n_truth": n_truth,
                              "valid_ha": sp.valid_area_m2 / 1e4, "model_version": bundle.meta.version,
-                             "model_digest": digest, "threshold": thr})
+                             "model_digest": digest, "threshold": thr, "morph_radius_px": a.morph_radius})
                 for j in range(n - 1):
                     if skip[j + 1]:
                         continue

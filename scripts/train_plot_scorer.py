@@ -130,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
             if abs(float(thr) - meta.threshold) > 1e-9:
                 raise PoppyscanError(f"the regions were outlined at threshold {thr}, the bundle's is "
                                      f"{meta.threshold}; run region_study.py without --threshold")
+        radii = {int(s.get("morph_radius_px") or 1) for s in scenes}
+        if len(radii) > 1:
+            raise PoppyscanError(f"the regions were outlined with different morphology radii "
+                                 f"{sorted(radii)}; use one region_study.py --morph-radius for all")
         sets = [s for s in a.train_sets.split(",") if s]
         known = {s["set"] for s in scenes}
         unknown = [s for s in sets if s not in known]
@@ -181,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             cut = min(ok, key=lambda c: (grid[c]["false_per_ha"], -grid[c]["f1"]))
         print(f"chosen cut {cut:.3f}: {grid[cut]}")
         training = {"regions": str(a.regions), "sets": sets, "features": a.features,
+                    "threshold": meta.threshold, "morph_radius_px": radii.pop(),
                     "min_area_m2": a.min_area, "folds_by": a.folds_by,
                     **({"folds": a.folds} if a.folds_by == "scene" else {}), "regions_n": len(regions),
                     "positives": int(y.sum()), "rule": a.rule, "f1_tolerance": a.f1_tolerance, "cut": cut,

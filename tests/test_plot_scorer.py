@@ -467,6 +467,7 @@ def test_region_study_keeps_same_named_mosaics_apart_and_checks_inputs(tmp_path)
                        capture_output=True, text=True)
     assert p.returncode == 2 and "given twice" in p.stderr
     assert {s["model_version"] for s in scenes} == {read_meta(BUNDLE).version}
+    assert {s["morph_radius_px"] for s in scenes} == {"1"}
     (tmp_path / "bad.csv").write_text("mosaic,labels\nnone.tif,\n")
     p = subprocess.run([*study, "--set", f"a={tmp_path / 'bad.csv'}", "--out", str(tmp_path / "x.csv")],
                        capture_output=True, text=True)
@@ -491,3 +492,15 @@ def test_region_study_keeps_same_named_mosaics_apart_and_checks_inputs(tmp_path)
                         "--train-sets", "a", "--folds-by", "scene", "--folds", "2",
                         "--out", str(tmp_path / "y")], capture_output=True, text=True)
     assert p.returncode == 2 and "another network" in p.stderr and not (tmp_path / "y").exists()
+
+
+def test_detect_warns_when_its_morphology_is_not_the_scorers(tmp_path, caplog):
+    stump = _stump("log_area_m2", np.log(4.0), -5.0, 5.0)
+    stump["training"] = {"morph_radius_px": 1}
+    b = _with_scorer(tmp_path, stump)
+    conf = tmp_path / "c2.yaml"
+    conf.write_text("detect:\n  run_tasks: false\n  morph_radius_px: 2\n")
+    code = main(["detect", str(SCENE_4CM / "mosaic.tif"), "--out", str(tmp_path / "run"), "--model", str(b),
+                 "--config", str(conf), "--device", "cpu", "-q"])
+    assert code == 0
+    assert "morph_radius_px 2 is not the 1 the plot scorer was fitted with" in caplog.text
