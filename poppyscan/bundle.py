@@ -223,15 +223,23 @@ def check_min_gsd(meta: Any, min_gsd_m: float | None, option: str = "detect.min_
                           f"(trained at {g:g} m/px), got {min_gsd_m:g}")
 
 
-def plot_decision(prob_mean: Any, min_prob_mean: float) -> np.ndarray:
+def plot_decision(prob_mean: Any, min_prob_mean: float, scores: Any = None,
+                  min_score: float | None = None) -> np.ndarray:
     """The plot decision: True where a thresholded region's mean probability reaches ``min_prob_mean``
-    (the bundle field; to within float rounding), i.e. the region is reported as a plot. One rule for
-    ``detect``, the whole-scene predictor and the calibration grid.
+    (the bundle field; to within float rounding) and, with a plot scorer (``min_score`` given), its score
+    reaches ``min_score``, i.e. the region is reported as a plot. One rule for ``detect``, the
+    whole-scene predictor and the calibration grid (:func:`poppyscan.plot_scorer.decision_bounds` says
+    which bounds are in effect).
 
     >>> plot_decision([0.84, 0.85, 0.9], 0.85).tolist()
     [False, True, True]
+    >>> plot_decision([0.84, 0.85, 0.9], 0.0, [0.2, 0.4, 0.3], 0.3).tolist()
+    [False, True, True]
     """
-    return np.asarray(prob_mean, dtype=float) >= min_prob_mean - 1e-9
+    keep = np.asarray(prob_mean, dtype=float) >= min_prob_mean - 1e-9
+    if min_score is not None:
+        keep &= np.asarray(scores, dtype=float) >= min_score - 1e-9
+    return keep
 
 
 def new_meta(

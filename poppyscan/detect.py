@@ -40,7 +40,7 @@ from .bands import model_gsd, mosaic_bands
 from .bundle import check_min_gsd, gsd_floor_m, plot_decision
 from .config import Config, load_config
 from .distributed import run_mosaics
-from .errors import ConfigError, InputError, OutputExistsError
+from .errors import InputError, OutputExistsError
 from .infer import plan_streams
 from .mosaic import Mosaic, block_cache, check_gsd, open_mosaic
 from .plots import merge_overlapping, plot_table
@@ -255,14 +255,9 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
         overlap = overlap_px(tile_size, cfg.overlap if cfg.overlap is not None else float(meta.overlap))
         threshold = cfg.threshold if cfg.threshold is not None else float(meta.threshold)
         scorer = plot_scorer.load_for(meta, resolved.path) if cfg.plot_scorer else None
-        if cfg.min_plot_score is not None and scorer is None:
-            raise ConfigError("'detect.min_plot_score' (--min-plot-score) needs a model with a plot scorer "
-                              "and detect.plot_scorer on; this run has none: leave it unset")
-        min_score = None
+        min_prob_mean, min_score = plot_scorer.decision_bounds(
+            meta, scorer, cfg.min_prob_mean, cfg.min_plot_score, "'detect.min_plot_score' (--min-plot-score)")
         if scorer is not None:  # the scorer decides; an explicit min_prob_mean is a floor besides it
-            min_score = (cfg.min_plot_score if cfg.min_plot_score is not None
-                         else float(meta.plot_scorer_cut))
-            min_prob_mean = cfg.min_prob_mean or 0.0
             rule = f"plot score >= {min_score:.3f}" + (f", mean probability >= {min_prob_mean:.2f}"
                                                        if min_prob_mean else "")
             fitted_radius = int(scorer.training.get("morph_radius_px", 1))
@@ -274,8 +269,6 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
                             "outlined at another threshold than those it was fitted on", threshold,
                             meta.threshold)
         else:
-            min_prob_mean = (cfg.min_prob_mean if cfg.min_prob_mean is not None
-                             else float(getattr(meta, "min_prob_mean", 0.0)))
             rule = f"plot mean probability >= {min_prob_mean:.2f}"
         log.info("model %s %s (%s, %d stream(s) of %d tiles), gsd %.3f m, tiles %d px overlap %d px, "
                  "threshold %.2f, %s", getattr(meta, "name", "?"), meta.version,
@@ -307,7 +300,6 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
             t_score = 0.0
             for i, r in enumerate(results):  # the plot decision: which outlined regions are plots
                 n_regions += len(r["gdf"])
-                keep = plot_decision(r["gdf"]["prob_mean"], min_prob_mean)
                 if scorer is not None:
                     t = time.perf_counter()
                     score = plot_scorer.mosaic_region_scores(opened[i], r["grid"], tmp / prob_names[i],
@@ -315,8 +307,8 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
                                                              cfg.morph_radius_px)
                     t_score += time.perf_counter() - t
                     r["gdf"] = r["gdf"].assign(score=score)
-                    keep &= score >= min_score - 1e-9
-                r["gdf"] = r["gdf"][keep]
+                r["gdf"] = r["gdf"][plot_decision(r["gdf"]["prob_mean"], min_prob_mean,
+                                                  r["gdf"].get("score"), min_score)]
             if n_regions:
                 log.info("%d of %d thresholded regions are plots (%s)",
                          sum(len(r["gdf"]) for r in results), n_regions, rule)

@@ -25,7 +25,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
-from .errors import ConfigError, InputError
+from .errors import InputError
 
 
 # ---------------------------------------------------------------------------------------------- masks
@@ -450,21 +450,18 @@ def evaluate_scenes(
 
         predict = flip_averaged(predict)
     thr = bundle.meta.threshold if threshold is None else threshold
-    from .plot_scorer import load_for
+    from .plot_scorer import decision_bounds, load_for
 
-    scorer_name = bundle.meta.plot_scorer if plot_scorer and load_for(bundle.meta, bundle.path) else None
-    if min_plot_score is not None and not scorer_name:
-        raise ConfigError("'--min-plot-score' needs a model with a plot scorer and the scorer on; "
-                          "this one has none: leave it unset")
-    cut = (bundle.meta.plot_scorer_cut if min_plot_score is None else min_plot_score) if scorer_name else None
+    scorer = load_for(bundle.meta, bundle.path) if plot_scorer else None  # read once for all scenes
+    scorer_name = bundle.meta.plot_scorer if scorer is not None else None
     # the plot decision as detect makes it: with a scorer, min_prob_mean only as an explicit floor
-    keep = (min_prob_mean or 0.0) if scorer_name else (
-        bundle.meta.min_prob_mean if min_prob_mean is None else min_prob_mean)
+    keep, cut = decision_bounds(bundle.meta, scorer, min_prob_mean, min_plot_score)
     scenes, agg = [], {"total": None, "poppy_scenes": None, "poppy_free_scenes": None}
     for mosaic, truth in find_scenes(sources):
         if engine == "simple":
             sp = predict_scene(predict, bundle, mosaic, threshold=thr, min_prob_mean=keep,
-                               min_area_m2=min_area_m2, min_gsd_m=min_gsd_m, plot_scorer=plot_scorer,
+                               min_area_m2=min_area_m2, min_gsd_m=min_gsd_m,
+                               plot_scorer=scorer if scorer is not None else False,
                                min_plot_score=min_plot_score)
             pred, area, secs = (
                 gpd.GeoDataFrame(geometry=sp.polygons, crs=sp.crs),

@@ -177,6 +177,25 @@ def fit(x: np.ndarray, y: np.ndarray, features: list[str], *, seed: int = 0, max
     return scorer
 
 
+def decision_bounds(meta: Any, scorer: PlotScorer | None, min_prob_mean: float | None,
+                    min_plot_score: float | None,
+                    option: str = "--min-plot-score") -> tuple[float, float | None]:
+    """The plot decision in effect, ``(min_prob_mean, min_score)`` for
+    :func:`poppyscan.bundle.plot_decision`. With a ``scorer`` the score decides (at ``min_plot_score``,
+    else the bundle's ``plot_scorer_cut``) and ``min_prob_mean`` is only an explicit floor (0 when None);
+    without one the mean rule decides (``min_prob_mean``, else the bundle's) and a ``min_plot_score``
+    is refused (:class:`~poppyscan.errors.ConfigError` naming ``option``)."""
+    from .errors import ConfigError
+
+    if scorer is None:
+        if min_plot_score is not None:
+            raise ConfigError(f"{option} needs a model with a plot scorer and the scorer on; this run has "
+                              "none: leave it unset")
+        mean = float(getattr(meta, "min_prob_mean", 0.0)) if min_prob_mean is None else min_prob_mean
+        return mean, None
+    return (min_prob_mean or 0.0), (float(meta.plot_scorer_cut) if min_plot_score is None else min_plot_score)
+
+
 def onnx_digest(path: str | Path) -> str:
     """SHA-256 (first 16 hex digits) of a bundle's ONNX network: which network made a regions file."""
     import hashlib

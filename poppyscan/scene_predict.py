@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -178,17 +179,20 @@ def predict_scene(
     morph_radius_px: int = 1,
     batch: int = 4,
     min_gsd_m: float | None = None,
-    plot_scorer: bool = True,
+    plot_scorer: Any = True,
     min_plot_score: float | None = None,
 ) -> ScenePrediction:
     """Predict plot polygons for one mosaic (see the module docstring). ``threshold`` defaults to the
     bundle's. The plot decision is ``detect``'s: with the bundle's plot scorer (``plot_scorer``; a
     region is a plot when its score reaches ``min_plot_score``, default the bundle's cut, and its mean
     probability reaches ``min_prob_mean`` when that is given) or else the mean-probability rule
-    (``min_prob_mean``, default the bundle's). ``min_gsd_m`` as ``detect.min_gsd_m``."""
-    from .plot_scorer import load_for
+    (``min_prob_mean``, default the bundle's). ``plot_scorer``: True for the bundle's (read here), False
+    for none, or a :class:`~poppyscan.plot_scorer.PlotScorer` read once by a caller predicting many
+    scenes. ``min_gsd_m`` as ``detect.min_gsd_m``."""
+    from .plot_scorer import decision_bounds, load_for
 
-    scorer = load_for(bundle.meta, bundle.path) if plot_scorer else None
+    scorer = load_for(bundle.meta, bundle.path) if plot_scorer is True else plot_scorer or None
+    keep_mean, min_score = decision_bounds(bundle.meta, scorer, min_prob_mean, min_plot_score)
     sp = scene_probability(predict, bundle, mosaic, batch=batch, min_gsd_m=min_gsd_m,
                            keep_rgb=scorer is not None)
     thr = bundle.meta.threshold if threshold is None else threshold
@@ -196,12 +200,7 @@ def predict_scene(
     prob = np.round(sp.prob * 100) / 100
     polys, pmax, pmean, scores = _regions(sp, prob, thr, min_area_m2=min_area_m2, max_hole_m2=max_hole_m2,
                                           morph_radius_px=morph_radius_px, scorer=scorer)
-    if scorer is not None:
-        cut = bundle.meta.plot_scorer_cut if min_plot_score is None else min_plot_score
-        keep = (np.asarray(scores, float) >= cut - 1e-9) & plot_decision(pmean, min_prob_mean or 0.0)
-    else:
-        keep = plot_decision(pmean, bundle.meta.min_prob_mean if min_prob_mean is None else min_prob_mean)
-    kept = np.flatnonzero(keep).tolist()
+    kept = np.flatnonzero(plot_decision(pmean, keep_mean, scores, min_score)).tolist()
     polys, pmax, pmean = [polys[i] for i in kept], [pmax[i] for i in kept], [pmean[i] for i in kept]
     prob = np.where(sp.valid, sp.prob, np.nan).astype(np.float32)
     return ScenePrediction(polys, pmax, pmean, sp.crs, sp.valid_area_m2, prob, sp.seconds,
