@@ -125,3 +125,34 @@ def _as_text(values: pd.Series) -> np.ndarray:
         else:
             out.append(str(v))
     return np.array(out, dtype=object)
+
+
+def _text(v) -> str | None:  # noqa: ANN001
+    """An attribute as text; ``None`` for a missing or empty value."""
+    return None if v is None or str(v) in ("", "nan", "None", "<NA>") else str(v)
+
+
+def unit_names(t: pd.DataFrame, split_by: str, fields: list[str]) -> list[str | None]:
+    """Unit name of each task under ``--split-by split_by`` (``None``: no value).
+
+    Splitting by an admin level keys the units by the whole hierarchy above it: two villages of the
+    same name in different townships are two units, named with their parents (``甲镇 新村``,
+    ``乙乡 新村``); a name that occurs under one parent only stays as it is.
+
+    >>> t = pd.DataFrame({"township": ["甲镇", "乙乡", "甲镇"], "village": ["新村", "新村", "东村"]})
+    >>> unit_names(t, "village", ["township", "village"])
+    ['甲镇 新村', '乙乡 新村', '东村']
+    """
+    vals = [_text(v) for v in t[split_by]]
+    if split_by not in fields or fields.index(split_by) == 0:
+        return vals
+    above = fields[: fields.index(split_by)]
+    parents = [tuple(_text(v) for v in row) for row in t[above].itertuples(index=False)]
+    seen: dict[str, set[tuple]] = {}
+    for v, p in zip(vals, parents, strict=True):
+        if v is not None:
+            seen.setdefault(v, set()).add(p)
+    return [
+        v if v is None or len(seen[v]) == 1 else " ".join([x for x in p if x] + [v])
+        for v, p in zip(vals, parents, strict=True)
+    ]

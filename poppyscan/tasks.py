@@ -310,10 +310,9 @@ def make_task_table(
                 f"{', '.join(fields + ['admin_status', 'mosaic', 'priority_class', 'review'])}"
             )
         outside = t["admin_status"].eq(admin_mod.OUTSIDE)
-        vals = t[split_by].astype(object)
         t["unit"] = [
-            ("outside" if o else "unassigned") if v is None or str(v) in ("", "nan", "None") else str(v)
-            for v, o in zip(vals, outside, strict=True)
+            ("outside" if o else "unassigned") if v is None else v
+            for v, o in zip(admin_mod.unit_names(t, split_by, fields), outside, strict=True)
         ]
     else:
         t["unit"] = "all"

@@ -175,13 +175,15 @@ VILLAGES = [
 ]
 
 
-def make_boundaries(path: Path, crs: str = "EPSG:4547", *, fields=("county", "township", "village")) -> Path:
-    """Two village polygons (plot 6 in the north-east strip falls outside both), written in ``crs``."""
+def make_boundaries(path: Path, crs: str = "EPSG:4547", *, fields=("county", "township", "village"),
+                    villages=VILLAGES) -> Path:
+    """Two village polygons (plot 6 in the north-east strip falls outside both), written in ``crs``;
+    ``villages`` rows as :data:`VILLAGES`."""
     ox, oy = origin_xy()
     rows = {f: [] for f in fields}
     rows["village_code"] = []
     geoms = []
-    for county, town, village, code, (x0, y0, x1, y1) in VILLAGES:
+    for county, town, village, code, (x0, y0, x1, y1) in villages:
         for f, v in zip(("county", "township", "village"), (county, town, village), strict=True):
             if f in rows:
                 rows[f].append(v)

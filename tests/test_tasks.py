@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pyogrio
 import pytest
-from conftest_tasks import make_boundaries, make_run
+from conftest_tasks import VILLAGES, make_boundaries, make_run
 
 from poppyscan.cli import main
 from poppyscan.errors import InputError
@@ -186,6 +186,23 @@ def test_split_by_writes_one_package_per_unit(split_run):
     # route starts at the task nearest to --start (the village's north-west corner)
     west = top[top["unit"] == "曼燕村"].sort_values("route_seq")
     assert west.iloc[0]["plot_id"] == 1
+
+
+def test_split_by_village_keeps_same_named_villages_of_two_townships_apart(tmp_path):
+    run = make_run(tmp_path / "run")
+    (a, b) = VILLAGES
+    twins = [a, ("勐海县", "勐混镇", a[2], "532822102201", b[4])]  # one name, two townships
+    bnd = make_boundaries(tmp_path / "twins.gpkg", "EPSG:4547", villages=twins)
+    s = build_tasks(run, admin=bnd, split_by="village")
+    assert s.units == {"勐海县 勐遮镇 曼燕村": 3, "勐海县 勐混镇 曼燕村": 2, "outside": 1}
+    top = _tasks(run / "plots.gpkg")
+    for unit, town in (("勐海县 勐遮镇 曼燕村", "勐遮镇"), ("勐海县 勐混镇 曼燕村", "勐混镇")):
+        mine = top[top["unit"] == unit]
+        assert set(mine["township"]) == {town}
+        assert sorted(mine["route_seq"]) == list(range(1, len(mine) + 1))
+        unit_dir = run / "units" / unit.replace(" ", "_")  # folder names have no spaces
+        assert set(_tasks(unit_dir / "plots.gpkg")["task_id"]) == set(mine["task_id"])
+    assert len({c[0] for c in top["task_code"]}) == 3  # one letter per unit
 
 
 def test_rerun_without_split_removes_stale_units(tmp_path):
