@@ -255,3 +255,91 @@ def test_cli_import_reports_rejections_and_errors_in_one_line(run, capsys):
         assert len(err.strip().splitlines()) == 1
     assert main(["results", "register", str(run["dir"]), "--register", str(run["reg"])]) == 0
     assert "already registered" in capsys.readouterr().out
+
+
+def _verdict_file(run, name, tid, **cells):
+    rows = [r for r in read_csv(run["dir"] / "tasks.csv") if r["task_id"] == tid]
+    rows[0].update({k: str(v) for k, v in cells.items()})
+    write_csv(run["tmp"] / name, rows)
+    return run["tmp"] / name
+
+
+def _verdict(reg, tid):
+    t = task_rows(reg)[tid]
+    return tuple(t[k] for k in ("result", "plants_eradicated", "checked_at", "checked_by", "photo", "status"))
+
+
+def test_an_older_verdict_imported_later_is_skipped_and_reported(run):
+    """The audit's case: team B's verdict of 5 May, then team A's older file of 1 May."""
+    tid = run["ids"][0]
+    newer = _verdict_file(run, "b.csv", tid, result="poppy", plants_eradicated=600, checked_by="B",
+                          checked_at="2025-05-05", photo="b.jpg")
+    older = _verdict_file(run, "a.csv", tid, result="already_eradicated", checked_by="A",
+                          checked_at="2025-05-01")
+    import_results(run["reg"], newer, today=TODAY)
+    before = dump(run["reg"])
+    report = import_results(run["reg"], older, today=TODAY)
+    assert _verdict(run["reg"], tid) == ("poppy", 600, "2025-05-05", "B", "b.jpg", "done")
+    assert (report.n_changed_rows, report.n_unchanged_rows, len(report.skipped)) == (0, 0, 1)
+    assert not report.rejected
+    text = report.describe()
+    assert "0 unchanged, 1 skipped as older than the verdict recorded, 0 rejected" in text
+    assert (f"skipped row 2 (task_id {tid}): checked_at 2025-05-01 is older than the verdict recorded "
+            "(poppy, by B, checked_at 2025-05-05); kept the recorded one") in text
+    assert dump(run["reg"]) == before  # not a field touched, no history, no import row
+
+
+def test_cli_import_of_an_older_file_reports_the_skipped_row_and_succeeds(run, capsys):
+    tid = run["ids"][1]
+    newer = _verdict_file(run, "b.csv", tid, result="not_poppy", checked_by="B", checked_at="2025-05-05")
+    older = _verdict_file(run, "a.csv", tid, result="poppy", checked_by="A", checked_at="2025-05-01")
+    for path in (newer, older):
+        assert main(["results", "import", str(path), "--register", str(run["reg"])]) == 0
+    out = capsys.readouterr().out
+    assert "a.csv: 1 row(s): updated 0 task(s) (0 field change(s)), 0 unchanged, 1 skipped as older" in out
+    assert "skipped row 2" in out and task_rows(run["reg"])[tid]["result"] == "not_poppy"
+
+
+def test_a_newer_verdict_replaces_the_recorded_one_as_a_whole_with_history(run):
+    tid = run["ids"][0]
+    older = _verdict_file(run, "a.csv", tid, result="poppy", plants_eradicated=600, checked_by="A",
+                          checked_at="2025-05-01", photo="a.jpg", notes="big field")
+    newer = _verdict_file(run, "b.csv", tid, result="already_eradicated", checked_by="B",
+                          checked_at="2025-05-05 16:30")
+    import_results(run["reg"], older, today=TODAY)
+    report = import_results(run["reg"], newer, today=TODAY)
+    assert report.n_changed_rows == 1 and not report.skipped
+    # none of A's fields is left beside B's verdict
+    assert _verdict(run["reg"], tid) == ("already_eradicated", None, "2025-05-05T16:30:00", "B", None, "done")
+    assert task_rows(run["reg"])[tid]["notes"] is None
+    changes = {h[1]: (h[2], h[3], h[4]) for h in history(run["reg"]) if h[0] == tid and h[4] == "B"}
+    assert changes["result"] == ("poppy", "already_eradicated", "B")
+    assert changes["plants_eradicated"] == ("600", None, "B") and changes["photo"] == ("a.jpg", None, "B")
+    with sqlite3.connect(run["reg"]) as conn:
+        assert conn.execute("SELECT n_changed, n_skipped FROM imports ORDER BY fid DESC").fetchone() == (1, 0)
+    # the older file once more: skipped, nothing changes
+    assert len(import_results(run["reg"], older, today=TODAY).skipped) == 1
+    assert _verdict(run["reg"], tid)[:2] == ("already_eradicated", None)
+
+
+def test_the_same_visit_is_corrected_field_by_field_but_another_teams_same_day_verdict_is_refused(run):
+    tid = run["ids"][0]
+    first = _verdict_file(run, "a.csv", tid, result="poppy", plants_eradicated=600, checked_by="A",
+                          checked_at="2025-05-02 09:30")
+    import_results(run["reg"], first, today=TODAY)
+    # team A corrects its count (same day, no time this time; no result cell): the rest stays
+    fix = _verdict_file(run, "fix.csv", tid, plants_eradicated=650, checked_by="A", checked_at="2025-05-02")
+    assert import_results(run["reg"], fix, today=TODAY).n_changed_rows == 1
+    assert _verdict(run["reg"], tid)[:4] == ("poppy", 650, "2025-05-02T09:30:00", "A")
+    before = dump(run["reg"])
+    for cells, reason in [
+        ({"result": "not_poppy", "checked_by": "B", "checked_at": "2025-05-02"},
+         "another team's verdict (poppy, by A, checked_at 2025-05-02T09:30:00) is recorded for the same "
+         "checked_at 2025-05-02; give checked_at with the time"),
+        ({"result": "not_poppy", "checked_by": "B"}, "checked_at is empty and another team's verdict"),
+        ({"notes": "again", "checked_at": "2025-05-03"}, "later than the verdict recorded (poppy, by A, "
+         "checked_at 2025-05-02T09:30:00) but the row has no result"),
+    ]:
+        report = import_results(run["reg"], _verdict_file(run, "x.csv", tid, **cells), today=TODAY)
+        assert [r.row for r in report.rejected] == [2] and reason in report.rejected[0].reason
+    assert dump(run["reg"]) == before

@@ -182,3 +182,110 @@ def test_footprint_from_probability_raster(tmp_path):
         dst.write(data, 1)
     summary = register_run(tmp_path / "reg.gpkg", tmp_path / "run")
     assert summary.surveyed_ha == pytest.approx(2.0, rel=1e-3)
+
+
+def _prob_raster(path, crs, transform, data):
+    import rasterio
+
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[1], height=data.shape[0], count=1,
+                       dtype="uint8", crs=crs, transform=transform, nodata=255) as dst:
+        dst.write(data, 1)
+
+
+def test_footprint_is_the_union_of_every_probability_raster_in_any_crs(tmp_path):
+    """probability.tif (UTM, 200 m x 100 m valid) and probability_2.tif (WGS84, a quarter over it):
+    both count, the overlap once, whether run.json lists them or they are only found in the folder."""
+    import numpy as np
+    from rasterio.transform import from_origin
+
+    make_run(tmp_path / "run", SPECS_2026, tag="p")
+    data = np.full((200, 200), 255, np.uint8)
+    data[:100, :] = 10  # northern half flown: x in [X0-100, X0+100], y in [Y0, Y0+100]
+    _prob_raster(tmp_path / "run" / "probability.tif", CRS, from_origin(X0 - 100, Y0 + 100, 1, 1), data)
+    # second mosaic: a WGS84 raster over x in [X0, X0+200], y in [Y0+50, Y0+150] (a quarter on the first)
+    second = gpd.GeoSeries([box(X0, Y0 + 50, X0 + 200, Y0 + 150)], crs=CRS).to_crs(4326)
+    w, s, e, n = second.total_bounds
+    _prob_raster(tmp_path / "run" / "probability_2.tif", "EPSG:4326",
+                 from_origin(w, n, (e - w) / 400, (n - s) / 400), np.full((400, 400), 20, np.uint8))
+    first = box(X0 - 100, Y0, X0 + 100, Y0 + 100)
+    union = first.union(gpd.GeoSeries([box(w, s, e, n).segmentize(1e-5)], crs=4326).to_crs(CRS).iloc[0])
+    assert union.area / 10_000 == pytest.approx(3.5, rel=0.01)  # 2 ha + 2 ha - 0.5 ha overlap
+    # run.json without "outputs" (older runs): the rasters in the folder count
+    assert register_run(tmp_path / "a.gpkg", tmp_path / "run").surveyed_ha == pytest.approx(
+        union.area / 10_000, rel=2e-3)
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    meta["outputs"] = {"plots": "plots.gpkg", "probability": ["probability.tif", "probability_2.tif"]}
+    (tmp_path / "run" / "run.json").write_text(json.dumps(meta))
+    summary = register_run(tmp_path / "b.gpkg", tmp_path / "run")
+    assert summary.surveyed_ha == pytest.approx(union.area / 10_000, rel=2e-3)
+    runs = gpd.read_file(tmp_path / "b.gpkg", layer="runs", engine="pyogrio")
+    assert runs.to_crs(CRS).geometry.iloc[0].area == pytest.approx(union.area, rel=2e-3)
+
+
+def test_a_listed_probability_raster_that_is_missing_counts_with_its_mosaic_bounds(tmp_path):
+    import numpy as np
+    from rasterio.transform import from_origin
+
+    make_run(tmp_path / "run", SPECS_2026, tag="m", extent_m=400.0)
+    data = np.full((100, 100), 10, np.uint8)  # 1 ha inside the mosaic bounds
+    _prob_raster(tmp_path / "run" / "probability.tif", CRS, from_origin(X0 + 300, Y0 + 50, 1, 1), data)
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    far = [X0 + 250, Y0 - 50, X0 + 350, Y0 + 50]  # a second mosaic, 1 ha, half on the first raster
+    meta["inputs"] = [meta["inputs"][0] | {"bounds": [X0 + 300, Y0 - 50, X0 + 400, Y0 + 50]},
+                      meta["inputs"][0] | {"path": "/data/b.tif", "bounds": far}]
+    meta["outputs"] = {"probability": ["probability.tif", "probability_2.tif"]}
+    (tmp_path / "run" / "run.json").write_text(json.dumps(meta))
+    assert register_run(tmp_path / "reg.gpkg", tmp_path / "run").surveyed_ha == pytest.approx(1.5, rel=1e-3)
+
+
+def test_detect_over_two_mosaics_registers_the_union_of_their_footprints(tmp_path):
+    """The audit's case with the real pipeline: detect two mosaics (the second in another CRS, half
+    over the first), register: the surveyed area is the union of both, not the first alone."""
+    from detect_scenes import ORIGINS, ColourPredictor, write_scene
+    from pyproj import Transformer
+
+    from poppyscan.detect import detect
+
+    a = write_scene(tmp_path / "a.tif", plots_px=[box(100, 100, 160, 160)], crs="EPSG:32649")
+    x, y = Transformer.from_crs("EPSG:32649", "EPSG:4547", always_xy=True).transform(*ORIGINS["EPSG:32649"])
+    b = write_scene(tmp_path / "b.tif", plots_px=[box(400, 400, 460, 460)], crs="EPSG:4547",
+                    origin=(x + 15.0, y), seed=1)  # 30 m x 30 m, 15 m east of the first
+    detect([a.path, b.path], tmp_path / "run", model=ColourPredictor(), progress=False)
+    assert (tmp_path / "run" / "probability_2.tif").is_file()
+    summary = register_run(tmp_path / "reg.gpkg", tmp_path / "run", flight_date="2026-04-18")
+    boxes = [gpd.GeoSeries([box(*rasterio_bounds(p)).segmentize(1.0)], crs=s.crs).to_crs(CRS).iloc[0]
+             for p, s in ((a.path, a), (b.path, b))]
+    assert boxes[0].area / 10_000 == pytest.approx(0.09, rel=1e-3)
+    expected = boxes[0].union(boxes[1]).area / 10_000  # ~0.135 ha: 0.09 + 0.09 - the overlap
+    assert expected > 0.12
+    assert summary.surveyed_ha == pytest.approx(expected, rel=0.01)
+
+
+def rasterio_bounds(path):
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        return tuple(ds.bounds)
+
+
+def test_a_version_1_register_is_migrated_and_registering_again_takes_over_desk_decisions(tmp_path):
+    from poppyscan.review.store import save_decision
+    from poppyscan.survey import compute_stats
+
+    make_run(tmp_path / "run", SPECS_2025, tag="a", with_tasks=False)
+    reg = tmp_path / "reg.gpkg"
+    register_run(reg, tmp_path / "run")
+    with sqlite3.connect(reg) as conn:  # what poppyscan <= 0.4 wrote: no desk decisions, no n_skipped
+        for sql in ("ALTER TABLE plots DROP COLUMN review", "ALTER TABLE plots DROP COLUMN dismissed",
+                    "ALTER TABLE imports DROP COLUMN n_skipped",
+                    "UPDATE survey_meta SET value = '1' WHERE key = 'schema_version'"):
+            conn.execute(sql)
+    save_decision(tmp_path / "run", 2, "rejected", derived=False)
+    assert compute_stats(reg, by="all").rows[0]["plots_found"] == 4  # migrated: nothing dismissed yet
+    with sqlite3.connect(reg) as conn:
+        assert conn.execute("SELECT value FROM survey_meta WHERE key='schema_version'").fetchone()[0] == "2"
+    again = register_run(reg, tmp_path / "run")
+    assert not again.created and again.n_updated == 1
+    assert "1 plot(s) with a new desk decision" in again.describe()
+    row = compute_stats(reg, by="all").rows[0]
+    assert (row["plots_found"], row["dismissed"], row["sites"], row["pending"]) == (3, 1, 3, 3)

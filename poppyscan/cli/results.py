@@ -8,6 +8,7 @@ import click
 
 from ..config import load_config
 from ..errors import PoppyscanError
+from .options import admin_options, parse_fields
 
 CONFIG_OPTION = click.option(
     "--config",
@@ -37,21 +38,24 @@ def results() -> None:
 @results.command("register")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--flight-date", help="Flight date YYYY-MM-DD (default: what run.json / plots.gpkg record).")
-@click.option(
-    "--admin",
-    type=click.Path(dir_okay=False),
-    help="Admin boundary layer (county/township/village fields) to split the surveyed area by unit.",
-)
+@admin_options("the admin fields of the run's tasks, else county,township,village")
 @REGISTER_OPTION
 @CONFIG_OPTION
 def register_cmd(
     run_dir: str,
     flight_date: str | None,
     admin: str | None,
+    admin_fields: str | None,
+    admin_gcj02: bool,
     register_path: str | None,
     config_path: str | None,
 ) -> None:
-    """Add the detect run RUN_DIR (plots, tasks, footprint) to the survey register. Idempotent."""
+    """Add the detect run RUN_DIR (plots, tasks, footprint) to the survey register. Idempotent.
+
+    Pass the --admin options given to 'poppyscan tasks' to count plots and surveyed hectares by unit
+    (--admin-fields defaults to the admin fields of the run's tasks; at most three, largest first).
+    Registering again takes over new tasks, changed desk decisions and, with --admin, the units.
+    """
     from ..survey import register_run
 
     config, register = resolve_register(config_path, register_path)
@@ -60,6 +64,8 @@ def register_cmd(
         run_dir,
         flight_date=flight_date,
         admin=admin,
+        admin_fields=parse_fields(admin_fields),
+        admin_gcj02=admin_gcj02,
         link_distance_m=config.survey.site_link_distance_m,
     )
     click.echo(f"{register}: {summary.describe()}")

@@ -8,28 +8,12 @@ from __future__ import annotations
 
 import click
 
+from .options import admin_options, parse_fields
+
 
 @click.command("tasks")
 @click.argument("run_dir", metavar="RUN_DIR")
-@click.option(
-    "--admin",
-    "admin",
-    metavar="BOUNDARIES",
-    help="Admin boundary layer (GPKG/SHP/GeoJSON, any CRS, e.g. CGCS2000 EPSG:4490/4547).",
-)
-@click.option(
-    "--admin-fields",
-    "admin_fields",
-    metavar="F1,F2,...",
-    help="Name fields to copy from BOUNDARIES [default: config tasks.admin_fields, county,township,village].",
-)
-@click.option(
-    "--admin-gcj02",
-    "admin_gcj02",
-    is_flag=True,
-    help="BOUNDARIES were digitised on Amap/Tencent (GCJ-02 lon/lat, whatever the label): shift "
-    "them back to WGS84 before the join.",
-)
+@admin_options("config tasks.admin_fields, county,township,village")
 @click.option("--start", metavar="LON,LAT", help="WGS84 point where each unit's route starts (team base).")
 @click.option(
     "--split-by",
@@ -65,9 +49,7 @@ def tasks(
 
     quiet = quiet or bool((ctx.obj or {}).get("quiet"))
     config = load_config(config_file)
-    fields = None
-    if admin_fields is not None:
-        fields = [f.strip() for f in admin_fields.split(",") if f.strip()]
+    fields = parse_fields(admin_fields)
     summary = build_tasks(
         run_dir,
         config=config,
@@ -81,7 +63,8 @@ def tasks(
     if not quiet:
         units = f", {len(summary.units)} unit(s)" if len(summary.units) > 1 or split_by else ""
         outside = f", {summary.n_outside} outside every admin unit" if admin else ""
+        chips = f", {summary.chips_missing} without an image chip" if summary.chips_missing else ""
         click.echo(
             f"{summary.n_tasks} task(s) from {summary.n_plots} plot(s) ({summary.n_rejected} rejected at "
-            f"the desk, {summary.n_criminal} criminal-size){units}{outside} -> {summary.run_dir}"
+            f"the desk, {summary.n_criminal} criminal-size){units}{outside}{chips} -> {summary.run_dir}"
         )

@@ -1,10 +1,9 @@
-"""Add detect runs to the survey register and link their plots into sites.
+"""Add detect runs to the survey register: the run, its surveyed area per unit, plots, sites, tasks.
 
-A **site** is one place across flights and years. A new plot joins an existing site when its polygon
-overlaps one of the site's plots or its centroid lies within ``link_distance_m`` of one of their
-centroids; otherwise it starts a new site (separate plots of one flight are separate sites, even when
-close together). When several sites qualify the plot joins the one it overlaps most (else the nearest).
-A plot whose site was already seen on an earlier flight date is a *repeat*.
+Sites are linked by :mod:`.sites`. A plot rejected at the desk review and sent to no field team is kept
+(``review = 'rejected'``, ``dismissed = 1``) but is not a finding (:data:`~.schema.FINDING`): it is linked
+to a site like any plot, yet sites, repeats and statistics count findings only. Registering a run again
+takes over changed desk decisions (and, with ``admin``, the units and surveyed hectares per unit).
 """
 
 from __future__ import annotations
@@ -13,19 +12,18 @@ import json
 import logging
 import math
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import geopandas as gpd
-import numpy as np
 import pandas as pd
 import shapely
-from shapely.strtree import STRtree
 
 from ..errors import InputError
-from .gpkg import from_blob, to_blob, touch_contents
+from .gpkg import to_blob, touch_contents
 from .rundir import RunData, read_run
 from .schema import ADMIN_FIELDS, connect, now_iso
+from .sites import link_sites, refresh_sites
 
 log = logging.getLogger(__name__)
 
@@ -40,21 +38,32 @@ class RegisterSummary:
     n_plots: int
     n_tasks_added: int
     n_new_sites: int
-    n_linked: int  # plots that joined a site already in the register
+    n_linked: int  # findings that joined a site already in the register
     surveyed_ha: float | None
+    n_dismissed: int = 0  # plots rejected at the desk and sent to no field team (not findings)
+    n_updated: int = 0  # registered again: plots whose desk decision or unit changed
+    units_updated: bool = False  # registered again with admin: the surveyed hectares per unit changed
+    warnings: tuple[str, ...] = ()
 
     def describe(self) -> str:
         if not self.created:
-            return (
+            text = (
                 f"run #{self.run_id} ({self.flight_date}) was already registered; "
                 f"{self.n_tasks_added} new task(s) added"
             )
+            if self.n_updated:
+                text += f", {self.n_updated} plot(s) with a new desk decision or unit"
+            if self.units_updated:
+                text += ", surveyed hectares per unit updated"
+            return text
         ha = (
             f"{self.surveyed_ha:.2f} ha surveyed" if self.surveyed_ha is not None else "surveyed area unknown"
         )
+        dismissed = f", {self.n_dismissed} dismissed at the desk" if self.n_dismissed else ""
         return (
-            f"registered run #{self.run_id}: flight {self.flight_date}, {ha}, {self.n_plots} plot(s) "
-            f"({self.n_linked} at known sites, {self.n_new_sites} new site(s)), {self.n_tasks_added} task(s)"
+            f"registered run #{self.run_id}: flight {self.flight_date}, {ha}, "
+            f"{self.n_plots} plot(s){dismissed} ({self.n_linked} at known sites, "
+            f"{self.n_new_sites} new site(s)), {self.n_tasks_added} task(s)"
         )
 
 
@@ -64,15 +73,32 @@ def register_run(
     *,
     flight_date: str | None = None,
     admin: str | Path | None = None,
+    admin_fields: Sequence[str] | None = None,
+    admin_gcj02: bool = False,
     link_distance_m: float = 15.0,
 ) -> RegisterSummary:
     """Add the detect run in ``run_dir`` to ``register`` (created if missing). Idempotent.
 
-    Registering the same run again adds only tasks made since (``poppyscan tasks`` run later) and
-    changes nothing else. A different run over the same mosaics is refused, so a flight is never
-    counted twice.
+    Parameters
+    ----------
+    register, run_dir
+        The register file and a ``poppyscan detect`` output folder.
+    flight_date
+        ``YYYY-MM-DD``, when the run does not record it (or to correct it).
+    admin, admin_fields, admin_gcj02
+        The options of ``poppyscan tasks``: boundary file, unit name fields (largest first, at most
+        three; default: the admin fields of the run's tasks), GCJ-02 boundaries (see :mod:`.units`).
+    link_distance_m
+        Plots whose centroids are this close are the same site.
+
+    Notes
+    -----
+    Registering the same run again adds tasks made since (``poppyscan tasks`` run later), takes over
+    changed desk decisions and, with ``admin``, re-assigns units and surveyed hectares; nothing else
+    changes. A different run over the same mosaics is refused, so a flight is never counted twice.
     """
-    run = read_run(run_dir, flight_date=flight_date, admin=admin)
+    run = read_run(run_dir, flight_date=flight_date, admin=admin, admin_fields=admin_fields,
+                   admin_gcj02=admin_gcj02)
     conn = connect(register, create=True)
     try:
         conn.execute("BEGIN IMMEDIATE")
@@ -85,6 +111,8 @@ def register_run(
     finally:
         conn.close()
     log.info(summary.describe())
+    for warning in summary.warnings:
+        log.warning("%s", warning)
     return summary
 
 
@@ -95,8 +123,10 @@ def _register(conn: sqlite3.Connection, run: RunData, link_distance_m: float) ->
         if added:
             conn.execute("UPDATE runs SET n_tasks = n_tasks + ? WHERE fid = ?", (added, row["fid"]))
             touch_contents(conn, "tasks")
+        n_updated, units_updated = _refresh_run(conn, row["fid"], run)
         return RegisterSummary(
-            row["fid"], False, row["flight_date"], len(run.plots), added, 0, 0, run.surveyed_ha
+            row["fid"], False, row["flight_date"], len(run.plots), added, 0, 0, run.surveyed_ha,
+            run.n_dismissed, n_updated, units_updated, tuple(run.warnings),
         )
     twin = conn.execute(
         "SELECT fid, run_dir, flight_date FROM runs WHERE mosaic_key = ?", (run.mosaic_key,)
@@ -131,80 +161,22 @@ def _register(conn: sqlite3.Connection, run: RunData, link_distance_m: float) ->
         ),
     )
     run_id = cur.lastrowid
-    conn.executemany("INSERT INTO run_units VALUES (?, ?, ?, ?, ?)", [(run_id, *u) for u in run.units])
-    site_ids, n_new, n_linked = _link_sites(conn, run, link_distance_m)
+    _insert_units(conn, run_id, run)
+    site_ids, n_new, n_linked = link_sites(conn, run, link_distance_m)
     _insert_plots(conn, run_id, run, site_ids)
-    _refresh_sites(conn, set(site_ids))
+    refresh_sites(conn, set(site_ids))
     added = _add_tasks(conn, run_id, run)
     conn.execute("UPDATE runs SET n_tasks = ? WHERE fid = ?", (added, run_id))
     for table in ("runs", "plots", "sites", "tasks"):
         touch_contents(conn, table)
     return RegisterSummary(
-        run_id, True, run.flight_date, len(run.plots), added, n_new, n_linked, run.surveyed_ha
+        run_id, True, run.flight_date, len(run.plots), added, n_new, n_linked, run.surveyed_ha,
+        run.n_dismissed, warnings=tuple(run.warnings),
     )
 
 
-def _link_sites(conn: sqlite3.Connection, run: RunData, d: float) -> tuple[list[int], int, int]:
-    """Site id for each plot of ``run`` (new sites created as needed);
-    also counts new sites and linked plots."""
-    plots = run.plots
-    n = len(plots)
-    if n == 0:
-        return [], 0, 0
-    metric = run.metric_crs
-    new_m = np.asarray(gpd.GeoSeries(plots.geometry.values, crs=4326).to_crs(metric).values)
-    new_m = shapely.make_valid(new_m)
-    new_c = shapely.centroid(new_m)
-
-    # existing plots near this run: bbox prefilter in degrees, exact tests in metres
-    minx, miny, maxx, maxy = plots.total_bounds
-    pad_lat = d / 111_320 + 1e-6
-    pad_lon = d / (111_320 * max(0.05, math.cos(math.radians((miny + maxy) / 2)))) + 1e-6
-    rows = conn.execute(
-        "SELECT site_id, geom FROM plots WHERE maxx >= ? AND minx <= ? AND maxy >= ? AND miny <= ?",
-        (minx - pad_lon, maxx + pad_lon, miny - pad_lat, maxy + pad_lat),
-    ).fetchall()
-    old_sites = np.array([r["site_id"] for r in rows], dtype=np.int64)
-    if rows:
-        old_m = np.asarray(
-            gpd.GeoSeries([from_blob(r["geom"]) for r in rows], crs=4326).to_crs(metric).values
-        )
-        old_m = shapely.make_valid(old_m)
-        old_c = shapely.centroid(old_m)
-        old_tree = STRtree(old_m)
-
-    # best existing site per plot: (overlap first, larger overlap, then nearer centroid)
-    best: dict[int, tuple[tuple[int, float], int]] = {}
-    if rows:
-        for i in range(n):
-            for k in old_tree.query(shapely.buffer(new_m[i], d)):
-                ok, score = _linked(new_m[i], new_c[i], old_m[k], old_c[k], d)
-                if ok and (i not in best or score < best[i][0]):
-                    best[i] = (score, int(old_sites[k]))
-
-    site_ids: list[int] = []
-    for i in range(n):
-        if i in best:
-            site_ids.append(best[i][1])
-            continue
-        c = shapely.centroid(plots.geometry.iloc[i])
-        cur = conn.execute(
-            "INSERT INTO sites (geom, site_code, first_seen, last_seen, n_detections, "
-            "minx, miny, maxx, maxy) VALUES (?, '', ?, ?, 0, ?, ?, ?, ?)",
-            (to_blob(c), run.flight_date, run.flight_date, c.x, c.y, c.x, c.y),
-        )
-        conn.execute("UPDATE sites SET site_code = ? WHERE fid = ?", (f"S{cur.lastrowid:06d}", cur.lastrowid))
-        site_ids.append(cur.lastrowid)
-    return site_ids, n - len(best), len(best)
-
-
-def _linked(a, ac, b, bc, d: float) -> tuple[bool, tuple[int, float]]:
-    """Whether two metric plot polygons are the same place, and a sort score (lower is better)."""
-    overlap = shapely.intersection(a, b).area if shapely.intersects(a, b) else 0.0
-    if overlap > 0:
-        return True, (0, -overlap)
-    dist = shapely.distance(ac, bc)
-    return dist <= d, (1, dist)
+def _insert_units(conn: sqlite3.Connection, run_id: int, run: RunData) -> None:
+    conn.executemany("INSERT INTO run_units VALUES (?, ?, ?, ?, ?)", [(run_id, *u) for u in run.units])
 
 
 def _num(value, cast=float):
@@ -246,31 +218,72 @@ def _insert_plots(conn: sqlite3.Connection, run_id: int, run: RunData, site_ids:
                 str(p.get("model_version") or run.model_version or "") or None,
                 *(str(p.get(f) or "") for f in ADMIN_FIELDS),
                 *bounds,
+                str(p["review"]),
+                int(p["dismissed"]),
             )
         )
     conn.executemany(
         "INSERT INTO plots (geom, run_id, plot_id, site_id, flight_date, year, area_m2, area_mu, est_plants, "
         "over_500_plants, prob_mean, prob_max, lon, lat, mosaic, model_version, county, township, village, "
-        "minx, miny, maxx, maxy) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "minx, miny, maxx, maxy, review, dismissed) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         rows,
     )
 
 
-def _refresh_sites(conn: sqlite3.Connection, site_ids: set[int]) -> None:
-    """Recompute each site's point (mean member centroid), first/last seen and detection count."""
-    for sid in site_ids:
-        r = conn.execute(
-            "SELECT avg(lon) AS x, avg(lat) AS y, min(flight_date) AS f, max(flight_date) AS l, "
-            "count(*) AS n FROM plots WHERE site_id = ?",
-            (sid,),
-        ).fetchone()
-        point = shapely.Point(r["x"], r["y"])
-        conn.execute(
-            "UPDATE sites SET geom=?, first_seen=?, last_seen=?, n_detections=?, "
-            "minx=?, miny=?, maxx=?, maxy=? WHERE fid=?",
-            (to_blob(point), r["f"], r["l"], r["n"], r["x"], r["y"], r["x"], r["y"], sid),
+def _refresh_run(conn: sqlite3.Connection, run_id: int, run: RunData) -> tuple[int, bool]:
+    """A run registered again: take over changed desk decisions and, when the run was read with a
+    boundary file, its units and surveyed hectares per unit. Returns (plots changed, units changed)."""
+    cols = ("review", "dismissed", *(ADMIN_FIELDS if run.admin_given else ()))
+    stored = {
+        r["plot_id"]: r
+        for r in conn.execute(
+            f"SELECT fid, plot_id, site_id, {', '.join(cols)} FROM plots WHERE run_id = ?",  # noqa: S608
+            (run_id,),
         )
+    }
+    sites: set[int] = set()
+    n_plots = 0
+    for pid, *values in zip(run.plots["plot_id"], *(run.plots[c] for c in cols), strict=True):
+        old = stored.get(int(pid))
+        if old is None:
+            continue
+        diff = {c: (int(v) if c == "dismissed" else str(v)) for c, v in zip(cols, values, strict=True)}
+        diff = {c: v for c, v in diff.items() if old[c] != v}
+        if not diff:
+            continue
+        sets = ", ".join(f"{c} = ?" for c in diff)
+        conn.execute(f"UPDATE plots SET {sets} WHERE fid = ?", (*diff.values(), old["fid"]))  # noqa: S608
+        n_plots += 1
+        if "dismissed" in diff:
+            sites.add(old["site_id"])
+    refresh_sites(conn, sites)
+    units_changed = False
+    if run.admin_given:
+        old_units = conn.execute(
+            "SELECT county, township, village, surveyed_ha FROM run_units WHERE run_id = ?", (run_id,)
+        ).fetchall()
+        if sorted((*u[:3], round(u[3], 6)) for u in old_units) != sorted(
+            (*u[:3], round(u[3], 6)) for u in run.units
+        ):
+            conn.execute("DELETE FROM run_units WHERE run_id = ?", (run_id,))
+            _insert_units(conn, run_id, run)
+            units_changed = True
+        before = conn.total_changes
+        conn.execute(
+            "UPDATE tasks SET (county, township, village) = "
+            "(SELECT county, township, village FROM plots WHERE fid = tasks.plot_fid) "
+            "WHERE run_id = ? AND plot_fid IS NOT NULL AND (county, township, village) IS NOT "
+            "(SELECT county, township, village FROM plots WHERE fid = tasks.plot_fid)",
+            (run_id,),
+        )
+        if conn.total_changes > before:
+            touch_contents(conn, "tasks")
+    if n_plots:
+        touch_contents(conn, "plots")
+    if sites:
+        touch_contents(conn, "sites")
+    return n_plots, units_changed
 
 
 def _add_tasks(conn: sqlite3.Connection, run_id: int, run: RunData) -> int:

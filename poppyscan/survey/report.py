@@ -15,6 +15,7 @@ _SHOWN = (
     "flights",
     "surveyed_ha",
     "plots_found",
+    "dismissed",
     "sites",
     "repeat_sites",
     "checked",

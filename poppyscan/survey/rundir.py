@@ -1,8 +1,10 @@
 """Read what the register needs from a detect run directory (see ``docs/INTERFACES.md``).
 
 A run directory holds ``run.json``, ``plots.gpkg`` (layer ``plots``; after ``poppyscan tasks`` also a
-``tasks`` layer, optionally ``footprints`` and ``admin_units``), ``tasks.csv`` and ``probability.tif``.
-Everything is returned in WGS84 (EPSG:4326) plus a local metric CRS for areas and distances.
+``tasks`` layer, optionally ``footprints``), ``tasks.csv``, ``review.json`` (desk review) and one
+probability raster per mosaic (``probability.tif``, ``probability_2.tif``, ... as run.json
+``outputs.probability`` lists them). Everything is returned in WGS84 (EPSG:4326) plus a local metric CRS
+for areas and distances.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import hashlib
 import json
 import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -28,11 +31,13 @@ from shapely.geometry.base import BaseGeometry
 
 from ..errors import InputError
 from ..geo.utm import utm_epsg
+from . import units as units_mod
 from .schema import ADMIN_FIELDS
 
 log = logging.getLogger(__name__)
 
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_PROB_RE = re.compile(r"^probability(?:_(\d+))?\.tif$")
 
 
 @dataclass
@@ -49,13 +54,19 @@ class RunData:
     crs: str | None
     footprint: BaseGeometry | None
     metric_crs: CRS
-    plots: gpd.GeoDataFrame  # plot_id, area_m2, ..., county/township/village, geometry (4326)
+    plots: gpd.GeoDataFrame  # plot_id, area_m2, ..., county/township/village, review, dismissed, geometry
     tasks: pd.DataFrame  # task_id, task_code, plot_id, lon, lat, priority, route_seq, county, ...
     units: list[tuple[str, str, str, float]]  # (county, township, village, surveyed_ha)
+    admin_given: bool = False  # the units come from a boundary file given now (--admin)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def surveyed_ha(self) -> float | None:
         return sum(u[3] for u in self.units) if self.units else None
+
+    @property
+    def n_dismissed(self) -> int:
+        return int(self.plots["dismissed"].sum()) if len(self.plots) else 0
 
 
 def parse_flight_date(value: Any, what: str) -> str:
@@ -70,9 +81,26 @@ def parse_flight_date(value: Any, what: str) -> str:
 
 
 def read_run(
-    run_dir: str | Path, *, flight_date: str | None = None, admin: str | Path | None = None
+    run_dir: str | Path,
+    *,
+    flight_date: str | None = None,
+    admin: str | Path | None = None,
+    admin_fields: Sequence[str] | None = None,
+    admin_gcj02: bool = False,
 ) -> RunData:
-    """Read a detect run directory; ``flight_date`` (YYYY-MM-DD) overrides what the run records."""
+    """Read a detect run directory as the register needs it.
+
+    Parameters
+    ----------
+    run_dir
+        A ``poppyscan detect`` output folder (after ``poppyscan tasks`` and the desk review, if any).
+    flight_date
+        ``YYYY-MM-DD``; overrides what the run records.
+    admin, admin_fields, admin_gcj02
+        As ``poppyscan tasks`` takes them: a boundary file to assign plots and surveyed hectares to
+        units, the fields holding the unit names (largest first, at most three; default: the admin
+        fields of the run's tasks), and whether the file is GCJ-02. See :mod:`.units`.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError(
@@ -117,9 +145,23 @@ def read_run(
     footprint = _footprint(run_dir, layers, meta, inputs)
     ref = footprint if footprint is not None else (plots.unary_union if len(plots) else None)
     metric = _metric_crs(ref)
-    tasks = _read_tasks(run_dir, layers)
-    plots = _admin_to_plots(plots, tasks)
-    units = _surveyed_units(footprint, metric, _admin_layer(gpkg, layers, admin))
+    raw_tasks = _read_task_table(run_dir, layers)
+    fields = units_mod.resolve_fields(admin_fields, raw_tasks, has_admin=admin is not None)
+    tasks = _tasks_frame(raw_tasks, fields)
+    plots = _admin_to_plots(plots, tasks, fields)
+    boundaries = units_mod.read_units(admin, fields, gcj02=admin_gcj02) if admin is not None else None
+    if boundaries is not None:  # the given file decides, for plots with and without a task alike
+        plots[list(ADMIN_FIELDS)] = units_mod.assign_plots(plots, boundaries, metric)
+        tasks = _task_names_from_plots(tasks, plots)
+    units = units_mod.surveyed_units(footprint, metric, boundaries)
+    plots["review"] = _desk_review(run_dir, plots)
+    tasked = {_plot_id(p) for p in tasks["plot_id"]}
+    # rejected at the desk and sent to no field team: not a finding (config tasks.include_rejected sends it)
+    plots["dismissed"] = [
+        int(r == "rejected" and int(p) not in tasked)
+        for r, p in zip(plots["review"], plots["plot_id"], strict=True)
+    ]
+    warning = units_mod.assignment_warning(plots, units, admin, admin_gcj02)
     mosaic_key = hashlib.sha256(
         json.dumps(
             sorted(
@@ -151,6 +193,8 @@ def read_run(
         plots=plots,
         tasks=tasks,
         units=units,
+        admin_given=boundaries is not None,
+        warnings=[warning] if warning else [],
     )
 
 
@@ -178,23 +222,55 @@ def _metric_crs(geom: BaseGeometry | None) -> CRS:
 
 
 def _footprint(run_dir: Path, layers: set[str], meta: dict, inputs: list) -> BaseGeometry | None:
-    """Surveyed area: ``footprints`` layer, else the valid part of probability.tif, else the mosaic bounds."""
+    """Surveyed area (WGS84): the ``footprints`` layer, else the union of the valid pixels of every
+    probability raster of the run (a mosaic whose raster is missing or unreadable counts with its
+    bounds), else the union of the mosaic bounds. Overlapping mosaics count once."""
     gpkg = run_dir / "plots.gpkg"
     if "footprints" in layers:
         fp = gpd.read_file(gpkg, layer="footprints", engine="pyogrio")
         if len(fp) and fp.crs is not None:
             return shapely.make_valid(fp.to_crs(4326).unary_union)
-    prob = run_dir / "probability.tif"
-    if prob.is_file():
+    names = _probability_names(run_dir, meta)
+    parts = []
+    for k, name in enumerate(names):
+        path = run_dir / name
         try:
-            return _valid_area(prob)
-        except Exception as exc:  # noqa: BLE001 - fall back to the bounds, but say so
-            log.warning("could not read the footprint from %s (%s); using the mosaic bounds", prob, exc)
-    boxes = []
-    for i in inputs:
-        if isinstance(i, dict) and i.get("bounds") and i.get("crs"):
-            boxes.append(gpd.GeoSeries([box(*i["bounds"])], crs=i["crs"]).to_crs(4326).iloc[0])
-    return shapely.union_all(boxes) if boxes else None
+            if not path.is_file():
+                raise FileNotFoundError("no such file")
+            part = _valid_area(path)
+        except Exception as exc:  # noqa: BLE001 - fall back to the mosaic's bounds, but say so
+            part = _input_box(inputs[k]) if k < len(inputs) else None
+            log.warning(
+                "could not read the footprint from %s (%s); using %s",
+                path,
+                exc,
+                "the mosaic bounds" if part is not None else "nothing for that mosaic",
+            )
+        if part is not None and not part.is_empty:
+            parts.append(part)
+    if not names:
+        parts = [b for b in (_input_box(i) for i in inputs) if b is not None]
+    return shapely.make_valid(shapely.union_all(parts)) if parts else None
+
+
+def _probability_names(run_dir: Path, meta: dict) -> list[str]:
+    """The run's probability rasters, mosaic by mosaic: run.json ``outputs.probability``, else those
+    found in ``run_dir`` (``probability.tif``, ``probability_2.tif``, ...)."""
+    outputs = meta.get("outputs")
+    listed = outputs.get("probability") if isinstance(outputs, dict) else None
+    if isinstance(listed, str):
+        listed = [listed]
+    if isinstance(listed, list) and listed:
+        return [str(n) for n in listed]
+    found = [(m, p.name) for p in run_dir.glob("probability*.tif") if (m := _PROB_RE.match(p.name))]
+    return [name for m, name in sorted(found, key=lambda x: int(x[0].group(1) or 1))]
+
+
+def _input_box(item: Any) -> BaseGeometry | None:
+    """A mosaic's bounds (run.json ``inputs[i]``) as a WGS84 polygon, or None."""
+    if not (isinstance(item, dict) and item.get("bounds") and item.get("crs")):
+        return None
+    return gpd.GeoSeries([box(*item["bounds"])], crs=item["crs"]).to_crs(4326).iloc[0]
 
 
 def _valid_area(path: Path, max_px: int = 1024) -> BaseGeometry | None:
@@ -222,8 +298,8 @@ def _valid_area(path: Path, max_px: int = 1024) -> BaseGeometry | None:
 _TASK_COLUMNS = ("task_id", "task_code", "plot_id", "lon", "lat", "priority", "route_seq", *ADMIN_FIELDS)
 
 
-def _read_tasks(run_dir: Path, layers: set[str]) -> pd.DataFrame:
-    """The run's tasks from the ``tasks`` layer, else ``tasks.csv``; empty when tasks were not made."""
+def _read_task_table(run_dir: Path, layers: set[str]) -> pd.DataFrame:
+    """The run's tasks with all their columns (``tasks`` layer, else ``tasks.csv``); empty if none made."""
     if "tasks" in layers:
         df = pd.DataFrame(pyogrio.read_dataframe(run_dir / "plots.gpkg", layer="tasks", read_geometry=False))
     elif (run_dir / "tasks.csv").is_file():
@@ -233,85 +309,61 @@ def _read_tasks(run_dir: Path, layers: set[str]) -> pd.DataFrame:
         return pd.DataFrame(columns=list(_TASK_COLUMNS))
     if len(df) and "task_id" not in df.columns:
         raise InputError(f"the tasks of run '{run_dir}' have no 'task_id' column; re-run 'poppyscan tasks'")
-    for col in _TASK_COLUMNS:
-        if col not in df.columns:
-            df[col] = None
-    df = df[list(_TASK_COLUMNS)].copy()
-    df["task_id"] = df["task_id"].astype(str).str.strip()
-    for col in ADMIN_FIELDS:
-        df[col] = df[col].where(df[col].notna(), "").astype(str).str.strip()
     return df
 
 
-def _admin_to_plots(plots: gpd.GeoDataFrame, tasks: pd.DataFrame) -> gpd.GeoDataFrame:
+def _tasks_frame(raw: pd.DataFrame, fields: Sequence[str]) -> pd.DataFrame:
+    """The register's task columns, the unit names of ``fields`` as county, township, village."""
+    df = raw.copy()
+    for col in _TASK_COLUMNS:
+        if col not in df.columns and col not in ADMIN_FIELDS:
+            df[col] = None
+    names = units_mod.names_frame(df, fields)
+    df = df[[c for c in _TASK_COLUMNS if c not in ADMIN_FIELDS]].copy()
+    df[list(ADMIN_FIELDS)] = names
+    df["task_id"] = df["task_id"].astype(str).str.strip()
+    return df[list(_TASK_COLUMNS)]
+
+
+def _plot_id(value: Any) -> int | None:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def _admin_to_plots(plots: gpd.GeoDataFrame, tasks: pd.DataFrame, fields: Sequence[str]) -> gpd.GeoDataFrame:
+    """Unit names of each plot: its task's, else the plots layer's own ``fields`` columns."""
     plots = plots.copy()
-    by_plot = {}
-    for row in tasks.itertuples(index=False):
-        try:
-            by_plot[int(float(row.plot_id))] = row
-        except (TypeError, ValueError):
-            continue
+    by_plot = {_plot_id(row.plot_id): row for row in tasks.itertuples(index=False)}
+    own = units_mod.names_frame(plots, fields)
     for col in ADMIN_FIELDS:
-        own = (
-            plots[col].where(plots[col].notna(), "").astype(str)
-            if col in plots.columns
-            else pd.Series("", index=plots.index)
-        )
-        from_tasks = plots["plot_id"].map(
-            lambda p, c=col: getattr(by_plot.get(int(p)), c, "") if p is not None else ""
-        )
-        plots[col] = [t or o for t, o in zip(from_tasks.fillna(""), own, strict=True)]
+        from_tasks = [getattr(by_plot.get(_plot_id(p)), col, "") or "" for p in plots["plot_id"]]
+        plots[col] = [t or o for t, o in zip(from_tasks, own[col], strict=True)]
     return plots
 
 
-def _admin_layer(gpkg: Path, layers: set[str], admin: str | Path | None) -> gpd.GeoDataFrame | None:
-    if admin is not None:
-        path = Path(admin)
-        if not path.exists():
-            raise InputError(f"boundary file '{path}' given to --admin does not exist; check the path")
-        try:
-            units = gpd.read_file(path, engine="pyogrio")
-        except Exception as exc:  # noqa: BLE001 - GDAL's message is the useful part
-            raise InputError(
-                f"boundary file '{path}' could not be read ({exc}); pass a GeoPackage or shapefile"
-            ) from None
-    elif "admin_units" in layers:
-        units = gpd.read_file(gpkg, layer="admin_units", engine="pyogrio")
-    else:
-        return None
-    if units.crs is None:
-        raise InputError("the admin boundary layer has no CRS; assign one in QGIS and try again")
-    present = [f for f in ADMIN_FIELDS if f in units.columns]
-    if not present:
-        raise InputError(
-            f"the admin boundary layer has none of the fields {', '.join(ADMIN_FIELDS)}; "
-            f"its fields are {', '.join(c for c in units.columns if c != 'geometry')}"
-        )
-    return units
+def _task_names_from_plots(tasks: pd.DataFrame, plots: gpd.GeoDataFrame) -> pd.DataFrame:
+    """Each task gets its plot's unit names (assigned from the boundary file given to the register)."""
+    names = {int(p): r for p, r in zip(plots["plot_id"], plots[list(ADMIN_FIELDS)].itertuples(index=False),
+                                       strict=True)}
+    tasks = tasks.copy()
+    for i, col in enumerate(ADMIN_FIELDS):
+        tasks[col] = [
+            names[pid][i] if (pid := _plot_id(p)) in names else old
+            for p, old in zip(tasks["plot_id"], tasks[col], strict=True)
+        ]
+    return tasks
 
 
-def _surveyed_units(
-    footprint, metric: CRS, units: gpd.GeoDataFrame | None
-) -> list[tuple[str, str, str, float]]:
-    """Surveyed hectares per admin unit (and one row with empty names for the part outside every unit)."""
-    if footprint is None or footprint.is_empty:
-        return []
-    fp = gpd.GeoSeries([footprint], crs=4326).to_crs(metric).iloc[0]
-    total = fp.area / 10_000
-    if units is None:
-        return [("", "", "", total)]
-    units = units.to_crs(metric)
-    out: dict[tuple[str, str, str], float] = {}
-    inside = 0.0
-    for _, row in units.iterrows():
-        if row.geometry is None:
-            continue
-        ha = shapely.make_valid(row.geometry).intersection(fp).area / 10_000
-        if ha <= 0:
-            continue
-        key = tuple("" if pd.isna(row.get(f)) else str(row.get(f, "") or "").strip() for f in ADMIN_FIELDS)
-        out[key] = out.get(key, 0.0) + ha
-        inside += ha
-    if total - inside > 1e-6:
-        out[("", "", "")] = out.get(("", "", ""), 0.0) + (total - inside)
-    return [(*k, v) for k, v in out.items()]
+def _desk_review(run_dir: Path, plots: gpd.GeoDataFrame) -> list[str]:
+    """Each plot's desk decision (confirmed / rejected / unsure / ''): review.json, else the plots layer's
+    ``review`` column (its mirror)."""
+    from ..review.store import load_decisions
+
+    decisions: dict[int, str] = {}
+    if "review" in plots.columns:
+        pairs = zip(plots["plot_id"], plots["review"], strict=True)
+        decisions = {int(p): v for p, v in pairs if isinstance(v, str) and v}
+    decisions.update(load_decisions(run_dir))  # review.json is authoritative
+    return [decisions.get(int(p), "") for p in plots["plot_id"]]

@@ -7,12 +7,15 @@ Tables (all geometries WGS84 lon/lat, see :mod:`.gpkg`):
 - ``run_units``: surveyed hectares per run and admin unit (one row with empty names when the run had
   no boundary layer), so statistics per unit can divide by the area actually flown.
 - ``sites`` (features, points): the same place across flights and years.
-- ``plots`` (features, polygons): every detected plot of every run, linked to a site.
+- ``plots`` (features, polygons): every detected plot of every run, linked to a site, with the desk
+  review decision (``review``) and ``dismissed`` = rejected at the desk and sent to no field team
+  (see :data:`FINDING`).
 - ``tasks`` (features, points): field-verification tasks, keyed by the immutable ``task_id``; holds
   the current field result.
 - ``status_history``: one row per changed task field — who, when (in the field and when recorded),
   old and new value, the source file.
-- ``imports``: one row per import that changed something.
+- ``imports``: one row per import that changed something (``n_skipped``: rows older than the verdict
+  already recorded).
 - ``survey_meta``: ``schema_version`` and creation time.
 """
 
@@ -25,10 +28,15 @@ from pathlib import Path
 from ..errors import InputError
 from .gpkg import init_gpkg, register_table
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 ADMIN_FIELDS = ("county", "township", "village")
 RESULT_VALUES = ("poppy", "not_poppy", "already_eradicated", "not_reached")
+# SQL (plots aliased ``p``): the plot counts as a finding. A plot dismissed at the desk review is not one,
+# unless a field team returned a verdict for it anyway (then the verdict counts).
+FINDING = (
+    "(p.dismissed = 0 OR EXISTS (SELECT 1 FROM tasks ft WHERE ft.plot_fid = p.fid AND ft.result IS NOT NULL))"
+)
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS survey_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -54,7 +62,8 @@ CREATE TABLE IF NOT EXISTS plots (
   year INTEGER NOT NULL, area_m2 REAL, area_mu REAL, est_plants REAL, over_500_plants INTEGER, prob_mean REAL,
   prob_max REAL, lon REAL, lat REAL, mosaic TEXT, model_version TEXT,
   county TEXT NOT NULL DEFAULT '', township TEXT NOT NULL DEFAULT '', village TEXT NOT NULL DEFAULT '',
-  minx REAL, miny REAL, maxx REAL, maxy REAL, UNIQUE (run_id, plot_id));
+  minx REAL, miny REAL, maxx REAL, maxy REAL, review TEXT NOT NULL DEFAULT '',
+  dismissed INTEGER NOT NULL DEFAULT 0, UNIQUE (run_id, plot_id));
 CREATE INDEX IF NOT EXISTS plots_bbox ON plots (minx, maxx, miny, maxy);
 CREATE INDEX IF NOT EXISTS plots_site ON plots (site_id);
 CREATE TABLE IF NOT EXISTS tasks (
@@ -73,7 +82,8 @@ CREATE INDEX IF NOT EXISTS history_task ON status_history (task_id);
 CREATE TABLE IF NOT EXISTS imports (
   fid INTEGER PRIMARY KEY AUTOINCREMENT, source_file TEXT NOT NULL, sha256 TEXT NOT NULL,
   imported_at TEXT NOT NULL,
-  n_rows INTEGER NOT NULL, n_changed INTEGER NOT NULL, n_rejected INTEGER NOT NULL);
+  n_rows INTEGER NOT NULL, n_changed INTEGER NOT NULL, n_rejected INTEGER NOT NULL,
+  n_skipped INTEGER NOT NULL DEFAULT 0);
 """
 
 _CONTENTS = [
@@ -86,8 +96,14 @@ _CONTENTS = [
     ("imports", "Field-result files imported", None),
 ]
 
-# version -> SQL that upgrades a register from version-1 to version (none yet)
-MIGRATIONS: dict[int, str] = {}
+# version -> SQL that upgrades a register from version-1 to version
+MIGRATIONS: dict[int, str] = {
+    # desk review decisions; import rows skipped as older than the recorded verdict. Runs registered
+    # before keep dismissed = 0 until registered again (which reads their review.json).
+    2: "ALTER TABLE plots ADD COLUMN review TEXT NOT NULL DEFAULT ''; "
+    "ALTER TABLE plots ADD COLUMN dismissed INTEGER NOT NULL DEFAULT 0; "
+    "ALTER TABLE imports ADD COLUMN n_skipped INTEGER NOT NULL DEFAULT 0",
+}
 
 
 def now_iso() -> str:

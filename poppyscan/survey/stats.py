@@ -2,12 +2,15 @@
 
 Definitions (per unit and flight year; a plot's year is its flight's):
 
-- ``plots_found``: detected plots; ``sites``: distinct places among them; ``repeat_sites``: those
-  already detected in an earlier year; ``flights``: registered runs with plots or surveyed area there.
+- ``plots_found``: detected plots that are findings (:data:`~.schema.FINDING`): not those rejected at the
+  desk review and sent to no field team, which are counted as ``dismissed`` and nowhere else;
+  ``sites``: distinct places among the findings; ``repeat_sites``: those with a finding in an earlier
+  year; ``flights``: registered runs with plots or surveyed area there.
 - ``checked``: tasks with an on-site verdict (poppy, not_poppy, already_eradicated);
   ``verified_poppy`` / ``false_positives`` / ``already_eradicated`` / ``not_reached`` by result;
-  ``pending``: plots without a result yet.
+  ``pending``: findings without a result yet.
 - ``plants_eradicated``: sum reported by the teams.
+- ``dismissed``: plots rejected at the desk review and sent to no field team.
 - ``area_found_m2``/``_mu``: area of all detected plots; ``area_poppy_m2``/``_mu``: of verified poppy.
 - ``surveyed_ha``: area flown (footprint ∩ unit when the run had a boundary layer).
 - ``precision``: share of checked detections that were poppy, i.e.
@@ -24,7 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from .schema import ADMIN_FIELDS, connect
+from .schema import ADMIN_FIELDS, FINDING, connect
 
 MU_M2 = 2000 / 3  # 1 亩 = 666.67 m²
 LEVELS = ("county", "township", "village", "all")
@@ -36,6 +39,7 @@ COLUMNS = (
     "flights",
     "surveyed_ha",
     "plots_found",
+    "dismissed",
     "sites",
     "repeat_sites",
     "checked",
@@ -70,6 +74,7 @@ LABELS_ZH = {
     "flights": "架次",
     "surveyed_ha": "航测面积(公顷)",
     "plots_found": "发现地块",
+    "dismissed": "内业排除",
     "sites": "点位",
     "repeat_sites": "复种点位",
     "checked": "已核查",
@@ -153,15 +158,21 @@ def _compute(conn: sqlite3.Connection, ucols: tuple[str, ...]) -> list[dict]:
     )
     first_year = {
         r["site_id"]: r["y"]
-        for r in conn.execute("SELECT site_id, min(year) AS y FROM plots GROUP BY site_id")
+        for r in conn.execute(
+            f"SELECT p.site_id, min(p.year) AS y FROM plots p WHERE {FINDING} GROUP BY p.site_id"  # noqa: S608
+        )
     }
     plots = conn.execute(
-        "SELECT p.run_id, p.site_id, p.year, p.area_m2, p.county, p.township, p.village, "
-        "t.result, t.plants_eradicated FROM plots p LEFT JOIN tasks t ON t.plot_fid = p.fid"
+        f"SELECT p.run_id, p.site_id, p.year, p.area_m2, p.county, p.township, p.village, "  # noqa: S608
+        f"{FINDING} AS finding, t.result, t.plants_eradicated "
+        "FROM plots p LEFT JOIN tasks t ON t.plot_fid = p.fid"
     )
     for r in plots:
         a = acc[(_unit(r, ucols), r["year"])]
         a["_runs"].add(r["run_id"])
+        if not r["finding"]:
+            a["dismissed"] += 1
+            continue
         a["_sites"].add(r["site_id"])
         if first_year[r["site_id"]] < r["year"]:
             a["_repeat"].add(r["site_id"])
