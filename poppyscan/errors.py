@@ -27,6 +27,11 @@ class InputError(PoppyscanError, ValueError):
     exit_code = 2
 
 
+class PlotOffMosaicError(InputError):
+    """A plot has no valid pixel of the mosaic it is to be cut from (it lies outside it): the run folder
+    and the mosaics at the paths ``run.json`` names do not belong together."""
+
+
 class OutputExistsError(PoppyscanError, FileExistsError):
     """An output already exists and ``--overwrite`` was not given."""
 

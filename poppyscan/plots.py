@@ -8,7 +8,8 @@ Columns follow docs/INTERFACES.md: ``plot_id`` (1..n, north to south then west t
 ``area_mu`` (1 亩 = 666.67 m²), ``prob_mean``, ``prob_max``, ``score`` (the plot scorer's, 0-1; empty
 when the model has none), ``est_plants`` (area x plants per m²,
 rounded), ``over_500_plants`` (``est_plants >= criminal_plants``), ``lon``/``lat`` (WGS84 centroid),
-``mosaic`` (source file name), ``model_version``.
+``mosaic`` (source file name), ``mosaic_index`` (0-based position of that mosaic in ``run.json`` ``inputs``:
+file names need not be unique), ``model_version``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .geo.utm import utm_epsg
 
 M2_PER_MU = 666.67
 COLUMNS = ["plot_id", "area_m2", "area_mu", "prob_mean", "prob_max", "score", "est_plants",
-           "over_500_plants", "lon", "lat", "mosaic", "model_version"]
+           "over_500_plants", "lon", "lat", "mosaic", "mosaic_index", "model_version"]
 
 
 AREA_OF_USE_MARGIN_DEG = 2.0
@@ -85,8 +86,8 @@ def merge_overlapping(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 
     Columns in: ``geometry, prob_mean, prob_max, mosaic, source`` (``source`` = mosaic index) and
     optionally ``score``. A group keeps the highest ``prob_mean``, ``prob_max`` and ``score`` of its
-    members (the clearest view) and the ``mosaic`` of its member with the highest ``prob_max`` (largest
-    area on ties).
+    members (the clearest view) and the ``mosaic`` and ``source`` of one member, the one with the highest
+    ``prob_max`` (largest area on ties), so the plot names the file and the input it is cut from.
     """
     n = len(gdf)
     if n == 0 or gdf["source"].nunique() < 2:
@@ -121,7 +122,10 @@ def merge_overlapping(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 
 def plot_table(gdf: gpd.GeoDataFrame, *, plants_per_m2: float, criminal_plants: int, min_area_m2: float,
                model_version: str) -> gpd.GeoDataFrame:
-    """Attributes for merged detections (``geometry, prob_mean, prob_max, mosaic``) -> the plots layer."""
+    """Attributes for merged detections (``geometry, prob_mean, prob_max, mosaic, source``) -> plots layer.
+
+    ``source`` (the input's index; 0 for every row when absent: one mosaic) becomes ``mosaic_index``.
+    """
     if len(gdf) == 0:
         empty = gpd.GeoDataFrame({c: pd.Series(dtype=t) for c, t in _DTYPES.items()},
                                  geometry=gpd.GeoSeries([], crs=gdf.crs), crs=gdf.crs)
@@ -141,6 +145,8 @@ def plot_table(gdf: gpd.GeoDataFrame, *, plants_per_m2: float, criminal_plants: 
         "lon": np.round(centroid.x.to_numpy(), 8),
         "lat": np.round(centroid.y.to_numpy(), 8),
         "mosaic": gdf["mosaic"].to_numpy(),
+        "mosaic_index": (gdf["source"].to_numpy(np.int64) if "source" in gdf
+                         else np.zeros(len(gdf), np.int64)),
         "model_version": model_version,
     }, geometry=gdf.geometry.to_numpy(), crs=gdf.crs)
     order = np.lexsort((out["lon"].to_numpy(), -out["lat"].to_numpy()))
@@ -152,7 +158,7 @@ def plot_table(gdf: gpd.GeoDataFrame, *, plants_per_m2: float, criminal_plants: 
 _DTYPES = {"plot_id": "int64", "area_m2": "float64", "area_mu": "float64", "prob_mean": "float64",
            "prob_max": "float64", "score": "float64", "est_plants": "int64", "over_500_plants": "bool",
            "lon": "float64",
-           "lat": "float64", "mosaic": "object", "model_version": "object"}
+           "lat": "float64", "mosaic": "object", "mosaic_index": "int64", "model_version": "object"}
 
 
 def priority_order(plots: pd.DataFrame) -> np.ndarray:

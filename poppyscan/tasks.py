@@ -5,8 +5,9 @@ review, and writes into ``RUN_DIR``:
 
 - layer ``tasks`` (WGS84 points) in ``plots.gpkg`` with QGIS default styles (``layer_styles``),
   ``tasks.csv`` (UTF-8 BOM), ``tasks.xlsx``, ``tasks.kmz``, ``tasks.gpx``, ``plots.geojson``;
-- ``chips/<task_code>.jpg`` and ``work_orders/<unit>.html`` (printable, self-contained);
-- ``probability.qml`` beside ``probability.tif``;
+- ``chips/<task_code>.jpg`` (cut from each plot's own input, :mod:`poppyscan.run_inputs`) and
+  ``work_orders/<unit>.html`` (printable, self-contained);
+- ``probability.qml`` beside ``probability.tif`` (``probability_N.qml`` beside each ``probability_N.tif``);
 - with ``split_by``: ``units/<unit>/`` holding the same package restricted to each unit.
 
 Rules

@@ -187,8 +187,9 @@ def prepare_extra(cache: Path, out: Path, wheels: dict[str, Path | None] | None 
 def image_rows(mosaics: list[Path], run: dict, plots) -> list[dict]:
     """One row per mosaic: its area and the plots detect found on it (all false: no poppy there)."""
     rows = []
-    for m, info in zip(mosaics, run["inputs"], strict=True):
-        mine = plots[plots.mosaic == m.name]
+    for i, (m, info) in enumerate(zip(mosaics, run["inputs"], strict=True)):
+        # by input index where the plots carry it: file names need not be unique
+        mine = plots[plots.mosaic_index == i] if "mosaic_index" in plots else plots[plots.mosaic == m.name]
         ha = float(info["width"] * info["height"] * info["gsd_m"] ** 2 / 1e4)
         rows.append({"image": m.name, "ha": round(ha, 3), "false_plots": len(mine),
                      "false_plots_per_ha": round(len(mine) / ha, 2),

@@ -178,6 +178,8 @@ def test_two_overlapping_mosaics_give_each_plot_once(tmp_path):
         assert len(hits) == 1
         assert hits.area_m2.iloc[0] == pytest.approx(truth.area, rel=0.03)
     assert set(plots.mosaic) == {"a.tif", "b.tif"}
+    # a plot seen by both keeps the file name and the input index of one member (run.json inputs order)
+    assert plots.mosaic_index.tolist() == plots.mosaic.map({"a.tif": 0, "b.tif": 1}).tolist()
     assert (tmp_path / "run" / "probability_2.tif").is_file()
     run_json = json.loads((tmp_path / "run" / "run.json").read_text())
     assert [Path(i["path"]).name for i in run_json["inputs"]] == ["a.tif", "b.tif"]

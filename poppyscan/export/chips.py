@@ -3,7 +3,8 @@
 A chip is ``chip_size_m`` wide on the ground (more when the plot needs it: 1.25 × its extent),
 resampled to ``chip_px`` pixels (a windowed, boundless read — GDAL uses the mosaic's overviews when they
 exist, so memory is one chip at a time), with the plot outline in yellow, the task code and a scale
-bar. Written as JPEG.
+bar. Written as JPEG. A plot with no valid pixel of its mosaic under it gets no chip and a warning
+(:func:`poppyscan.run_inputs.plot_on_data`): a blank chip would send a team out with a wrong picture.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ import shapely
 from pyproj import CRS, Transformer
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.windows import from_bounds
+
+from ..errors import PlotOffMosaicError
+from ..run_inputs import plot_on_data
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +88,7 @@ def _rings(geom) -> Iterable[np.ndarray]:
             yield np.asarray(hole.coords)[:, :2]
 
 
-def cut_chip(
-    src: rasterio.io.DatasetReader, req: ChipRequest, chip_size_m: float, chip_px: int
-) -> np.ndarray:
-    """Return the BGR uint8 chip for ``req`` cut from the open mosaic ``src``."""
+def _in_crs_of(src: rasterio.io.DatasetReader, req: ChipRequest):
     geom = req.geometry
     if (
         req.crs is not None
@@ -96,6 +97,23 @@ def cut_chip(
     ):
         tr = Transformer.from_crs(req.crs, src.crs.to_wkt(), always_xy=True)
         geom = shapely.transform(geom, lambda x, y: tr.transform(x, y), interleaved=False)
+    return geom
+
+
+def cut_chip(
+    src: rasterio.io.DatasetReader, req: ChipRequest, chip_size_m: float, chip_px: int
+) -> np.ndarray:
+    """Return the BGR uint8 chip for ``req`` cut from the open mosaic ``src``.
+
+    Raises
+    ------
+    PlotOffMosaicError
+        When ``src`` has no valid pixel under the plot (it lies outside the mosaic or over its nodata):
+        such a chip would be blank, i.e. cut from the wrong mosaic.
+    """
+    geom = _in_crs_of(src, req)
+    if not plot_on_data(src, geom):
+        raise PlotOffMosaicError(f"plot {req.label} lies outside the valid data of mosaic '{req.mosaic}'")
     c = geom.centroid
     if src.crs is not None and src.crs.is_geographic:
         mx, my = 111_320.0 * max(math.cos(math.radians(c.y)), 1e-6), 110_574.0  # metres per degree
@@ -142,7 +160,8 @@ def write_chips(
 ) -> dict[str, Path]:
     """Cut every chip into ``out_dir`` (``<name>.jpg``); return ``{name: path}`` for those written.
 
-    Chips whose mosaic is missing or unreadable are skipped with a warning (the task keeps no chip).
+    Chips whose mosaic is missing or unreadable, or has no valid pixel under the plot (the plot lies
+    outside it: the chip would be blank), are skipped with a warning (the task keeps no chip).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -156,12 +175,23 @@ def write_chips(
         except (rasterio.errors.RasterioIOError, OSError) as exc:
             log.warning("no chips for %d task(s): cannot open mosaic '%s' (%s)", len(reqs), mosaic, exc)
             continue
+        off: list[str] = []
         with src:
             for req in reqs:
-                img = cut_chip(src, req, chip_size_m, chip_px)
+                try:
+                    img = cut_chip(src, req, chip_size_m, chip_px)
+                except PlotOffMosaicError:
+                    off.append(req.label)
+                    continue
                 path = out_dir / f"{req.name}.jpg"
                 ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
                 if ok:
                     path.write_bytes(buf.tobytes())
                     written[req.name] = path
+        if off:
+            log.warning(
+                "no chip for %d task(s) (%s%s): the plot lies outside the valid data of mosaic '%s', the "
+                "input run.json names for it; put the run's own mosaics at the paths in run.json inputs",
+                len(off), ", ".join(off[:10]), ", ..." if len(off) > 10 else "", mosaic,
+            )
     return written

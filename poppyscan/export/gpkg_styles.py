@@ -6,7 +6,8 @@ for a layer when it is opened, so ``plots`` (graduated by ``prob_mean``) and ``t
 columns QGIS itself creates (DESIGN.md §3) and is registered in ``gpkg_contents`` as ``attributes``.
 
 A raster's style lives in a sidecar ``<raster>.qml`` that QGIS loads automatically:
-:func:`write_probability_style` writes ``probability.qml`` beside ``probability.tif``.
+:func:`write_probability_style` writes ``probability.qml`` beside ``probability.tif`` (and
+``probability_N.qml`` beside each further mosaic's ``probability_N.tif``).
 
 The QML below is written by hand as QGIS 3 XML (renderer-v2 / pipe elements); every generated document
 is parsed back with :mod:`xml.etree` before use.
@@ -16,10 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import os
 import shutil
 import sqlite3
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
@@ -332,13 +331,15 @@ def write_gpkg(
 
 
 def write_probability_style(raster: str | Path) -> Path | None:
-    """Write ``<raster stem>.qml`` beside an existing probability raster; return it (None if no raster)."""
+    """Write ``<raster stem>.qml`` beside an existing probability raster; return it (None if no raster).
+
+    Called for every probability raster of a run (``probability.tif``, ``probability_2.tif``, ...): QGIS
+    applies a sidecar style only to the raster of the same name.
+    """
     raster = Path(raster)
     if not raster.exists():
         return None
     final = raster.with_suffix(".qml")
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", dir=final.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(_check_xml(probability_qml()))
-    os.replace(tmp, final)
+    with atomic_path(final, overwrite=True) as tmp:
+        tmp.write_text(_check_xml(probability_qml()), encoding="utf-8")
     return final

@@ -6,7 +6,7 @@ Layout written by :func:`write_all`::
     RUN_DIR/tasks.csv, tasks.xlsx, tasks.kmz, tasks.gpx, plots.geojson
     RUN_DIR/chips/<task_code>.jpg
     RUN_DIR/work_orders/<unit>.html
-    RUN_DIR/probability.qml       (when probability.tif exists)
+    RUN_DIR/probability.qml       (and probability_N.qml: one beside each probability raster of the run)
     RUN_DIR/units/<unit>/         (with split_by) plots.gpkg (only the unit's plots + tasks), tasks.csv,
                                   tasks.xlsx, tasks.kmz, tasks.gpx, plots.geojson, work_order.html, chips/
 
@@ -25,6 +25,7 @@ from pathlib import Path
 import geopandas as gpd
 import pandas as pd
 
+from .. import run_inputs
 from ..config import TasksConfig
 from ..fsutil import atomic_path
 from . import chips as chips_mod
@@ -60,22 +61,52 @@ def _unit_dirs(units: list[str]) -> dict[str, str]:
     return out
 
 
-def resolve_mosaics(run_dir: Path, run: dict, names: pd.Series) -> dict[str, Path | None]:
-    """Map each plot ``mosaic`` name to a readable path via ``run.json`` inputs (or the run folder)."""
-    paths = [Path(i["path"]) for i in run.get("inputs") or [] if isinstance(i, dict) and i.get("path")]
-    by_name = {p.name: p for p in paths}
-    out: dict[str, Path | None] = {}
-    for name in set(names):
-        p = by_name.get(name) or by_name.get(Path(str(name)).name)
-        if p is None and len(paths) == 1:
-            p = paths[0]
-        candidates = [p] if p is not None else []
-        if name:
-            candidates.append(run_dir / Path(str(name)).name)
-        if p is not None:
-            candidates.append(run_dir / p.name)
-        out[name] = next((c for c in candidates if c.is_file()), None)
-    return out
+def chip_requests(
+    run_dir: Path, run: dict, plots: gpd.GeoDataFrame, tasks: gpd.GeoDataFrame
+) -> list[chips_mod.ChipRequest]:
+    """One chip request per task, cut from the input its plot was detected on (:mod:`..run_inputs`).
+
+    A task whose plot no input fits, or whose mosaic file is missing, gets none, with a warning.
+    """
+    inputs = run_inputs.read_inputs(run_dir, run, plots["mosaic"] if "mosaic" in plots else ())
+    source = dict(zip(plots["plot_id"], run_inputs.plot_inputs(inputs, plots), strict=True))
+    geom_by_plot = dict(zip(plots["plot_id"], plots.geometry, strict=True))
+    requests, unmatched, missing = [], [], {}
+    for code, pid in zip(tasks["task_code"], tasks["plot_id"], strict=True):
+        item, geom = source.get(pid), geom_by_plot.get(pid)
+        if item is None or geom is None:
+            unmatched.append(code)
+        elif not item.exists:
+            missing.setdefault(item.path, []).append(code)
+        else:
+            requests.append(chips_mod.ChipRequest(code, geom, plots.crs, item.path, code))
+    if unmatched:
+        log.warning("no chip for %d task(s) (%s): no input mosaic in run.json fits the plot (by its "
+                    "mosaic_index, file name and position)", len(unmatched), _codes(unmatched))
+    for path, codes in missing.items():
+        log.warning("no chip for %d task(s) (%s): mosaic '%s' not found; put it back there or beside the "
+                    "run folder", len(codes), _codes(codes), path)
+    return requests
+
+
+_PROBABILITY = re.compile(r"probability(_[0-9]+)?\.tif")
+
+
+def probability_rasters(run_dir: Path, run: dict) -> list[Path]:
+    """The run's probability rasters that exist: ``run.json`` ``outputs.probability`` (one per input
+    mosaic), then any other ``probability.tif`` / ``probability_N.tif`` in the run folder, N in order."""
+    outputs = run.get("outputs")
+    names = outputs.get("probability") if isinstance(outputs, dict) else None
+    listed = [run_dir / Path(str(n)).name for n in names] if isinstance(names, list) else []
+    found = sorted(
+        (p for p in run_dir.glob("probability*.tif") if _PROBABILITY.fullmatch(p.name)),
+        key=lambda p: int(p.stem.partition("_")[2] or 1),
+    )
+    return [p for p in dict.fromkeys(listed + found) if p.is_file()]
+
+
+def _codes(codes: list[str]) -> str:
+    return ", ".join(codes[:10]) + (", ..." if len(codes) > 10 else "")
 
 
 def plots_with_tasks(plots: gpd.GeoDataFrame, tasks: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
@@ -165,21 +196,13 @@ def write_all(
     dirs = _unit_dirs(units)
     with atomic_path(run_dir / "chips", overwrite=True) as chips_tmp:
         chips_tmp.mkdir()
-        mosaics = resolve_mosaics(
-            run_dir, run, plots["mosaic"] if "mosaic" in plots else pd.Series([""] * len(plots))
-        )
-        geom_by_plot = dict(zip(plots["plot_id"], plots.geometry, strict=True))
-        requests = []
-        for code, pid, m in zip(tasks["task_code"], tasks["plot_id"], tasks["mosaic"], strict=True):
-            path = mosaics.get(m) if m in mosaics else next(iter(mosaics.values()), None)
-            if path is not None and geom_by_plot.get(pid) is not None:
-                requests.append(chips_mod.ChipRequest(code, geom_by_plot[pid], plots.crs, path, code))
         chip_files = chips_mod.write_chips(
-            requests, chips_tmp, chip_size_m=cfg.chip_size_m, chip_px=cfg.chip_px
+            chip_requests(run_dir, run, plots, tasks), chips_tmp, chip_size_m=cfg.chip_size_m,
+            chip_px=cfg.chip_px,
         )
         missing = len(tasks) - len(chip_files)
         if missing:
-            log.warning("%d task(s) have no image chip (mosaic not found via run.json inputs)", missing)
+            log.warning("%d of %d task(s) have no image chip (see the warnings above)", missing, len(tasks))
         tasks = tasks.copy()
         tasks["chip"] = [f"chips/{c}.jpg" if c in chip_files else "" for c in tasks["task_code"]]
         gpkg = run_dir / "plots.gpkg"
@@ -192,9 +215,10 @@ def write_all(
             chip_files=chip_files,
             gpkg_base=gpkg,
         )
-        qml = write_probability_style(run_dir / "probability.tif")
-        if qml:
-            files.append(qml)
+        for raster in probability_rasters(run_dir, run):
+            qml = write_probability_style(raster)
+            if qml:
+                files.append(qml)
         if "html" in formats:
             with atomic_path(run_dir / "work_orders", overwrite=True) as wo_tmp:
                 wo_tmp.mkdir()

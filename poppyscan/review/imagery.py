@@ -17,6 +17,9 @@ import cv2
 import numpy as np
 from shapely.geometry.base import BaseGeometry
 
+from ..errors import PlotOffMosaicError
+from ..run_inputs import plot_on_data
+
 CHIP_DIR = Path("review") / "chips"
 OVERVIEW_DIR = Path("review") / "overview"
 OUTLINE_BGR = (0, 235, 255)  # yellow: the plot under review
@@ -139,12 +142,19 @@ def render_chip(
         Other plots to outline thinly for context (mosaic CRS).
     value_scale
         Factor from uint16 to uint8 values (``run.json`` ``inputs[].value_scale``); see :func:`to_uint8_rgb`.
+
+    Raises
+    ------
+    PlotOffMosaicError
+        When the mosaic has no valid pixel under ``geom`` (the chip would be blank).
     """
     import rasterio
     from rasterio.enums import Resampling
     from rasterio.windows import from_bounds
 
     with rasterio.open(mosaic) as src:
+        if not plot_on_data(src, geom):
+            raise PlotOffMosaicError(f"the plot lies outside the valid data of mosaic '{mosaic}'")
         geographic = bool(src.crs and src.crs.is_geographic)
         bounds = chip_bounds(geom, size_m=size_m, geographic=geographic)
         window = from_bounds(*bounds, transform=src.transform)

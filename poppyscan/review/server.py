@@ -32,7 +32,8 @@ from urllib.parse import urlsplit
 import shapely
 from shapely.geometry import box
 
-from ..errors import InputError
+from .. import run_inputs
+from ..errors import InputError, PlotOffMosaicError
 from . import imagery, store
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,12 @@ class ReviewRun:
         self.over_500 = (self.plots["over_500_plants"].fillna(False).astype(bool).tolist()
                          if "over_500_plants" in self.plots else [False] * len(self.plots))
         self.ids = {int(v) for v in self.plots["plot_id"]}
-        self.inputs = self._inputs()
+        found = run_inputs.read_inputs(
+            self.run_dir, self.meta, self.plots["mosaic"] if "mosaic" in self.plots else ()
+        )
+        self.inputs = self._inputs(found)
+        # each plot's own mosaic, resolved as the field-task chips resolve it (poppyscan.run_inputs)
+        self._source = [None if r is None else r.index for r in run_inputs.plot_inputs(found, self.plots)]
         self._by_id = {int(pid): i for i, pid in enumerate(self.plots["plot_id"])}
         self._in_crs: dict[int, Any] = {}
         self._lock = threading.Lock()
@@ -122,35 +128,25 @@ class ReviewRun:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InputError(f"'{path}' is not valid JSON ({exc})") from None
 
-    def _inputs(self) -> list[dict[str, Any]]:
+    def _inputs(self, found: list[run_inputs.RunInput]) -> list[dict[str, Any]]:
         from pyproj import CRS, Transformer
 
         out = []
-        for i, item in enumerate(self.meta.get("inputs") or []):
-            path = Path(str(item.get("path", "")))
-            if not path.is_file():  # run and mosaic copied elsewhere (e.g. to a laptop): look beside the run
-                near = (self.run_dir / path.name, self.run_dir.parent / path.name)
-                moved = [c for c in near if c.is_file()]
-                path = moved[0] if path.name and moved else path
-            bounds = item.get("bounds")
-            crs = item.get("crs") or self.meta.get("crs")
-            run_bounds = None
-            if bounds and len(bounds) == 4:
-                run_bounds = [float(b) for b in bounds]
-                if crs and self.crs is not None and CRS.from_user_input(crs) != self.crs:
-                    tr = Transformer.from_crs(CRS.from_user_input(crs), self.crs, always_xy=True)
-                    run_bounds = list(tr.transform_bounds(*run_bounds))
-            geographic = bool(crs) and CRS.from_user_input(crs).is_geographic
+        for item in found:
+            run_bounds = list(item.bounds) if item.bounds else None
+            if run_bounds and item.crs and self.crs is not None and CRS.from_user_input(item.crs) != self.crs:
+                tr = Transformer.from_crs(CRS.from_user_input(item.crs), self.crs, always_xy=True)
+                run_bounds = list(tr.transform_bounds(*run_bounds))
             out.append(
                 {
-                    "index": i,
-                    "path": path,
-                    "name": path.name,
-                    "crs": crs,
+                    "index": item.index,
+                    "path": item.path,
+                    "name": item.path.name,
+                    "crs": item.crs,
                     "bounds": run_bounds,
-                    "exists": path.is_file(),
-                    "geographic": geographic,
-                    "value_scale": _num(item.get("value_scale")),
+                    "exists": item.exists,
+                    "geographic": item.geographic,
+                    "value_scale": item.value_scale,
                 }
             )
         return out
@@ -210,12 +206,10 @@ class ReviewRun:
         }
 
     # -- pictures ----------------------------------------------------------------------------------
-    def _input_for(self, row: Any) -> dict[str, Any] | None:
-        name = str(getattr(row, "mosaic", "") or "")
-        for item in self.inputs:
-            if name and item["name"] == name:
-                return item
-        return self.inputs[0] if self.inputs else None
+    def _input_for(self, i: int) -> dict[str, Any] | None:
+        """The input mosaic of the plot at position ``i`` (None: no input of the run fits it)."""
+        index = self._source[i]
+        return next((item for item in self.inputs if item["index"] == index), None)
 
     def _geoms_in(self, item: dict[str, Any]):
         """The plot geometries (and a spatial index) in the CRS of mosaic ``item``."""
@@ -228,15 +222,20 @@ class ReviewRun:
             return self._in_crs[item["index"]]
 
     def chip(self, plot_id: int) -> bytes:
-        """JPEG chip of ``plot_id``, from the cache or cut now (and cached)."""
-        cache = self.run_dir / imagery.CHIP_DIR / f"{plot_id}_{self.chip_px}px_{self.chip_size_m:g}m.jpg"
+        """JPEG chip of ``plot_id``, from the cache or cut now (and cached).
+
+        The cache name carries the mosaic's input index, so a chip cached from another input (by a version
+        that resolved same-named mosaics by name alone) is never served again.
+        """
+        i = self._by_id[plot_id]
+        item = self._input_for(i)
+        if item is None:
+            log.warning("no chip for plot %s: no input mosaic in run.json fits it", plot_id)
+            return imagery.placeholder_chip("no mosaic in run.json fits this plot", self.chip_px)
+        name = f"{plot_id}_m{item['index']}_{self.chip_px}px_{self.chip_size_m:g}m.jpg"
+        cache = self.run_dir / imagery.CHIP_DIR / name
         if cache.is_file():
             return cache.read_bytes()
-        i = self._by_id[plot_id]
-        row = self.plots.iloc[i]
-        item = self._input_for(row)
-        if item is None:
-            return imagery.placeholder_chip("no mosaic in run.json", self.chip_px)
         if not item["exists"]:
             return imagery.placeholder_chip(f"mosaic not found: {item['path']}", self.chip_px)
         geoms, sindex = self._geoms_in(item)
@@ -252,6 +251,9 @@ class ReviewRun:
                 neighbours=others,
                 value_scale=item["value_scale"],
             )
+        except PlotOffMosaicError as exc:
+            log.warning("no chip for plot %s: %s", plot_id, exc)
+            return imagery.placeholder_chip("plot lies outside its mosaic: see the server log", self.chip_px)
         except Exception as exc:  # noqa: BLE001 - a broken chip must not break the review
             log.warning("chip for plot %s failed: %s", plot_id, exc)
             return imagery.placeholder_chip(f"chip failed: {exc}", self.chip_px)
@@ -260,12 +262,12 @@ class ReviewRun:
 
     def overview(self, index: int) -> bytes | None:
         """PNG overview of input mosaic ``index`` (cached), or None when it cannot be had."""
-        if not 0 <= index < len(self.inputs) or not self.inputs[index]["exists"]:
+        item = next((d for d in self.inputs if d["index"] == index), None)  # index: position in run.json
+        if item is None or not item["exists"]:
             return None
         cache = self.run_dir / imagery.OVERVIEW_DIR / f"{index}.png"
         if cache.is_file():
             return cache.read_bytes()
-        item = self.inputs[index]
         data = imagery.render_overview(item["path"], value_scale=item["value_scale"])
         imagery.write_bytes_atomic(cache, data)
         return data

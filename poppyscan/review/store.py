@@ -308,7 +308,8 @@ def export_hard_negatives(run_dir: str | Path, path: str | Path | None = None) -
 
     Writes ``path`` (default ``RUN_DIR/hard_negatives.gpkg``), layer ``hard_negatives``, atomically and
     in the plots' CRS, with ``plot_id``, ``prob_mean``, ``prob_max``, ``area_m2``, ``mosaic``,
-    ``model_version`` (those the plots have), ``label`` (``"not_poppy"``), ``reviewer`` and ``reviewed_at``.
+    ``mosaic_index``, ``model_version`` (those the plots have), ``label`` (``"not_poppy"``), ``reviewer``
+    and ``reviewed_at``.
     With no rejected plot the layer is written empty, so a stale file never outlives a changed mind.
     """
     import pyogrio
@@ -325,7 +326,7 @@ def export_hard_negatives(run_dir: str | Path, path: str | Path | None = None) -
     plots = pyogrio.read_dataframe(plots_path, layer=PLOTS_LAYER)
     keep = [
         c
-        for c in ("plot_id", "prob_mean", "prob_max", "area_m2", "mosaic", "model_version")
+        for c in ("plot_id", "prob_mean", "prob_max", "area_m2", "mosaic", "mosaic_index", "model_version")
         if c in plots.columns
     ]
     neg = plots.loc[plots["plot_id"].astype(int).isin(rejected), keep + ["geometry"]].copy()
