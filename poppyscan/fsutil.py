@@ -45,6 +45,35 @@ def file_lock(path: str | Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_bytes_atomic(path: str | Path, data: bytes, *, fsync: bool = False) -> None:
+    """Write ``data`` to ``path`` through a temporary file beside it, so a reader never sees half of it.
+
+    The file gets the mode any new file gets (``0666`` less the umask, usually ``0644``), not the
+    ``0600`` of :func:`tempfile.mkstemp`: outputs on a shared drive stay readable by colleagues.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it onto ``final`` when the block succeeds.

@@ -43,3 +43,27 @@ def test_successful_write_replaces_file_and_directory(tmp_path):
         (tmp / "new.txt").write_text("new")
     assert sorted(p.name for p in d.iterdir()) == ["new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "x.txt"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_atomic_writes_get_the_umask_mode_not_mkstemps_0600(tmp_path, umask):
+    import os
+
+    from conftest_tasks import make_run
+
+    from poppyscan.fsutil import write_bytes_atomic
+    from poppyscan.review.store import save_decision
+
+    run = make_run(tmp_path / "run", n=2)
+    old = os.umask(umask)
+    try:
+        write_bytes_atomic(tmp_path / "a.bin", b"x")
+        with atomic_path(tmp_path / "b.txt") as tmp:
+            tmp.write_text("y")
+        save_decision(run, 1, "rejected")
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "a.bin", tmp_path / "b.txt", run / "review.json"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path.name
+    assert (tmp_path / "a.bin").read_bytes() == b"x"
+    assert not list(tmp_path.glob(".*.part"))

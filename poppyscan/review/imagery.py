@@ -7,10 +7,7 @@ decimated rasterio read, the plot outline drawn with OpenCV, and cached as JPEG 
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -25,20 +22,6 @@ OVERVIEW_DIR = Path("review") / "overview"
 OUTLINE_BGR = (0, 235, 255)  # yellow: the plot under review
 NEIGHBOUR_BGR = (255, 200, 0)  # cyan: other plots inside the chip
 METRES_PER_DEGREE = 111_320.0
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file, so a reader never sees half an image."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def to_uint8_rgb(data: np.ndarray, valid: np.ndarray, value_scale: float | None = None) -> np.ndarray:

@@ -34,6 +34,7 @@ from shapely.geometry import box
 
 from .. import run_inputs
 from ..errors import InputError, PlotOffMosaicError
+from ..fsutil import write_bytes_atomic
 from . import imagery, store
 
 log = logging.getLogger(__name__)
@@ -257,7 +258,7 @@ class ReviewRun:
         except Exception as exc:  # noqa: BLE001 - a broken chip must not break the review
             log.warning("chip for plot %s failed: %s", plot_id, exc)
             return imagery.placeholder_chip(f"chip failed: {exc}", self.chip_px)
-        imagery.write_bytes_atomic(cache, data)
+        write_bytes_atomic(cache, data)
         return data
 
     def overview(self, index: int) -> bytes | None:
@@ -269,7 +270,7 @@ class ReviewRun:
         if cache.is_file():
             return cache.read_bytes()
         data = imagery.render_overview(item["path"], value_scale=item["value_scale"])
-        imagery.write_bytes_atomic(cache, data)
+        write_bytes_atomic(cache, data)
         return data
 
 

@@ -21,20 +21,17 @@ Other modules (tasks, the survey register) read decisions with :func:`load_decis
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import logging
-import os
 import sqlite3
-import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..fsutil import file_lock
+from ..fsutil import file_lock, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -202,18 +199,8 @@ def save_decision(
 
 
 def _write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, ensure_ascii=False, indent=1)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    text = json.dumps(doc, ensure_ascii=False, indent=1) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"), fsync=True)
 
 
 def _update_derived(run_dir: Path, plot_id: int, decision: str | None, previous: str | None) -> None:
