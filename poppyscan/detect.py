@@ -147,17 +147,37 @@ def _tune_heap() -> None:
         pass
 
 
-def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+def _check_out_dir(out_dir: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> None:
+    """Refuse an ``out_dir`` that may not be written: a file, an existing non-empty directory without
+    ``overwrite``, and even with it anything but an earlier run (``run.json``), the working directory or
+    a folder above it, or a folder holding one of the ``inputs`` (``--overwrite`` deletes the old
+    folder: it must never delete a mosaic or a user's folder)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out '{out_dir}' is a file; pass a directory path")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+    if not out_dir.is_dir():
+        return
+    here = out_dir.resolve()
+    for p in inputs:
+        if here in Path(p).resolve().parents:
+            raise InputError(f"--out '{out_dir}' holds the input mosaic '{p}', which replacing the folder "
+                             "would delete; choose another --out")
+    if not any(out_dir.iterdir()):
+        return
+    if not overwrite:
         raise OutputExistsError(f"output directory '{out_dir}' already exists and is not empty; "
                                 "pass --overwrite to replace it or choose another --out")
+    cwd = Path.cwd().resolve()
+    if here == cwd or here in cwd.parents:
+        raise InputError(f"--out '{out_dir}' is the working directory or a folder above it, which "
+                         "--overwrite would delete; choose another --out")
+    if not (out_dir / "run.json").is_file():
+        raise InputError(f"--out '{out_dir}' is not an earlier detect run (no run.json), and --overwrite "
+                         "replaces only those; choose another --out, or empty the folder yourself")
 
 
-def _install(tmp: Path, out_dir: Path, overwrite: bool) -> None:
+def _install(tmp: Path, out_dir: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> None:
     """Move the finished ``tmp`` directory onto ``out_dir`` (replacing it only when allowed)."""
-    _check_out_dir(out_dir, overwrite)
+    _check_out_dir(out_dir, overwrite, inputs)
     if out_dir.is_dir():
         old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
         os.rmdir(old)
@@ -237,7 +257,7 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
     if not paths:
         raise InputError("no mosaic given; pass one or more orthomosaic files")
     out_dir = Path(out_dir)
-    _check_out_dir(out_dir, overwrite)
+    _check_out_dir(out_dir, overwrite, paths)
     opened: list[Mosaic] = []
     try:
         with block_cache(64):  # bounded from the first read: blocks cached now stay
@@ -362,7 +382,7 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
             (tmp / "run.json").write_text(json.dumps(run, indent=2, ensure_ascii=False, default=str) + "\n",
                                           encoding="utf-8")
             work.seal()
-            _install(tmp, out_dir, overwrite)
+            _install(tmp, out_dir, overwrite, paths)
         finally:
             work.cleanup()  # after a failure: kept for --resume when it holds finished mosaics
     finally:

@@ -27,7 +27,7 @@ from shapely.geometry import Point, box
 from poppyscan.cli import main
 from poppyscan.config import load_config
 from poppyscan.detect import detect
-from poppyscan.errors import OutputExistsError
+from poppyscan.errors import InputError, OutputExistsError
 from poppyscan.plots import COLUMNS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -252,6 +252,32 @@ def test_existing_output_is_refused_and_left_intact_and_failures_never_touch_it(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tif", "run"]  # no temp leftovers
     run(scene.path, out, overwrite=True, config=cfg(threshold=0.4))
     assert json.loads((out / "run.json").read_text())["params"]["threshold"] == 0.4
+
+
+def test_overwrite_never_deletes_an_input_a_users_folder_or_the_working_directory(tmp_path, monkeypatch):
+    scene = write_scene(tmp_path / "m.tif", plots_px=[Point(300, 300).buffer(30)], size=(600, 600))
+    run(scene.path, tmp_path / "run")
+    inside = tmp_path / "run" / "copy.tif"  # a mosaic kept in an earlier run's folder
+    inside.write_bytes(scene.path.read_bytes())
+    with pytest.raises(InputError, match="holds the input mosaic .*copy.tif"):
+        run(inside, tmp_path / "run", overwrite=True)
+    user = tmp_path / "fieldwork"
+    user.mkdir()
+    (user / "notes.txt").write_text("keep me")
+    with pytest.raises(InputError, match="not an earlier detect run \\(no run.json\\)"):
+        run(scene.path, user, overwrite=True)
+    monkeypatch.chdir(tmp_path / "run")
+    with pytest.raises(InputError, match="is the working directory or a folder above it"):
+        run(scene.path, Path("."), overwrite=True)
+    (tmp_path / "run" / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "run" / "sub")
+    with pytest.raises(InputError, match="is the working directory or a folder above it"):
+        run(scene.path, tmp_path / "run", overwrite=True)
+    assert inside.read_bytes() == scene.path.read_bytes() and (user / "notes.txt").read_text() == "keep me"
+    assert (tmp_path / "run" / "run.json").is_file() and scene.path.is_file()
+    monkeypatch.chdir(tmp_path)
+    run(scene.path, tmp_path / "run", overwrite=True)  # an earlier run is still replaced
+    assert not inside.exists()
 
 
 def test_an_implausible_rate_of_plots_is_warned_about_in_the_log_and_run_json(tmp_path, caplog):
