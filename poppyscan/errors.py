@@ -48,3 +48,26 @@ class DependencyError(PoppyscanError, RuntimeError):
     """An optional dependency or resource (e.g. pretrained weights) is not available offline."""
 
     exit_code = 5
+
+
+IO_EXIT_CODE = 6
+"""Exit code of the CLI for an operating-system error (a path that cannot be read or written)."""
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an :class:`OSError` no poppyscan check caught: the path, the reason, the fix.
+
+    >>> describe_os_error(PermissionError(13, "Permission denied", "/sys/x")).split(";")[0]
+    "cannot write or read '/sys/x': Permission denied"
+    """
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if isinstance(exc, FileExistsError | NotADirectoryError) and exc.filename is not None:
+        from pathlib import Path
+
+        path = Path(str(exc.filename))
+        in_way = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
+        return f"'{in_way}' is a file where a folder is needed; choose another path"
+    if exc.filename is None:
+        return f"{reason} (a file could not be read or written); check the input files and the output folder"
+    return (f"cannot write or read '{exc.filename}': {reason}; check the path and its permissions, or "
+            "choose another path")

@@ -203,16 +203,24 @@ class Mosaic:
             window = Window(col, row, ncols, nrows)
         indexes = list(self.rgb) + ([self.alpha] if self.alpha is not None else [])
         buf = self._buffers(len(indexes), shape) if reuse else None
-        if buf is None:
-            data = self.ds.read(indexes, window=window, out_shape=(len(indexes), *shape),
-                                resampling=Resampling.bilinear)
-        else:
-            data = self.ds.read(indexes, window=window, out=buf["data"], resampling=Resampling.bilinear)
+        try:
+            if buf is None:
+                data = self.ds.read(indexes, window=window, out_shape=(len(indexes), *shape),
+                                    resampling=Resampling.bilinear)
+            else:
+                data = self.ds.read(indexes, window=window, out=buf["data"], resampling=Resampling.bilinear)
+            mask = (self.ds.read_masks(self.rgb[0], window=window, out_shape=shape,
+                                       resampling=Resampling.nearest)
+                    if self.mask_kind == "internal" else None)
+        except rasterio.errors.RasterioIOError as exc:
+            where = f"pixel row {int(window.row_off)}, column {int(window.col_off)}"
+            raise InputError(f"mosaic '{self.path}' cannot be read near {where} ({exc}): the file is damaged "
+                             "or incomplete (a truncated copy, or a VRT whose source is gone); copy or "
+                             "export it again") from exc
         if self.mask_kind == "alpha":
             valid = data[3] >= self.alpha_full / 2
         elif self.mask_kind == "internal":
-            valid = self.ds.read_masks(self.rgb[0], window=window, out_shape=shape,
-                                       resampling=Resampling.nearest) > 0
+            valid = mask > 0
         elif self.mask_kind == "nodata":
             valid = (data[:3] != self.nodata).any(axis=0)
         elif self.mask_kind == "black":

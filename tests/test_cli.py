@@ -42,3 +42,16 @@ def test_console_script_prints_one_line_error_without_traceback(tmp_path):
     err_lines = [ln for ln in proc.stderr.splitlines()
                  if ln.startswith("poppyscan: error:") or ln.startswith("Error")]
     assert err_lines, proc.stderr
+
+
+def test_an_output_path_that_cannot_be_made_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "afile").write_text("keep")
+    mosaic = REPO / "sample_tiles" / "utm49n_nodata" / "mosaic.tif"
+    for args in (["detect", str(mosaic), "--out", str(tmp_path / "afile" / "run")],
+                 ["synth", str(tmp_path / "afile" / "scene"), "--size", "64"]):
+        assert main(args) == 6, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1] == (f"poppyscan: error: '{tmp_path / 'afile'}' is a file where a folder is needed; "
+                           "choose another path"), err
+        assert not any("Traceback" in line for line in err)
+    assert (tmp_path / "afile").read_text() == "keep"

@@ -457,6 +457,29 @@ def test_cli_errors_are_one_line_with_exit_codes(tmp_path, capsys, small_scene, 
     assert (tmp_path / "full" / "run.json").read_text() == "{}"
 
 
+def test_a_mosaic_damaged_past_its_header_is_a_one_line_error_and_leaves_nothing(tmp_path, capsys):
+    scene = write_scene(tmp_path / "m.tif", plots_px=[], size=(1024, 640))
+    with rasterio.open(scene.path) as src:
+        profile = src.profile | {"tiled": True, "blockxsize": 128, "blockysize": 128, "compress": "deflate"}
+        data = src.read()
+    with rasterio.open(tmp_path / "cut.tif", "w", **profile) as dst:
+        dst.write(data)
+    with rasterio.open(tmp_path / "cut.tif") as src:  # one interior tile's bytes: opening reads the edges
+        offset = int(src.get_tag_item("BLOCK_OFFSET_3_2", "TIFF", bidx=1))
+        size = int(src.get_tag_item("BLOCK_SIZE_3_2", "TIFF", bidx=1))
+    raw = bytearray((tmp_path / "cut.tif").read_bytes())
+    raw[offset:offset + size] = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    (tmp_path / "cut.tif").write_bytes(bytes(raw))
+    conf = tmp_path / "c.yaml"
+    conf.write_text("detect:\n  run_tasks: false\n")
+    code, err = cli(capsys, tmp_path / "cut.tif", "--out", tmp_path / "run", "--config", conf)
+    assert code == 2 and "Traceback" not in err
+    last = err.splitlines()[-1]
+    assert re.match(r"poppyscan: error: mosaic '.*cut.tif' cannot be read near pixel row \d+, column \d+ "
+                    r"\(.*\): the file is damaged or incomplete", last), last
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "cut.tif", "m.tif"]
+
+
 def test_cli_runs_the_default_bundle_end_to_end(tmp_path, capsys):
     scene = write_scene(tmp_path / "m.tif", plots_px=[Point(100, 100).buffer(20)], size=(200, 260), gsd=0.05)
     conf = tmp_path / "c.yaml"

@@ -15,7 +15,7 @@ import sys
 import click
 
 from .. import __version__
-from ..errors import PoppyscanError
+from ..errors import IO_EXIT_CODE, PoppyscanError, describe_os_error
 
 # name -> (module under poppyscan.cli, attribute, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -92,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("poppyscan: interrupted", err=True)
         return 130
+    except OSError as exc:  # a path the checks did not foresee (permissions, a file in the way, full disk)
+        logging.getLogger("poppyscan").debug("operating-system error", exc_info=True)
+        click.echo(f"poppyscan: error: {describe_os_error(exc)}", err=True)
+        return IO_EXIT_CODE
     return 0
 
 
