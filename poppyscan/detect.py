@@ -256,6 +256,12 @@ def detect(mosaics: Sequence[str | Path], out_dir: str | Path, *, config: Config
     paths = [Path(p) for p in mosaics]
     if not paths:
         raise InputError("no mosaic given; pass one or more orthomosaic files")
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        key = p.resolve()
+        if key in seen:
+            raise InputError(f"mosaic '{p}' is given twice (also as '{seen[key]}'); pass each file once")
+        seen[key] = p
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, overwrite, paths)
     opened: list[Mosaic] = []

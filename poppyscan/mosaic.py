@@ -272,7 +272,7 @@ class Mosaic:
             "gsd_m": round(self.gsd_m, 6),
             "width": self.width,
             "height": self.height,
-            "bounds": list(self.ds.bounds),
+            "bounds": _bounds(self.ds.transform, self.width, self.height),
             "dtype": str(self.dtype),
             "mask": self.mask_kind,
         }
@@ -369,3 +369,14 @@ def check_gsd(mosaic: Mosaic, model_gsd_m: float) -> None:
             f"mosaic '{mosaic.path}' has a GSD of {gsd:.4g} m/px, outside the {lo:.4g}-{hi:.4g} m/px this "
             f"model supports (trained at {model_gsd_m:g} m/px); pass a drone orthomosaic at that resolution "
             f"(resample with gdalwarp -tr) or a model trained for {gsd:.4g} m/px")
+
+
+def _bounds(transform: Affine, width: int, height: int) -> list[float]:
+    """``[west, south, east, north]`` of a raster, whatever the signs of its pixel size (rasterio's
+    ``bounds`` of a south-up raster has south > north).
+
+    >>> _bounds(Affine(2, 0, 100, 0, 2, 50), 10, 5)  # south-up: rows go north
+    [100.0, 50.0, 120.0, 60.0]
+    """
+    xs, ys = zip(*(transform * (c, r) for c in (0, width) for r in (0, height)), strict=True)
+    return [float(min(xs)), float(min(ys)), float(max(xs)), float(max(ys))]

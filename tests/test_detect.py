@@ -436,6 +436,8 @@ def small_scene(tmp_path):
     (lambda d, m: [m, "--out", d / "o", "--device", "tpu"], 2,
      "'--device' must be auto, cpu or cuda, got 'tpu'"),
     (lambda d, m: [m], 2, "'--out' is required"),
+    (lambda d, m: [m, d / ".." / d.name / "m.tif", "--out", d / "o"], 2,
+     "mosaic '.*m.tif' is given twice \\(also as '.*m.tif'\\); pass each file once"),
     (lambda d, m: ["--out", d / "o"], 2, "no MOSAIC given"),
     (lambda d, m: [m, "--out", d / "full"], 3, "already exists and is not empty; pass --overwrite"),
     (lambda d, m: [m, "--out", d / "o", "--model", d / "nobundle"], 4,

@@ -162,6 +162,16 @@ def test_describe_for_run_json(tmp_path):
     assert d["crs"] == "EPSG:4547" and d["width"] == 30 and d["height"] == 20
     assert d["path"] == str(scene.path.resolve()) and len(d["bounds"]) == 4
     assert d["model_grid"] == {"width": 30, "height": 20, "gsd_m": 0.05}
+    with rasterio.open(scene.path) as src:  # the same raster stored south-up (rows run north)
+        profile, data, t = src.profile, src.read(), src.transform
+    profile["transform"] = Affine(t.a, 0, t.c, 0, -t.e, t.f + t.e * src.height)
+    with rasterio.open(tmp_path / "south_up.tif", "w", **profile) as dst:
+        dst.write(data[:, ::-1])
+    with open_mosaic(tmp_path / "south_up.tif") as m:
+        flipped = m.describe()["bounds"]
+    west, south, east, north = d["bounds"]
+    assert west < east and south < north
+    assert flipped == pytest.approx(d["bounds"], rel=0, abs=1e-6)
 
 
 def test_fourth_band_of_only_0_and_255_is_taken_as_alpha(tmp_path):
