@@ -292,6 +292,44 @@ def export_onnx(model: nn.Module, meta: BundleMeta, path: str | Path) -> Path:
     return path
 
 
+def check_bundle_target(path: str | Path, overwrite: bool, *, option: str = "--bundle-out") -> Path:
+    """Refuse a place to save a bundle where saving would lose something; return it as a Path.
+
+    Parameters
+    ----------
+    path
+        Where the bundle directory is to be written.
+    overwrite
+        Whether an existing model bundle there may be replaced.
+    option
+        The command-line option that named ``path``, for the message.
+
+    Raises
+    ------
+    OutputExistsError
+        When ``path`` exists and ``overwrite`` is false; and, even with ``overwrite``, when it is a file or a
+        non-empty directory that is not a model bundle (no ``bundle.json``), which saving would delete.
+    """
+    path = Path(path)
+    if not (path.exists() or path.is_symlink()):
+        return path
+    if not overwrite:
+        raise OutputExistsError(
+            f"bundle '{path}' already exists; pass --overwrite to replace it or choose another {option}"
+        )
+    if not path.is_dir():
+        raise OutputExistsError(
+            f"'{path}' is a file, not a model bundle directory; --overwrite replaces only a bundle: "
+            f"choose another {option} or move it away"
+        )
+    if not (path / "bundle.json").is_file() and any(path.iterdir()):
+        raise OutputExistsError(
+            f"'{path}' is a non-empty directory that is not a model bundle (no bundle.json); --overwrite "
+            f"replaces only a bundle: choose another {option} or move its files away"
+        )
+    return path
+
+
 def save_bundle(
     path: str | Path, model: nn.Module, meta: BundleMeta, *, overwrite: bool = False, onnx: bool = True,
     plot_scorer: Any = None,
@@ -300,13 +338,13 @@ def save_bundle(
     :class:`~poppyscan.plot_scorer.PlotScorer` ``plot_scorer`` when ``meta.plot_scorer`` names one) and
     return it.
 
-    Raises :class:`~poppyscan.errors.OutputExistsError` if ``path`` exists and ``overwrite`` is false.
+    Raises :class:`~poppyscan.errors.OutputExistsError` if ``path`` exists and ``overwrite`` is false, and
+    even with ``overwrite`` when ``path`` is anything but a model bundle or an empty directory
+    (:func:`check_bundle_target`).
     """
     if bool(meta.plot_scorer) != (plot_scorer is not None):
         raise ValueError("meta.plot_scorer and the plot_scorer argument must be given together")
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"bundle '{path}' already exists; pass --overwrite to replace it")
+    path = check_bundle_target(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))

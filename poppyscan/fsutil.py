@@ -10,7 +10,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import InputError, OutputExistsError
@@ -106,6 +106,67 @@ def atomic_path(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def replace_together(pairs: Iterable[tuple[Path, Path]], remove: Iterable[Path] = ()) -> None:
+    """Move each staged path onto its final path and delete each path of ``remove``: all of it or none.
+
+    For a set of outputs that belong together (a field package): build them all first under temporary
+    names beside their finals (same filesystem), then call this, so a failure while building leaves the
+    previous set whole. A file is swapped in by one atomic rename over the old one (readers never see it
+    missing); a directory's old version is renamed aside first. The old versions are kept until every
+    path is in place: if any step fails, every path done so far is put back as it was and the error is
+    raised again. Afterwards the old versions are deleted.
+
+    Parameters
+    ----------
+    pairs
+        ``(staged, final)``: a file or directory, and where it goes (replacing a file or directory there).
+    remove
+        Paths to delete along with the moves (e.g. an output the new set no longer has).
+    """
+    items: list[tuple[Path | None, Path]] = [(Path(s), Path(f)) for s, f in pairs]
+    items += [(None, Path(r)) for r in remove]
+    backup_dirs: dict[Path, Path] = {}
+    done: list[list] = []  # [staged, final, backup or None, moved in]
+
+    def backup_for(final: Path) -> Path:
+        parent = final.parent
+        if parent not in backup_dirs:
+            backup_dirs[parent] = Path(tempfile.mkdtemp(prefix=".replaced.", suffix=".old", dir=parent))
+        return backup_dirs[parent] / str(len(done))
+
+    try:
+        for staged, final in items:
+            entry: list = [staged, final, None, False]
+            done.append(entry)
+            if os.path.lexists(final):
+                entry[2] = backup = backup_for(final)
+                if final.is_dir() and not final.is_symlink():
+                    os.rename(final, backup)
+                else:
+                    try:
+                        os.link(final, backup, follow_symlinks=False)  # the old file stays until all is in
+                    except OSError:
+                        shutil.copy2(final, backup, follow_symlinks=False)
+                    if staged is None or staged.is_dir():
+                        os.unlink(final)
+            if staged is not None:
+                os.replace(staged, final)
+                entry[3] = True
+    except BaseException:
+        for staged, final, backup, moved in reversed(done):
+            try:
+                if moved:
+                    os.replace(final, staged)
+                if backup is not None:
+                    os.replace(backup, final)
+            except OSError:  # pragma: no cover - best effort; the error below is what matters
+                pass
+        raise
+    finally:
+        for d in backup_dirs.values():
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def require_file(path: str | Path, what: str = "input") -> Path:

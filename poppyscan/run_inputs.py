@@ -49,7 +49,8 @@ class RunInput:
     crs
         The recorded CRS (``EPSG:n`` or WKT), or None.
     bounds
-        The recorded bounds ``(left, bottom, right, top)`` in ``crs``, or None.
+        The recorded bounds ``(left, bottom, right, top)`` in ``crs`` (ordered: bottom <= top also for a
+        south-up mosaic), or None.
     exists
         Whether ``path`` is a file.
     value_scale
@@ -84,7 +85,13 @@ def _bounds(value: Any) -> tuple[float, float, float, float] | None:
     if not isinstance(value, list | tuple) or len(value) != 4:
         return None
     nums = [_number(v) for v in value]
-    return None if any(v is None for v in nums) else tuple(nums)  # type: ignore[return-value]
+    return None if any(v is None for v in nums) else _ordered(*nums)  # type: ignore[arg-type]
+
+
+def _ordered(x0: float, y0: float, x1: float, y1: float) -> tuple[float, float, float, float]:
+    """``(left, bottom, right, top)`` with left <= right and bottom <= top: rasterio gives a south-up
+    raster's bounds with bottom > top (its last row is its northernmost), and ``run.json`` keeps them so."""
+    return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
 
 
 def _same_grid(path: Path, bounds: tuple[float, float, float, float] | None) -> bool:
@@ -96,7 +103,7 @@ def _same_grid(path: Path, bounds: tuple[float, float, float, float] | None) -> 
     try:
         with rasterio.open(path) as src:
             tol = 0.5 * max(abs(src.res[0]), abs(src.res[1]))
-            return bool(np.allclose(tuple(src.bounds), bounds, rtol=0.0, atol=tol))
+            return bool(np.allclose(_ordered(*src.bounds), bounds, rtol=0.0, atol=tol))
     except (rasterio.errors.RasterioIOError, OSError):
         return False
 

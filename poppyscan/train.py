@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .bundle import BundleMeta, load_bundle, new_meta, save_bundle
+from .bundle import BundleMeta, check_bundle_target, load_bundle, new_meta, save_bundle
 from .config import TrainConfig, parse_positive_weights
 from .errors import ConfigError, InputError, OutputExistsError
 from .evaluate import match_masks, prf
@@ -279,11 +279,14 @@ def train(
     resume
         Continue from ``out_dir/checkpoints/last.pt``.
     overwrite
-        Allow a fresh run in an existing ``out_dir`` (its checkpoints are replaced).
+        Allow a fresh run in an existing ``out_dir`` (its checkpoints are replaced), and replace an existing
+        bundle at ``bundle_out``.
     init
         A bundle whose weights start the training (fine-tuning); its arch, GSD and ``min_gsd_m`` are kept.
     bundle_out
-        Also write the final bundle here (replacing it).
+        Also write the final bundle here. An existing path raises
+        :class:`~poppyscan.errors.OutputExistsError` before training starts unless ``overwrite``, and even
+        with it unless it is a model bundle (``bundle.json``) or an empty directory.
     val_sources
         Explicit validation scenes (then every scene of ``sources`` trains and ``val_fraction`` is unused);
         a scene in both raises :class:`InputError`.
@@ -308,6 +311,10 @@ def train(
             f"training directory '{out}' already exists; pass --resume to continue it "
             "or --overwrite to start again"
         )
+    # refuse now, not after training, a bundle place whose contents saving would replace or delete
+    check_bundle_target(out / "bundle", True, option="--out")
+    if bundle_out is not None:
+        check_bundle_target(bundle_out, overwrite)
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -522,7 +529,7 @@ def train(
     if val_scenes and cfg.calibrate_threshold:
         meta = calibrate_bundle(bundle, [(s.mosaic, s.labels) for s in val_scenes], cfg, say)
     if bundle_out is not None:
-        save_bundle(bundle_out, model, meta, overwrite=True)
+        save_bundle(bundle_out, model, meta, overwrite=overwrite)
     say(f"bundle written to {bundle_out or bundle.path} (threshold {meta.threshold:.2f}, "
         f"plot mean >= {meta.min_prob_mean:.2f})")
     return TrainResult(Path(bundle_out) if bundle_out else out / "bundle", meta, history)

@@ -192,3 +192,22 @@ def make_boundaries(path: Path, crs: str = "EPSG:4547", *, fields=("county", "to
     gdf = gpd.GeoDataFrame(rows, geometry=geoms, crs=CRS).to_crs(crs)
     pyogrio.write_dataframe(gdf, path, driver="GPKG" if str(path).endswith(".gpkg") else None)
     return Path(path)
+
+
+def flipped_copy(src_path: Path, dst_path: Path, *, cols: bool = False) -> Path:
+    """Write ``dst_path``: the raster ``src_path`` (north-up) stored south-up, i.e. its rows in reverse
+    order under a transform with a positive y pixel size (``Affine(a, 0, c, 0, +|e|, bottom)``); with
+    ``cols`` its columns run east to west as well (negative x pixel size). Same ground, same pixels."""
+    from affine import Affine
+
+    with rasterio.open(src_path) as src:
+        t = src.transform
+        assert t.b == t.d == 0 and t.a > 0 and t.e < 0, "flipped_copy expects a north-up raster"
+        a, c = (-t.a, t.c + t.a * src.width) if cols else (t.a, t.c)
+        profile = src.profile.copy()
+        profile.update(transform=Affine(a, 0, c, 0, -t.e, t.f + t.e * src.height))
+        data = src.read()[:, ::-1, ::-1] if cols else src.read()[:, ::-1, :]
+        with rasterio.open(dst_path, "w", **profile) as dst:
+            dst.write(data)
+            dst.colorinterp = src.colorinterp
+    return Path(dst_path)

@@ -8,13 +8,14 @@ import re
 import sqlite3
 import xml.etree.ElementTree as ET
 import zipfile
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pyogrio
 import pytest
 import shapely
-from conftest_tasks import make_boundaries, make_run
+from conftest_tasks import flipped_copy, make_boundaries, make_run
 from shapely.geometry import shape
 
 from poppyscan.export.gpkg_styles import LAYER_STYLES_COLUMNS, plots_qml, probability_qml, tasks_qml
@@ -221,3 +222,50 @@ def test_chips_and_work_orders(run, tasks):
     assert len(svg.findall("{http://www.w3.org/2000/svg}circle")) == 3
     assert "曼燕村" in html
     assert not re.search(r"""<(script|link|img)[^>]+(src|href)=["']https?:""", html), "no internet assets"
+
+
+def _transposed_copy(src_path, dst_path):
+    """The raster with rows and columns swapped under a transform with no zero b and d (not axis-aligned):
+    the same ground, each pixel where it was."""
+    import rasterio
+    from affine import Affine
+
+    with rasterio.open(src_path) as src:
+        t, profile = src.transform, src.profile.copy()
+        profile.update(transform=Affine(0, t.a, t.c, t.e, 0, t.f), width=src.height, height=src.width)
+        with rasterio.open(dst_path, "w", **profile) as dst:
+            dst.write(np.transpose(src.read(), (0, 2, 1)))
+            dst.colorinterp = src.colorinterp
+    return dst_path
+
+
+@pytest.mark.parametrize("layout", ["south-up", "south-up-east-to-west", "transposed"])
+def test_chips_of_a_south_up_mosaic_equal_the_north_up_ones(tmp_path, layout):
+    """A mosaic stored south-up (positive y pixel size) gives the same north-up chips as the original; so do
+    one with columns running west and one whose geotransform swaps rows and columns (warped: nearly)."""
+    import rasterio
+
+    from poppyscan.export.chips import ChipRequest, cut_chip, write_chips
+
+    sample = Path(__file__).resolve().parents[1] / "sample_tiles" / "cgcs2000_gk114_alpha"
+    if layout == "transposed":
+        flipped = _transposed_copy(sample / "mosaic.tif", tmp_path / "transposed.tif")
+        tolerance = (2.5, 15)  # warped through a WarpedVRT: resampled twice
+    else:
+        flipped = flipped_copy(sample / "mosaic.tif", tmp_path / "south_up.tif", cols=layout != "south-up")
+        tolerance = (0.5, 2)
+        with rasterio.open(flipped) as src:
+            assert src.transform.e > 0 and (src.transform.a < 0) == (layout != "south-up")
+    truth = pyogrio.read_dataframe(sample / "truth.gpkg", layer="plots")
+    for i, geom in enumerate(truth.geometry):
+        req = ChipRequest(f"P{i}", geom, truth.crs, sample / "mosaic.tif", f"P{i}")
+        with rasterio.open(sample / "mosaic.tif") as src:
+            north = cut_chip(src, req, 24.0, 320)
+        with rasterio.open(flipped) as src:
+            south = cut_chip(src, req, 24.0, 320)
+        assert south.shape == north.shape == (320, 320, 3)
+        diff = np.abs(south.astype(int) - north)
+        assert diff.mean() < tolerance[0] and np.percentile(diff, 99) <= tolerance[1], (i, diff.mean())
+    reqs = [ChipRequest(f"P{i}", g, truth.crs, flipped, f"P{i}") for i, g in enumerate(truth.geometry)]
+    written = write_chips(reqs, tmp_path / "chips", chip_size_m=24.0, chip_px=320)
+    assert sorted(written) == [f"P{i}" for i in range(len(truth))]

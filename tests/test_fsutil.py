@@ -67,3 +67,34 @@ def test_atomic_writes_get_the_umask_mode_not_mkstemps_0600(tmp_path, umask):
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path.name
     assert (tmp_path / "a.bin").read_bytes() == b"x"
     assert not list(tmp_path.glob(".*.part"))
+
+
+def _tree(root):
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_replace_together_moves_all_or_puts_everything_back(tmp_path):
+    from poppyscan.fsutil import replace_together
+
+    run, stage = tmp_path / "run", tmp_path / "run" / ".stage"
+    (run / "chips").mkdir(parents=True)
+    (run / "chips" / "T0001.jpg").write_text("old chip")
+    (run / "units").mkdir()
+    (run / "units" / "a.csv").write_text("old unit")
+    for name in ("tasks.csv", "tasks.xlsx"):
+        (run / name).write_text(f"old {name}")
+    (stage / "chips").mkdir(parents=True)
+    (stage / "chips" / "A001.jpg").write_text("new chip")
+    (stage / "tasks.csv").write_text("new tasks.csv")
+    old = _tree(run)
+    pairs = [(stage / "chips", run / "chips"), (stage / "tasks.csv", run / "tasks.csv"),
+             (stage / "tasks.xlsx", run / "tasks.xlsx")]  # the last one was never built: the move fails
+    with pytest.raises(FileNotFoundError):
+        replace_together(pairs, remove=[run / "units"])
+    assert _tree(run) == old  # chips/ and tasks.csv were moved in, then put back
+    assert sorted(p.name for p in run.iterdir()) == [".stage", "chips", "tasks.csv", "tasks.xlsx", "units"]
+    (stage / "tasks.xlsx").write_text("new tasks.xlsx")
+    replace_together(pairs, remove=[run / "units"])
+    assert _tree(run) == {"chips/A001.jpg": "new chip", "tasks.csv": "new tasks.csv",
+                          "tasks.xlsx": "new tasks.xlsx"}
+    assert sorted(p.name for p in run.iterdir()) == [".stage", "chips", "tasks.csv", "tasks.xlsx"]

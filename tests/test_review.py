@@ -15,13 +15,15 @@ import pyogrio
 import pytest
 
 from poppyscan.cli import main
-from poppyscan.errors import InputError
+from poppyscan.errors import InputError, OutputExistsError
 from poppyscan.review import store
 from poppyscan.review.server import make_server
 
 try:
+    from conftest_tasks import flipped_copy
     from review_testdata import make_run, running_server
 except ImportError:  # tests/ became a package
+    from tests.conftest_tasks import flipped_copy
     from tests.review_testdata import make_run, running_server
 
 
@@ -263,6 +265,34 @@ def test_geographic_mosaic_cgcs2000(tmp_path):
     assert 45 < np.ptp(cols) < 80 and 45 < np.ptp(rows) < 80 and abs(np.ptp(cols) - np.ptp(rows)) < 8
 
 
+def test_south_up_mosaic_gives_the_chips_and_overview_of_the_north_up_one(tmp_path):
+    """A mosaic stored south-up (rows reversed, positive y pixel size): chips and overview stay north-up."""
+    import cv2
+    import numpy as np
+    import rasterio
+
+    north, south = make_run(tmp_path / "north"), make_run(tmp_path / "south")
+    flipped_copy(north.mosaic, south.mosaic.with_name("flipped.tif")).replace(south.mosaic)
+    meta = json.loads((south.run_dir / "run.json").read_text(encoding="utf-8"))
+    with rasterio.open(south.mosaic) as src:
+        assert src.transform.e > 0
+        meta["inputs"][0]["bounds"] = list(src.bounds)  # what detect records: bottom > top
+    (south.run_dir / "run.json").write_text(json.dumps(meta), encoding="utf-8")
+    images = {}
+    for fx in (north, south):
+        with running_server(fx.run_dir) as server:
+            got = [_request(server.url + f"api/chip/{p}.jpg") for p in fx.plot_ids]
+            got.append(_request(server.url + "api/overview/0.png"))
+            _, summary, _ = _request(server.url + "api/run")
+        assert all(status == 200 for status, _, _ in got)
+        images[fx] = [cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) for _, data, _ in got]
+        x0, y0, x1, y1 = summary["footprints"][0]["bounds"]
+        assert x0 < x1 and y0 < y1
+    assert len(list((south.run_dir / "review" / "chips").glob("*.jpg"))) == 6  # real chips: cached
+    for a, b in zip(images[north], images[south], strict=True):
+        assert a.shape == b.shape and np.abs(a.astype(int) - b).mean() < 1.0
+
+
 def test_run_and_mosaic_copied_elsewhere_still_show_chips(run, tmp_path):
     laptop = tmp_path / "laptop"
     laptop.mkdir()
@@ -353,6 +383,29 @@ def test_cli_exports_hard_negatives(run, tmp_path, capsys):
     assert main(["review", str(run.run_dir), "--export-hard-negatives", str(out)]) == 0
     assert "wrote 1 rejected plot(s)" in capsys.readouterr().out
     assert list(pyogrio.read_dataframe(out, layer="hard_negatives").plot_id) == [5]
+
+
+def test_cli_export_hard_negatives_refuses_an_existing_file_without_overwrite(run, tmp_path, capsys):
+    """An existing file (a 3-layer truth GeoPackage, a GeoTIFF) is never replaced without --overwrite."""
+    store.save_decision(run.run_dir, 5, "rejected")
+    truth = tmp_path / "truth.gpkg"
+    shutil.copy(Path(__file__).resolve().parents[1] / "sample_tiles" / "utm49n_nodata" / "truth.gpkg", truth)
+    tif = run.mosaic  # the run's own orthomosaic
+    for path in (truth, tif):
+        before = path.read_bytes()
+        code = main(["review", str(run.run_dir), "--no-browser", "--export-hard-negatives", str(path)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 3 and len(err) == 1 and "already exists" in err[0] and "--overwrite" in err[0], err
+        assert path.read_bytes() == before
+        assert not list(tmp_path.glob(".*part*"))
+    assert [name for name, _ in pyogrio.list_layers(truth)] == ["plots", "confusers", "footprint"]
+    code = main(["review", str(run.run_dir), "--export-hard-negatives", str(truth), "--overwrite"])
+    assert code == 0 and "wrote 1 rejected plot(s)" in capsys.readouterr().out
+    assert [name for name, _ in pyogrio.list_layers(truth)] == ["hard_negatives"]
+    with pytest.raises(OutputExistsError):
+        store.export_hard_negatives(run.run_dir, tif)
+    store.export_hard_negatives(run.run_dir)  # the run's own derived file is always rewritten
+    store.export_hard_negatives(run.run_dir)
 
 
 # ---- the page in a real browser -------------------------------------------------------------------

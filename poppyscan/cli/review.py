@@ -47,8 +47,10 @@ from ..review.server import CHIP_PX, CHIP_SIZE_M, DEFAULT_PORT, make_server
     "hard_negatives",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Write the rejected plots to this GeoPackage (layer hard_negatives) and exit.",
+    help="Write the rejected plots to this GeoPackage (layer hard_negatives) and exit; an existing file "
+    "is refused unless --overwrite.",
 )
+@click.option("--overwrite", is_flag=True, help="Replace an existing --export-hard-negatives file.")
 def review(
     run_dir: Path,
     port: int | None,
@@ -58,6 +60,7 @@ def review(
     chip_size_m: float,
     chip_px: int,
     hard_negatives: Path | None,
+    overwrite: bool,
 ) -> None:
     """Desk-review RUN_DIR: mark each plot confirmed / rejected / unsure before field work.
 
@@ -66,7 +69,7 @@ def review(
     """
     if hard_negatives is not None:
         store.read_plot_ids(run_dir)
-        out = store.export_hard_negatives(run_dir, hard_negatives)
+        out = store.export_hard_negatives(run_dir, hard_negatives, overwrite=overwrite)
         click.echo(f"wrote {len(store.rejected_plot_ids(run_dir))} rejected plot(s) to {out}")
         return
     server = make_server(

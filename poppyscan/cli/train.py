@@ -52,7 +52,10 @@ def training_options(command):  # noqa: ANN001, ANN201
 )
 @click.option("--config", "config_path", type=click.Path(), help="YAML config (its train: section is used).")
 @click.option(
-    "--bundle-out", type=click.Path(file_okay=False), help="Also write the final bundle here (replaced)."
+    "--bundle-out",
+    type=click.Path(file_okay=False),
+    help="Also write the final bundle here; an existing bundle is replaced only with --overwrite, and never "
+    "a directory that is not a bundle.",
 )
 @click.option(
     "--init", "init_bundle", type=click.Path(), help="Fine-tune from this bundle (keeps its arch and GSD)."
@@ -65,7 +68,11 @@ def training_options(command):  # noqa: ANN001, ANN201
     help="Explicit validation scenes (repeatable); default: --val-fraction of SOURCES, split by scene.",
 )
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.pt.")
-@click.option("--overwrite", is_flag=True, help="Start again in an existing OUT directory.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Start again in an existing OUT directory; replace a --bundle-out bundle.",
+)
 @click.option("--arch", help="Network: unet_mnv3s (default), unet_mnv3l, lraspp_mnv3l.")
 @click.option(
     "--gsd", "gsd_m", type=float, help="Model ground pixel size, m/px (training data is resampled)."

@@ -1,5 +1,8 @@
 """Image chips: a north-up crop of the orthomosaic around each plot with its outline drawn.
 
+The crop is north-up whichever way the mosaic's rows run (south-up mosaics included:
+:func:`poppyscan.geo.raster.read_north_up`).
+
 A chip is ``chip_size_m`` wide on the ground (more when the plot needs it: 1.25 × its extent),
 resampled to ``chip_px`` pixels (a windowed, boundless read — GDAL uses the mosaic's overviews when they
 exist, so memory is one chip at a time), with the plot outline in yellow, the task code and a scale
@@ -21,9 +24,9 @@ import rasterio
 import shapely
 from pyproj import CRS, Transformer
 from rasterio.enums import ColorInterp, Resampling
-from rasterio.windows import from_bounds
 
 from ..errors import PlotOffMosaicError
+from ..geo.raster import read_north_up
 from ..run_inputs import plot_on_data
 
 log = logging.getLogger(__name__)
@@ -123,26 +126,15 @@ def cut_chip(
     size_m = max(chip_size_m, 1.25 * max((maxx - minx) * mx, (maxy - miny) * my))  # grow to fit large plots
     hx, hy = size_m / 2.0 / mx, size_m / 2.0 / my
     left, right, bottom, top = c.x - hx, c.x + hx, c.y - hy, c.y + hy
-    window = from_bounds(left, bottom, right, top, transform=src.transform)
+    bounds = (left, bottom, right, top)
     rgb_idx, alpha_idx = _rgb_indexes(src)
-    data = src.read(
-        rgb_idx,
-        window=window,
-        out_shape=(3, chip_px, chip_px),
-        boundless=True,
-        fill_value=0,
-        resampling=Resampling.bilinear,
-    )
+    # north-up whatever way the mosaic's rows run (a south-up mosaic has a positive y pixel size)
+    data = read_north_up(src, rgb_idx, bounds, (3, chip_px, chip_px), fill_value=0,
+                         resampling=Resampling.bilinear)
     img = np.ascontiguousarray(np.transpose(_to_uint8(data), (1, 2, 0))[:, :, ::-1])  # RGB -> BGR
     if alpha_idx is not None:
-        alpha = src.read(
-            alpha_idx,
-            window=window,
-            out_shape=(chip_px, chip_px),
-            boundless=True,
-            fill_value=0,
-            resampling=Resampling.nearest,
-        )
+        alpha = read_north_up(src, alpha_idx, bounds, (chip_px, chip_px), fill_value=0,
+                              resampling=Resampling.nearest)
         img[alpha == 0] = (235, 235, 235)
     for ring in _rings(geom):
         cols = (ring[:, 0] - left) / (right - left) * chip_px

@@ -3,7 +3,8 @@
 Both carry the same columns as the GeoPackage ``tasks`` layer, without geometry (``lon``/``lat`` are the
 WGS84 master coordinates; ``gcj02_lon``/``gcj02_lat`` are labelled GCJ-02 for Amap/Tencent). The XLSX
 adds a frozen header, filters, clickable navigation links, drop-down lists for ``result`` and
-``status``, and an ``about`` sheet explaining the columns.
+``status``, and an ``about`` sheet explaining the columns; its strings go through
+:func:`~poppyscan.export.xmltext.xml_safe` (XLSX is XML: control characters are dropped).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..fsutil import atomic_path
+from .xmltext import xml_safe, xml_safe_value
 
 RESULT_VALUES = ("poppy", "not_poppy", "already_eradicated", "not_reached")
 STATUS_VALUES = ("pending", "done")
@@ -58,7 +60,7 @@ def _cell_value(value):
         return None
     if hasattr(value, "item"):  # numpy scalar
         value = value.item()
-    return value
+    return xml_safe_value(value)  # openpyxl refuses control characters (IllegalCharacterError)
 
 
 def write_xlsx(
@@ -78,7 +80,7 @@ def write_xlsx(
     wb = Workbook()
     ws = wb.active
     ws.title = "tasks"
-    ws.append(list(df.columns))
+    ws.append([xml_safe_value(c) for c in df.columns])
     bold = Font(bold=True)
     fill = PatternFill("solid", fgColor="DDEBF7")
     for cell in ws[1]:
@@ -110,7 +112,7 @@ def write_xlsx(
             dv.add(f"{letter}2:{letter}{max(n, 500)}")
             ws.add_data_validation(dv)
     about = wb.create_sheet("about")
-    about.append([title])
+    about.append([xml_safe(title)])
     about["A1"].font = bold
     about.append([])
     for row in ABOUT_ROWS:

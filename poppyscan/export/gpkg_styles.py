@@ -305,17 +305,20 @@ def write_gpkg(
     *,
     base: str | Path | None = None,
     plots: gpd.GeoDataFrame | None = None,
+    lock: bool = True,
 ) -> Path:
     """Write the ``tasks`` layer and default styles into the GeoPackage ``final``, atomically.
 
     With ``base`` (normally ``final`` itself, the run's ``plots.gpkg``) the file is copied first, so its
     ``plots`` layer and any other layers are kept untouched and ``tasks`` is added or replaced. With
     ``plots`` instead, a fresh GeoPackage holding those plots is written (a team's own package).
+    ``lock=False`` when the caller already holds :func:`~poppyscan.fsutil.file_lock` on ``base`` until the
+    copy replaces it (a second lock on it from the same process would wait forever).
     """
     final = Path(final)
     # copy -> add layer -> rename over ``base``: hold its lock, so a review decision mirrored into it
     # meanwhile (review/store.py) is neither lost nor written into the file being replaced
-    lock = file_lock(base) if base is not None else contextlib.nullcontext()
+    lock = file_lock(base) if base is not None and lock else contextlib.nullcontext()
     with lock, atomic_path(final, overwrite=True) as tmp:
         if base is not None:
             shutil.copy2(base, tmp)
@@ -330,16 +333,17 @@ def write_gpkg(
     return final
 
 
-def write_probability_style(raster: str | Path) -> Path | None:
+def write_probability_style(raster: str | Path, out: str | Path | None = None) -> Path | None:
     """Write ``<raster stem>.qml`` beside an existing probability raster; return it (None if no raster).
 
     Called for every probability raster of a run (``probability.tif``, ``probability_2.tif``, ...): QGIS
-    applies a sidecar style only to the raster of the same name.
+    applies a sidecar style only to the raster of the same name. ``out`` writes it there instead (a
+    staging folder whose contents are moved beside the raster later).
     """
     raster = Path(raster)
     if not raster.exists():
         return None
-    final = raster.with_suffix(".qml")
+    final = Path(out) if out is not None else raster.with_suffix(".qml")
     with atomic_path(final, overwrite=True) as tmp:
         tmp.write_text(_check_xml(probability_qml()), encoding="utf-8")
     return final

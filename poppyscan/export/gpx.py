@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..fsutil import atomic_path
+from .xmltext import xml_safe
 
 GPX_NS = "http://www.topografix.com/GPX/1/1"
 
@@ -26,9 +27,9 @@ def _ascii(text: str, fallback: str) -> str:
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrib: str) -> ET.Element:
-    el = ET.SubElement(parent, tag, attrib)
+    el = ET.SubElement(parent, tag, {k: xml_safe(v) for k, v in attrib.items()})
     if text is not None:
-        el.text = text
+        el.text = xml_safe(text)  # ElementTree would write control characters into an unparsable file
     return el
 
 

@@ -10,9 +10,11 @@ Layout written by :func:`write_all`::
     RUN_DIR/units/<unit>/         (with split_by) plots.gpkg (only the unit's plots + tasks), tasks.csv,
                                   tasks.xlsx, tasks.kmz, tasks.gpx, plots.geojson, work_order.html, chips/
 
-Every file is written under a temporary name and renamed; the ``chips``, ``work_orders`` and ``units``
-folders are built beside their final names and swapped in whole, so a failed run leaves the previous
-outputs as they were. Without ``split_by`` a stale ``units/`` from an earlier split run is removed.
+The package is all new or all old: every output is built in a hidden staging folder in ``RUN_DIR``
+first and only then moved into place together (:func:`write_all`), so a run that fails (a bad value, a
+full disk) leaves the previous package whole rather than a mix of two runs. Without ``split_by`` a stale
+``units/`` from an earlier split run is removed along with the move. Text for XML formats (XLSX, KML,
+GPX) and the HTML work orders goes through :func:`~poppyscan.export.xmltext.xml_safe`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
 import geopandas as gpd
@@ -27,7 +30,7 @@ import pandas as pd
 
 from .. import run_inputs
 from ..config import TasksConfig
-from ..fsutil import atomic_path
+from ..fsutil import file_lock, replace_together
 from . import chips as chips_mod
 from .csv_xlsx import write_csv, write_xlsx
 from .geojson import write_geojson
@@ -35,6 +38,7 @@ from .gpkg_styles import write_gpkg, write_probability_style
 from .gpx import write_gpx
 from .kmz import write_kmz
 from .sheet import write_sheet
+from .xmltext import xml_safe, xml_safe_frame
 
 log = logging.getLogger(__name__)
 
@@ -150,11 +154,13 @@ def write_package(
         files.append(write_xlsx(tasks, dest / "tasks.xlsx", title=title))
     if "kmz" in formats or "gpx" in formats or "geojson" in formats:
         plots_wgs84 = plots_t.to_crs("EPSG:4326") if plots_t.crs is not None else plots_t
-    if "kmz" in formats:
-        fields = [c for c in tasks.columns if c != tasks.geometry.name]
+    if "kmz" in formats:  # KML is XML: strings without the control characters XML 1.0 forbids
+        kml_tasks, kml_plots = xml_safe_frame(tasks), xml_safe_frame(plots_wgs84)
+        fields = [c for c in kml_tasks.columns if c != kml_tasks.geometry.name]
         files.append(
             write_kmz(
-                tasks, plots_wgs84, dest / "tasks.kmz", title=title, chip_files=chip_files, fields=fields
+                kml_tasks, kml_plots, dest / "tasks.kmz", title=xml_safe(title), chip_files=chip_files,
+                fields=fields,
             )
         )
     if "gpx" in formats:
@@ -188,16 +194,23 @@ def write_all(
     split_by: str | None,
     start,
 ) -> tuple[list[Path], int]:
-    """Write every output of ``poppyscan tasks`` into ``run_dir``; return (files, chips missing)."""
+    """Write every output of ``poppyscan tasks`` into ``run_dir``; return (files, chips missing).
+
+    All or nothing: every output is first built in a hidden staging folder in ``run_dir``
+    (``.tasks.*.part``), ``plots.gpkg`` last (a copy of the run's with the ``tasks`` layer, made while
+    holding its :func:`~poppyscan.fsutil.file_lock`, so a review decision saved meanwhile is not lost);
+    then, still under the lock, they are moved into place together (:func:`~poppyscan.fsutil.
+    replace_together`). A failure before that leaves the previous package exactly as it was.
+    """
     formats = set(cfg.formats)
-    files: list[Path] = []
     run_name = run_dir.resolve().name
     units = list(dict.fromkeys(tasks["unit"]))
     dirs = _unit_dirs(units)
-    with atomic_path(run_dir / "chips", overwrite=True) as chips_tmp:
-        chips_tmp.mkdir()
+    gpkg = run_dir / "plots.gpkg"
+    stage = Path(tempfile.mkdtemp(prefix=".tasks.", suffix=".part", dir=run_dir))
+    try:
         chip_files = chips_mod.write_chips(
-            chip_requests(run_dir, run, plots, tasks), chips_tmp, chip_size_m=cfg.chip_size_m,
+            chip_requests(run_dir, run, plots, tasks), stage / "chips", chip_size_m=cfg.chip_size_m,
             chip_px=cfg.chip_px,
         )
         missing = len(tasks) - len(chip_files)
@@ -205,51 +218,54 @@ def write_all(
             log.warning("%d of %d task(s) have no image chip (see the warnings above)", missing, len(tasks))
         tasks = tasks.copy()
         tasks["chip"] = [f"chips/{c}.jpg" if c in chip_files else "" for c in tasks["task_code"]]
-        gpkg = run_dir / "plots.gpkg"
-        files += write_package(
-            run_dir,
+        staged = write_package(
+            stage,
             tasks,
             plots,
-            formats=formats,
+            formats=formats - {"gpkg"},  # plots.gpkg last, under its lock
             title=f"poppyscan tasks {run_name}",
             chip_files=chip_files,
-            gpkg_base=gpkg,
+            gpkg_base=None,
         )
         for raster in probability_rasters(run_dir, run):
-            qml = write_probability_style(raster)
+            qml = write_probability_style(raster, stage / raster.with_suffix(".qml").name)
             if qml:
-                files.append(qml)
+                staged.append(qml)
         if "html" in formats:
-            with atomic_path(run_dir / "work_orders", overwrite=True) as wo_tmp:
-                wo_tmp.mkdir()
-                for u in units:
-                    _sheet(tasks, wo_tmp / f"{dirs[u]}.html", u, run_name, chip_files, start)
-            files += [run_dir / "work_orders" / f"{dirs[u]}.html" for u in units]
+            (stage / "work_orders").mkdir()
+            for u in units:
+                sheet = stage / "work_orders" / f"{dirs[u]}.html"
+                staged.append(_sheet(tasks, sheet, u, run_name, chip_files, start))
         if split_by:
-            with atomic_path(run_dir / "units", overwrite=True) as units_tmp:
-                units_tmp.mkdir()
-                for u in units:
-                    d = units_tmp / dirs[u]
-                    (d / "chips").mkdir(parents=True)
-                    sub = tasks[tasks["unit"] == u].copy()
-                    sub.attrs = dict(tasks.attrs)
-                    own = {c: chip_files[c] for c in sub["task_code"] if c in chip_files}
-                    for p in own.values():
-                        shutil.copy2(p, d / "chips" / p.name)
-                    write_package(
-                        d,
-                        sub,
-                        plots,
-                        formats=formats,
-                        title=f"poppyscan tasks {run_name} {u}",
-                        chip_files=own,
-                        gpkg_base=None,
-                    )
-                    if "html" in formats:
-                        _sheet(sub, d / "work_order.html", u, run_name, own, start)
-            files += sorted(p for p in (run_dir / "units").rglob("*") if p.is_file())
-        elif (run_dir / "units").exists():
+            (stage / "units").mkdir()  # replaces the old units/ even when no unit has a task
+            for u in units:
+                d = stage / "units" / dirs[u]
+                (d / "chips").mkdir(parents=True)
+                sub = tasks[tasks["unit"] == u].copy()
+                sub.attrs = dict(tasks.attrs)
+                own = {c: chip_files[c] for c in sub["task_code"] if c in chip_files}
+                for p in own.values():
+                    shutil.copy2(p, d / "chips" / p.name)
+                write_package(
+                    d,
+                    sub,
+                    plots,
+                    formats=formats,
+                    title=f"poppyscan tasks {run_name} {u}",
+                    chip_files=own,
+                    gpkg_base=None,
+                )
+                if "html" in formats:
+                    _sheet(sub, d / "work_order.html", u, run_name, own, start)
+            staged += sorted(p for p in (stage / "units").rglob("*") if p.is_file())
+        stale = [run_dir / "units"] if not split_by and (run_dir / "units").exists() else []
+        if stale:
             log.info("removing stale '%s' from an earlier --split-by run", run_dir / "units")
-            shutil.rmtree(run_dir / "units")
-    files += sorted((run_dir / "chips").glob("*.jpg"))
-    return files, missing
+        staged += sorted((stage / "chips").glob("*.jpg"))
+        with file_lock(gpkg):
+            if "gpkg" in formats:
+                staged.insert(0, write_gpkg(stage / "plots.gpkg", tasks, base=gpkg, lock=False))
+            replace_together([(p, run_dir / p.name) for p in sorted(stage.iterdir())], remove=stale)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return [run_dir / p.relative_to(stage) for p in staged], missing

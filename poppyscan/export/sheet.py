@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..fsutil import atomic_path
+from .xmltext import xml_safe
 
 CSS = """
 body{font-family:"Noto Sans CJK SC","Microsoft YaHei","PingFang SC",Arial,sans-serif;font-size:11pt;
@@ -43,7 +44,7 @@ MAP_W, MAP_H, PAD = 760, 520, 30
 def _e(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    return html.escape(str(value))
+    return html.escape(xml_safe(str(value)))
 
 
 def overview_svg(tasks: pd.DataFrame, start: tuple[float, float] | None = None) -> str:

@@ -133,26 +133,19 @@ def render_chip(
     """
     import rasterio
     from rasterio.enums import Resampling
-    from rasterio.windows import from_bounds
+
+    from ..geo.raster import read_north_up
 
     with rasterio.open(mosaic) as src:
         if not plot_on_data(src, geom):
             raise PlotOffMosaicError(f"the plot lies outside the valid data of mosaic '{mosaic}'")
         geographic = bool(src.crs and src.crs.is_geographic)
         bounds = chip_bounds(geom, size_m=size_m, geographic=geographic)
-        window = from_bounds(*bounds, transform=src.transform)
         indexes = [1, 2, 3] if src.count >= 3 else [1]
-        data = src.read(
-            indexes,
-            window=window,
-            out_shape=(len(indexes), px, px),
-            boundless=True,
-            fill_value=0,
-            resampling=Resampling.bilinear,
-        )
-        mask = src.read_masks(
-            1, window=window, out_shape=(px, px), boundless=True, resampling=Resampling.nearest
-        )
+        # north-up whatever way the mosaic's rows run (a south-up mosaic has a positive y pixel size)
+        data = read_north_up(src, indexes, bounds, (len(indexes), px, px), fill_value=0,
+                             resampling=Resampling.bilinear)
+        mask = read_north_up(src, 1, bounds, (px, px), masks=True, resampling=Resampling.nearest)
     valid = mask > 0
     rgb = to_uint8_rgb(data, valid, value_scale)
     rgb[~valid] = (60, 60, 60)
@@ -186,17 +179,20 @@ def placeholder_chip(text: str, px: int = 320) -> bytes:
 def render_overview(mosaic: str | Path, max_px: int = 1024, value_scale: float | None = None) -> bytes:
     """PNG (RGBA, transparent outside the valid data) of the whole mosaic, at most ``max_px`` wide/high.
 
-    Reads through the raster's overviews where it has them; otherwise GDAL decimates while reading.
+    Reads through the raster's overviews where it has them; otherwise GDAL decimates while reading. North
+    up, like the footprint it is drawn into, also for a south-up mosaic.
     """
     import rasterio
     from rasterio.enums import Resampling
+
+    from ..geo.raster import read_whole_north_up
 
     with rasterio.open(mosaic) as src:
         scale = min(1.0, max_px / max(src.width, src.height))
         h, w = max(1, round(src.height * scale)), max(1, round(src.width * scale))
         indexes = [1, 2, 3] if src.count >= 3 else [1]
-        data = src.read(indexes, out_shape=(len(indexes), h, w), resampling=Resampling.average)
-        mask = src.read_masks(1, out_shape=(h, w), resampling=Resampling.nearest)
+        data = read_whole_north_up(src, indexes, (len(indexes), h, w), resampling=Resampling.average)
+        mask = read_whole_north_up(src, 1, (h, w), masks=True, resampling=Resampling.nearest)
     valid = mask > 0
     rgb = to_uint8_rgb(data, valid, value_scale)
     bgra = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA)

@@ -290,7 +290,9 @@ def _register_gpkg_functions(con: sqlite3.Connection) -> None:
         con.create_function(name, 1, part(i), deterministic=True)
 
 
-def export_hard_negatives(run_dir: str | Path, path: str | Path | None = None) -> Path:
+def export_hard_negatives(
+    run_dir: str | Path, path: str | Path | None = None, *, overwrite: bool = False
+) -> Path:
     """Write the rejected plot polygons for retraining; return the path written.
 
     Writes ``path`` (default ``RUN_DIR/hard_negatives.gpkg``), layer ``hard_negatives``, atomically and
@@ -298,16 +300,31 @@ def export_hard_negatives(run_dir: str | Path, path: str | Path | None = None) -
     ``mosaic_index``, ``model_version`` (those the plots have), ``label`` (``"not_poppy"``), ``reviewer``
     and ``reviewed_at``.
     With no rejected plot the layer is written empty, so a stale file never outlives a changed mind.
+
+    Parameters
+    ----------
+    run_dir
+        The detect run directory.
+    path
+        Where to write; ``None`` for the run's own ``hard_negatives.gpkg``, which is derived from
+        ``review.json`` and always replaced.
+    overwrite
+        Replace an existing file at an explicit ``path``; without it an existing file raises
+        :class:`~poppyscan.errors.OutputExistsError` and is left as it was.
     """
     import pyogrio
 
-    from ..fsutil import atomic_path
+    from ..fsutil import atomic_path, check_writable
 
     run_dir = Path(run_dir)
     out = Path(path) if path is not None else run_dir / HARD_NEGATIVES_FILE
     plots_path = run_dir / PLOTS_FILE
     if not plots_path.is_file():
         raise InputError(f"'{plots_path}' does not exist; pass a detect run directory")
+    if path is not None:
+        if out.is_dir():
+            raise InputError(f"'{out}' is a directory; pass a file name such as {out / HARD_NEGATIVES_FILE}")
+        check_writable(out, overwrite)
     doc = read_review(run_dir)
     rejected = {int(k): v for k, v in doc["decisions"].items() if v["decision"] == "rejected"}
     plots = pyogrio.read_dataframe(plots_path, layer=PLOTS_LAYER)
