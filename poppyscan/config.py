@@ -51,6 +51,33 @@ def parse_positive_weights(entries: tuple[str, ...]) -> dict[tuple[str, str], fl
     return out
 
 
+def scheduler_problem(address: str) -> str | None:
+    """What is wrong with a Dask scheduler address (``[tcp://]HOST:PORT``, ``tls://``, ``ws://``, ``wss://``,
+    ``ucx://``, or ``inproc://...``), or None when it is well formed. Checked before any connection is
+    tried: ``distributed.Client`` given a malformed address fails only after its event loop is up.
+
+    >>> scheduler_problem("tcp://10.0.0.5:8786") is None, scheduler_problem("garbage")
+    (True, 'no port: give HOST:PORT')
+    """
+    if not isinstance(address, str) or not address.strip() or any(c.isspace() for c in address):
+        return "empty or with spaces"
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        scheme, rest = "tcp", address
+    if scheme == "inproc":
+        return None if rest else "no address after inproc://"
+    if scheme not in ("tcp", "tls", "ws", "wss", "ucx"):
+        return f"unknown protocol '{scheme}://'; use tcp://"
+    host, colon, port = rest.rpartition(":")
+    if not colon or not port:
+        return "no port: give HOST:PORT"
+    if not host or host in ("[]",) or (host.startswith("[") != host.endswith("]")):
+        return "no host: give HOST:PORT"
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        return f"port '{port}' is not a number in 1-65535"
+    return None
+
+
 @dataclass(frozen=True)
 class DetectConfig:
     """Options for ``poppyscan detect``. ``None`` means "take it from the model bundle"."""
@@ -83,9 +110,9 @@ class DetectConfig:
         _check(0 <= self.warn_plots_per_ha <= 10000, "detect.warn_plots_per_ha",
                f"must be in [0, 10000] (0 = never warn), got {self.warn_plots_per_ha}")
         if self.scheduler is not None:
-            _check(bool(self.scheduler.strip()) and not any(c.isspace() for c in self.scheduler),
-                   "detect.scheduler", "must be a Dask scheduler address such as tcp://10.0.0.5:8786 "
-                   f"(or null to run locally), got {self.scheduler!r}")
+            problem = scheduler_problem(self.scheduler)
+            _check(problem is None, "detect.scheduler", "must be a Dask scheduler address such as "
+                   f"tcp://10.0.0.5:8786 (or null to run locally), got {self.scheduler!r} ({problem})")
         _check(self.device in ("auto", "cpu", "cuda"), "detect.device",
                f"must be auto, cpu or cuda, got {self.device!r}")
         if self.tile_size is not None:
@@ -247,18 +274,49 @@ class Config:
 
     def with_overrides(self, overrides: dict[str, Any]) -> Config:
         """Return a copy with dotted keys replaced, e.g. ``{"detect.threshold": 0.6}``;
-        ``None`` values are skipped."""
+        ``None`` values are skipped.
+
+        Overrides come from command-line options, so a refused value is named by its option first
+        (:func:`option_name`): ``'--band-rows' (config 'detect.band_rows') must be ...``.
+        """
         nested: dict[str, dict[str, Any]] = {}
         for key, value in overrides.items():
             if value is None:
                 continue
             section, _, name = key.partition(".")
             nested.setdefault(section, {})[name] = value
-        return _build(nested, base=self)
+        try:
+            return _build(nested, base=self)
+        except ConfigError as exc:
+            message = str(exc)
+            for key in (k for k, v in overrides.items() if v is not None):
+                if f"config '{key}'" in message:
+                    raise ConfigError(message.replace(f"config '{key}'",
+                                                      f"'{option_name(key)}' (config '{key}')", 1)) from None
+            raise
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (for ``run.json``)."""
         return dataclasses.asdict(self)
+
+
+# config keys whose command-line option is not ``--`` + the key's name with dashes
+_OPTION_NAMES = {
+    "detect.min_gsd_m": "--min-gsd",
+    "detect.min_area_m2": "--min-area",
+    "detect.plot_scorer": "--plot-scorer/--no-plot-scorer",
+    "train.gsd_m": "--gsd",
+    "train.pretrained": "--pretrained/--no-pretrained",
+}
+
+
+def option_name(key: str) -> str:
+    """The command-line option that overrides the dotted config ``key``.
+
+    >>> option_name("detect.band_rows"), option_name("detect.min_gsd_m")
+    ('--band-rows', '--min-gsd')
+    """
+    return _OPTION_NAMES.get(key) or "--" + key.partition(".")[2].replace("_", "-")
 
 
 def _coerce(value: Any, annotation: Any, name: str) -> Any:
@@ -333,6 +391,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise ConfigError(f"config file '{path}' is a directory; pass a YAML file to --config")
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist; pass an existing YAML file to --config")
     try:

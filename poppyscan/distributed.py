@@ -109,7 +109,18 @@ def _detect_mosaic(index: int, mosaic: Mosaic, bands: list[Band], model: Any, wo
 
 
 def connect(address: str, timeout_s: float = 10.0) -> Any:
-    """A ``distributed.Client`` on the scheduler at ``address``; one-line errors when it cannot be had."""
+    """A ``distributed.Client`` on the scheduler at ``address``; one-line errors when it cannot be had.
+
+    A malformed address is refused before a client is made: ``distributed.Client`` would fail on it only
+    after starting its event loop, and the half-made client then hangs ~20 s when garbage-collected and
+    prints an "Exception ignored ... TimeoutError" traceback.
+    """
+    from .config import scheduler_problem
+
+    problem = scheduler_problem(address)
+    if problem is not None:
+        raise InputError(f"--scheduler '{address}' is not a Dask scheduler address ({problem}); give "
+                         "tcp://HOST:PORT, e.g. tcp://10.0.0.5:8786, or drop --scheduler to run locally")
     try:
         from distributed import Client
     except ImportError:

@@ -43,7 +43,7 @@ class PromotionRule:
     def __post_init__(self) -> None:
         if not 0 <= self.min_f1_gain < 1:
             raise InputError(f"'min_f1_gain' must be in [0, 1), got {self.min_f1_gain}")
-        if self.max_fp_per_ha_increase < 0:
+        if not self.max_fp_per_ha_increase >= 0:  # NaN too
             raise InputError(f"'max_fp_per_ha_increase' must be >= 0, got {self.max_fp_per_ha_increase}")
 
     def describe(self) -> str:

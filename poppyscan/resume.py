@@ -81,6 +81,8 @@ def fingerprint(mosaic_paths: Sequence[Path], *, model_path: str | None, meta: A
 
 
 def _first_difference(old: Any, new: Any, where: str = "") -> str:
+    if where == "inputs" and isinstance(old, list) and isinstance(new, list):
+        return _inputs_difference(old, new)
     if isinstance(old, dict) and isinstance(new, dict):
         for key in list(old) + [k for k in new if k not in old]:
             if old.get(key) != new.get(key):
@@ -89,7 +91,35 @@ def _first_difference(old: Any, new: Any, where: str = "") -> str:
         for i, (a, b) in enumerate(zip(old, new, strict=True)):
             if a != b:
                 return _first_difference(a, b, f"{where}[{i}]")
-    return f"{where}: {old!r} then, {new!r} now"
+    return f"{where}: {_short(old)} then, {_short(new)} now"
+
+
+def _inputs_difference(old: list, new: list) -> str:
+    """The input mosaics added, removed, reordered or changed (by path), not both lists in full."""
+    def path(item: Any) -> str:
+        return str(item.get("path")) if isinstance(item, dict) else str(item)
+
+    before, now = [path(i) for i in old], [path(i) for i in new]
+    added = [p for p in now if p not in before]
+    removed = [p for p in before if p not in now]
+    if added or removed:
+        parts = [f"added {_few(added)}"] if added else []
+        parts += [f"removed {_few(removed)}"] if removed else []
+        return f"input mosaics changed: {'; '.join(parts)}"
+    if before != now:
+        return "input mosaics given in another order"
+    i = next((k for k, (a, b) in enumerate(zip(old, new, strict=True)) if a != b), 0)
+    return f"input mosaic '{now[i]}' changed since (size or modification time)"
+
+
+def _few(paths: list[str], n: int = 3) -> str:
+    shown = ", ".join(f"'{p}'" for p in paths[:n])
+    return shown + (f" and {len(paths) - n} more" if len(paths) > n else "")
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _write_atomic(path: Path, write: Any) -> None:

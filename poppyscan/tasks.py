@@ -1,7 +1,7 @@
 """Field-verification tasks from a detect run: one task per plot, ordered, located and exported.
 
-``build_tasks(run_dir)`` reads ``RUN_DIR/plots.gpkg`` (layer ``plots``), ``run.json`` and the desk
-review, and writes into ``RUN_DIR``:
+``build_tasks(run_dir)`` reads ``RUN_DIR/plots.gpkg`` (layer ``plots``) and ``run.json`` through the
+validated reader :mod:`poppyscan.run_folder`, and the desk review, and writes into ``RUN_DIR``:
 
 - layer ``tasks`` (WGS84 points) in ``plots.gpkg`` with QGIS default styles (``layer_styles``),
   ``tasks.csv`` (UTF-8 BOM), ``tasks.xlsx``, ``tasks.kmz``, ``tasks.gpx``, ``plots.geojson``;
@@ -28,7 +28,6 @@ Rules
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -44,8 +43,10 @@ from . import admin as admin_mod
 from . import route
 from .config import Config, TasksConfig
 from .errors import InputError
+from .geo.antimeridian import wrap_lon
 from .geo.gcj02 import wgs84_to_gcj02
 from .plots import priority_order
+from .run_folder import read_plots, read_run_json
 
 log = logging.getLogger(__name__)
 
@@ -111,40 +112,6 @@ def _configs(config) -> tuple[TasksConfig, float, int]:
     return config.tasks, config.detect.plants_per_m2, config.detect.criminal_plants
 
 
-def _read_run_json(run_dir: Path) -> dict:
-    path = run_dir / "run.json"
-    if not path.exists():
-        log.warning("'%s' not found: chips need the mosaic paths it lists", path)
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"'{path}' is not valid JSON ({exc}); restore it from the detect run") from None
-
-
-def _read_plots(run_dir: Path) -> gpd.GeoDataFrame:
-    if not run_dir.is_dir():
-        raise InputError(
-            f"run directory '{run_dir}' does not exist; pass the --out folder of a `poppyscan detect` run"
-        )
-    path = run_dir / "plots.gpkg"
-    if not path.is_file():
-        raise InputError(
-            f"run directory '{run_dir}' has no plots.gpkg; run `poppyscan detect --out {run_dir}` first"
-        )
-    layers = [name for name, _ in pyogrio.list_layers(path)]
-    if "plots" not in layers:
-        raise InputError(
-            f"'{path}' has no layer 'plots' (layers: {', '.join(layers) or 'none'}); "
-            "it is not a detect output"
-        )
-    plots = pyogrio.read_dataframe(path, layer="plots")
-    if "plot_id" not in plots.columns:
-        raise InputError(f"layer 'plots' of '{path}' has no 'plot_id' column; it is not a detect output")
-    plots["plot_id"] = plots["plot_id"].astype("int64")
-    return plots
-
-
 def _review(run_dir: Path, plots: gpd.GeoDataFrame) -> dict[int, str]:
     decisions: dict[int, str] = {}
     if "review" in plots.columns:
@@ -158,24 +125,29 @@ def _review(run_dir: Path, plots: gpd.GeoDataFrame) -> dict[int, str]:
 
 
 def _centroids_wgs84(plots: gpd.GeoDataFrame) -> tuple[np.ndarray, np.ndarray]:
-    lon = plots["lon"].to_numpy(float) if "lon" in plots.columns else np.full(len(plots), np.nan)
-    lat = plots["lat"].to_numpy(float) if "lat" in plots.columns else np.full(len(plots), np.nan)
+    """Each plot's WGS84 centroid: the ``lon``/``lat`` columns, computed from the geometry where they are
+    missing or empty; longitudes in [-180, 180] (a plot east of the antimeridian gets -179.99, not 180.01)."""
+    # copies: the columns' own arrays may be read-only
+    lon = np.array(plots["lon"], float) if "lon" in plots.columns else np.full(len(plots), np.nan)
+    lat = np.array(plots["lat"], float) if "lat" in plots.columns else np.full(len(plots), np.nan)
     bad = ~(np.isfinite(lon) & np.isfinite(lat))
     if bad.any():
         sub = plots[bad]
         metric = sub.estimate_utm_crs() if sub.crs and sub.crs.is_geographic else sub.crs
         pts = sub.geometry.to_crs(metric).centroid.to_crs("EPSG:4326")
         lon[bad], lat[bad] = pts.x.to_numpy(), pts.y.to_numpy()
-    return lon, lat
+    return wrap_lon(lon), lat
 
 
 def _areas(plots: gpd.GeoDataFrame) -> np.ndarray:
-    if "area_m2" in plots.columns:
-        return plots["area_m2"].to_numpy(float)
-    if plots.empty:
-        return np.zeros(0)
-    metric = plots.estimate_utm_crs() if plots.crs is None or plots.crs.is_geographic else plots.crs
-    return plots.geometry.to_crs(metric).area.to_numpy()
+    """Each plot's area in m²: ``area_m2``, measured on the geometry where it is missing or empty."""
+    area = np.array(plots["area_m2"], float) if "area_m2" in plots.columns else np.full(len(plots), np.nan)
+    bad = ~np.isfinite(area)
+    if bad.any():
+        sub = plots[bad]
+        metric = sub.estimate_utm_crs() if sub.crs is None or sub.crs.is_geographic else sub.crs
+        area[bad] = sub.geometry.to_crs(metric).area.to_numpy()
+    return area
 
 
 def _letters(i: int) -> str:
@@ -279,11 +251,12 @@ def make_task_table(
         t[c] = np.round(plots[c].to_numpy(float), 3) if c in plots else np.nan
     est = plots["est_plants"].to_numpy(float) if "est_plants" in plots else area * plants_per_m2
     t["est_plants"] = np.round(np.nan_to_num(est)).astype("int64")
-    t["over_500_plants"] = (
-        plots["over_500_plants"].astype(bool).to_numpy()
-        if "over_500_plants" in plots
-        else t["est_plants"].to_numpy() >= criminal_plants
-    )
+    over = t["est_plants"].to_numpy() >= criminal_plants  # where the layer does not say
+    if "over_500_plants" in plots:
+        given = plots["over_500_plants"].to_numpy(object)
+        over = np.array([o if g is None or g != g else bool(g) for g, o in zip(given, over, strict=True)],
+                        bool)
+    t["over_500_plants"] = over
     t["priority_class"] = np.where(t["over_500_plants"], "criminal", "administrative")
     fields: list[str] = []
     if admin is not None:
@@ -398,8 +371,8 @@ def build_tasks(
     if admin is None and admin_fields is not None:
         raise InputError("--admin-fields needs --admin BOUNDARIES (the layer the fields come from)")
     start_xy = _parse_start(start)
-    plots = _read_plots(run_dir)
-    run = _read_run_json(run_dir)
+    plots = read_plots(run_dir)
+    run = read_run_json(run_dir)
     decisions = _review(run_dir, plots)
     rejected = plots["plot_id"].map(lambda p: decisions.get(int(p)) == "rejected").to_numpy(bool)
     kept = plots if include else plots[~rejected].reset_index(drop=True)

@@ -269,20 +269,38 @@ def find_scenes(sources: list) -> list[tuple[Path, Path | None]]:
                 raise InputError(f"scene list '{src}' needs a header with columns 'mosaic' and 'labels'")
             pairs += [(_rel(src, r["mosaic"]), _rel(src, r.get("labels"))) for r in rows]
         elif src.suffix.lower() in (".yaml", ".yml") and src.is_file():
-            import yaml
-
-            data = yaml.safe_load(src.read_text(encoding="utf-8"))
+            data = _read_yaml_list(src)
             items = data.get("scenes") if isinstance(data, dict) else data
             if not isinstance(items, list) or not all(isinstance(i, dict) and "mosaic" in i for i in items):
                 raise InputError(f"scene list '{src}' must be a list of {{mosaic: ..., labels: ...}} entries")
             pairs += [(_rel(src, i["mosaic"]), _rel(src, i.get("labels"))) for i in items]
         elif src.suffix.lower() in (".tif", ".tiff", ".vrt") and src.is_file():
             pairs.append((src, _labels_beside(src)))
+        elif not src.exists():
+            raise InputError(f"scenes '{src}' do not exist; pass a scene directory, a .csv/.yaml scene list "
+                             "or a GeoTIFF")
         else:
-            raise InputError(f"training input '{src}' is not a scene directory, .csv/.yaml list or GeoTIFF")
+            raise InputError(f"scenes '{src}' are not a scene directory, .csv/.yaml scene list or GeoTIFF; "
+                             "pass one of those")
     if not pairs:
         raise InputError("no training scenes were given")
     return pairs
+
+
+def _read_yaml_list(path: Path) -> Any:
+    """The parsed YAML scene list ``path``; one-line :class:`InputError` naming the line of a syntax error."""
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"scene list '{path}' is not UTF-8 text ({exc.reason}); save it as UTF-8") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(f"scene list '{path}' is not valid YAML ({where}{problem}); fix the syntax, e.g. "
+                         "'- {mosaic: a/mosaic.tif, labels: a/truth.gpkg}' per scene") from None
 
 
 def _rel(base: Path, value: str | None) -> Path | None:

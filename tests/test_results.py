@@ -246,7 +246,7 @@ def test_cli_import_reports_rejections_and_errors_in_one_line(run, capsys):
     for args, message in [
         (["results", "import", str(run["tmp"] / "missing.csv")], "does not exist"),
         (["results", "import", str(run["dir"] / "run.json")], "unsupported format '.json'"),
-        (["results", "register", str(run["tmp"] / "nodir")], "is not a directory"),
+        (["results", "register", str(run["tmp"] / "nodir")], "does not exist"),
     ]:
         code = main([*args, "--register", str(run["reg"])])
         err = capsys.readouterr().err

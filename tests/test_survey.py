@@ -283,7 +283,8 @@ def test_a_version_1_register_is_migrated_and_registering_again_takes_over_desk_
     save_decision(tmp_path / "run", 2, "rejected", derived=False)
     assert compute_stats(reg, by="all").rows[0]["plots_found"] == 4  # migrated: nothing dismissed yet
     with sqlite3.connect(reg) as conn:
-        assert conn.execute("SELECT value FROM survey_meta WHERE key='schema_version'").fetchone()[0] == "2"
+        assert conn.execute("SELECT value FROM survey_meta WHERE key='schema_version'").fetchone()[0] == str(
+            SCHEMA_VERSION)
     again = register_run(reg, tmp_path / "run")
     assert not again.created and again.n_updated == 1
     assert "1 plot(s) with a new desk decision" in again.describe()

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pyogrio
 import pytest
-from conftest_tasks import VILLAGES, make_boundaries, make_run
+from conftest_tasks import VILLAGES, flipped_copy, make_boundaries, make_run
 
 from poppyscan.cli import main
 from poppyscan.errors import InputError
@@ -320,3 +320,108 @@ def test_gcj02_boundaries_are_shifted_back_with_admin_gcj02(tmp_path):
     assert s.n_outside == 0
     t = _tasks(run / "plots.gpkg").set_index("plot_id")
     assert t.loc[1, "village"] == "曼燕村" and t.loc[4, "village"] == "曼弄村"
+
+
+def test_south_up_mosaic_gives_the_chips_of_the_north_up_one(tmp_path):
+    """A mosaic stored south-up (rows reversed, positive y pixel size) is cut into the same north-up chips;
+    its run.json bounds as rasterio gives them (bottom > top) still place plots on it."""
+    import json
+
+    import cv2
+    import rasterio
+
+    from poppyscan import run_inputs
+
+    north = make_run(tmp_path / "north")
+    south = make_run(tmp_path / "south")
+    flipped_copy(north / "mosaic.tif", south / "mosaic.tif.flipped")
+    (south / "mosaic.tif.flipped").replace(south / "mosaic.tif")
+    run = json.loads((south / "run.json").read_text(encoding="utf-8"))
+    with rasterio.open(south / "mosaic.tif") as src:
+        assert src.transform.e > 0
+        run["inputs"][0]["bounds"] = list(src.bounds)  # what detect records: bottom > top
+    (south / "run.json").write_text(json.dumps(run), encoding="utf-8")
+    n, s = build_tasks(north), build_tasks(south)
+    assert n.chips_missing == s.chips_missing == 0 and n.n_tasks == s.n_tasks == 6
+    chips = sorted(p.name for p in (north / "chips").glob("*.jpg"))
+    assert chips == sorted(p.name for p in (south / "chips").glob("*.jpg")) and len(chips) == 6
+    for name in chips:
+        a = cv2.imread(str(north / "chips" / name)).astype(int)
+        b = cv2.imread(str(south / "chips" / name)).astype(int)
+        assert np.abs(a - b).mean() < 1.0, name
+    # a plot whose mosaic name no input has is placed by the recorded bounds, which run bottom > top here
+    inputs = run_inputs.read_inputs(south, run, ())
+    plots = _tasks(south / "plots.gpkg", "plots").assign(mosaic="renamed.tif")
+    assert [i.index if i else None for i in run_inputs.plot_inputs(inputs, plots)] == [0] * 6
+
+
+def _package(run) -> dict[str, bytes]:
+    """Every file of a run folder (lock files aside) and its bytes."""
+    return {
+        str(p.relative_to(run)): p.read_bytes()
+        for p in sorted(run.rglob("*"))
+        if p.is_file() and not p.name.endswith(".lock")
+    }
+
+
+def test_control_characters_in_admin_names_do_not_break_xml_exports(tmp_path, capsys):
+    """A stray control character in a township name (``\\x01``) is dropped from XLSX, KML, GPX and the
+    work orders, which XML 1.0 cannot carry, instead of failing half-way through the package."""
+    import xml.etree.ElementTree as ET
+    import zipfile
+
+    from openpyxl import load_workbook
+
+    run = make_run(tmp_path / "run")
+    villages = [(county, town + "\x01", village, code, box) for county, town, village, code, box in VILLAGES]
+    bnd = make_boundaries(tmp_path / "it.gpkg", "EPSG:4547", villages=villages)
+    assert main(["tasks", str(run), "--admin", str(bnd)]) == 0, capsys.readouterr().err
+    ws = load_workbook(run / "tasks.xlsx")["tasks"]
+    header = [c.value for c in ws[1]]
+    towns = {row[header.index("township")] for row in ws.iter_rows(min_row=2, values_only=True)}
+    assert towns == {"勐遮镇", None}  # None: plot 6, outside every village
+    with zipfile.ZipFile(run / "tasks.kmz") as zf:
+        kml = zf.read("doc.kml")
+    assert b"\x01" not in kml and any("勐遮镇" in (t or "") for t in ET.fromstring(kml).itertext())
+    gpx = (run / "tasks.gpx").read_bytes()
+    assert b"\x01" not in gpx and any("勐遮镇" in (t or "") for t in ET.fromstring(gpx).itertext())
+    assert "\x01" not in (run / "work_orders" / "all.html").read_text(encoding="utf-8")
+    assert set(_tasks(run / "plots.gpkg")["township"].dropna()) == {"勐遮镇\x01"}  # the data keeps its value
+    # one package per township: its folder name and its files alike
+    assert main(["tasks", str(run), "--admin", str(bnd), "--split-by", "township"]) == 0
+    unit = run / "units" / "勐遮镇"
+    assert unit.is_dir() and load_workbook(unit / "tasks.xlsx")["tasks"].max_row == 6
+
+
+def test_a_failed_tasks_run_leaves_the_previous_package_whole(tmp_path):
+    """Writing the package fails part-way (a file-size limit stands in for a full disk): every output of
+    the previous run is still there, byte for byte, and nothing of the new one; no temporary is left."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    run = make_run(tmp_path / "run")
+    bnd = make_boundaries(tmp_path / "v.gpkg", "EPSG:4547")
+    build_tasks(run)  # the package the field teams have: tasks T0001..T0006, no units/
+    before = _package(run)
+    cfg = tmp_path / "big_chips.yaml"
+    cfg.write_text("tasks:\n  chip_px: 800\n", encoding="utf-8")
+    # 800 px chips: each chip (< 100 kB), plots.gpkg (~140 kB), CSV and XLSX fit under the limit; tasks.kmz,
+    # which holds all six chips (~500 kB), does not: the write fails after several outputs are made
+    limit = 300_000
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    cmd = [sys.executable, "-m", "poppyscan", "tasks", str(run), "--admin", str(bnd),
+           "--split-by", "township", "--config", str(cfg)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=small_files, timeout=120)
+    assert proc.returncode != 0 and "File too large" in proc.stderr, proc.stderr
+    assert _package(run) == before
+    assert not list(run.glob(".*part*")) and not list(run.glob(".*old*"))
+    # without the limit the same command writes the new package whole
+    assert subprocess.run(cmd, capture_output=True, timeout=120).returncode == 0
+    assert (run / "units" / "勐遮镇" / "tasks.xlsx").is_file()
+    assert sorted(p.name for p in (run / "chips").iterdir())[0] == "A001.jpg"

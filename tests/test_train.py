@@ -46,8 +46,11 @@ def test_find_scenes_variants(scenes, tmp_path):
     yml = tmp_path / "list.yaml"
     yml.write_text(f"- {{mosaic: {scenes}/s2/mosaic.tif, labels: {scenes}/s2/truth.gpkg}}\n")
     assert find_scenes([yml])[0][1] == scenes / "s2" / "truth.gpkg"
-    with pytest.raises(InputError, match="not a scene directory"):
+    with pytest.raises(InputError, match="nothing.txt' do not exist"):
         find_scenes([tmp_path / "nothing.txt"])
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="not a scene directory"):
+        find_scenes([tmp_path / "notes.txt"])
 
 
 def test_read_tile_labels_and_mask(scenes):
@@ -373,3 +376,36 @@ def test_fine_tuning_a_bundle_with_a_plot_scorer_drops_it_and_says_so(scenes, tm
     meta = load_bundle(tuned.bundle_path).meta
     assert meta.plot_scorer is None and not (tuned.bundle_path / "plot_scorer.json").exists()
     assert any("plot scorer" in s and "not carried over" in s for s in lines)
+
+
+def test_bundle_out_is_replaced_only_with_overwrite_and_only_when_a_bundle(scenes, tmp_path, capsys):
+    """`train --bundle-out DIR`: an existing DIR is refused before training without --overwrite, and a
+    directory that is not a model bundle (no bundle.json) even with it; nothing in it is lost."""
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(
+        "train:\n  infer_tile_size: 64\n  val_tiles: 2\n  threads: 1\n  calibrate_threshold: false\n"
+    )
+    tiny = ["--config", str(cfg), "--epochs", "1", "--steps-per-epoch", "1", "--tile-size", "64",
+            "--batch-size", "2", "--val-fraction", "0.34"]
+
+    def run(out, bundle_out, *extra):
+        code = main(["train", str(scenes), "--out", str(tmp_path / out), "--bundle-out", str(bundle_out),
+                     *tiny, *extra])
+        return code, capsys.readouterr().err.strip()
+
+    notes = tmp_path / "survey2026"
+    notes.mkdir()
+    (notes / "field_notes.txt").write_text("village 3: plot by the well\n", encoding="utf-8")
+    for extra, msg in (((), "already exists; pass --overwrite"), (("--overwrite",), "not a model bundle")):
+        code, err = run("a", notes, *extra)
+        assert code == 3 and err.startswith("poppyscan: error:") and msg in err and "\n" not in err, err
+        assert sorted(p.name for p in notes.iterdir()) == ["field_notes.txt"]
+        assert not (tmp_path / "a").exists()  # refused before training started
+    bundle = tmp_path / "bundle"
+    assert run("a", bundle)[0] == 0 and (bundle / "bundle.json").is_file()
+    first = (bundle / "bundle.json").read_bytes()
+    code, err = run("b", bundle)
+    assert code == 3 and "already exists" in err and (bundle / "bundle.json").read_bytes() == first
+    assert run("b", bundle, "--overwrite", "--model-version", "0.2.0")[0] == 0
+    assert load_bundle(bundle).meta.version == "0.2.0"  # replaced by the second run's bundle
+    assert not list(tmp_path.glob(".bundle*"))  # no temporary or backup left beside it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -36,7 +37,7 @@ def results() -> None:
 
 
 @results.command("register")
-@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("run_dir", type=click.Path())
 @click.option("--flight-date", help="Flight date YYYY-MM-DD (default: what run.json / plots.gpkg record).")
 @admin_options("the admin fields of the run's tasks, else county,township,village")
 @REGISTER_OPTION
@@ -100,8 +101,12 @@ def import_cmd(
     Valid rows are applied in one transaction; rejected rows are listed by row number and reason and
     the command then exits with status 1 so scripts notice. Importing the same file again changes nothing.
     """
+    from ..errors import ConfigError
     from ..survey import DEFAULT_MAX_DISTANCE_M, import_results
 
+    if max_distance_m is not None and not 0 < max_distance_m < math.inf:  # NaN too
+        raise ConfigError(f"'--max-distance' must be a distance > 0 in metres, got {max_distance_m}: "
+                          f"e.g. --max-distance {DEFAULT_MAX_DISTANCE_M:g}")
     _, register = resolve_register(config_path, register_path)
     report = import_results(
         register,

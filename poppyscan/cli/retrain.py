@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from .train import training_options
 
 
@@ -106,9 +108,19 @@ def retrain(
 
     if resume and overwrite:
         raise ConfigError("'--resume' and '--overwrite' exclude each other: resume a run or start it again")
+    for flag, value, ok, span in (("--min-f1-gain", min_f1_gain, 0 <= min_f1_gain < 1, "in [0, 1)"),
+                                  ("--max-fp-increase", max_fp_increase, 0 <= max_fp_increase < math.inf,
+                                   ">= 0 (false plots per hectare)")):
+        if not ok:  # NaN too
+            raise ConfigError(f"'{flag}' must be a number {span}, got {value}")
     overrides = {f"train.{k}": v for k, v in opts.items()}  # the training_options
     config = load_config(config_path, overrides)
     register = Path(register_path or config.survey.register)
+    if not register.is_file():
+        given = "--from-survey" if register_path else "config survey.register (the default register)"
+        what = "is not a file" if register.exists() else "does not exist"
+        raise InputError(f"survey register '{register}' ({given}) {what}; pass the register with field "
+                         "results as --from-survey REGISTER.gpkg")
     result = run_retrain(
         register,
         current,

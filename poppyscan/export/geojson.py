@@ -1,7 +1,8 @@
 """``plots.geojson``: plot polygons with their task attributes, RFC 7946.
 
-RFC 7946: WGS84 longitude/latitude (no ``crs`` member), exterior rings counter-clockwise and holes
-clockwise, at most 7 decimals (~1 cm). Written with :mod:`json` so the output is exactly that.
+RFC 7946: WGS84 longitude/latitude (no ``crs`` member), longitudes in [-180, 180] with a plot that
+crosses the antimeridian split there into a MultiPolygon (§3.1.9), exterior rings counter-clockwise and
+holes clockwise, at most 7 decimals (~1 cm). Written with :mod:`json` so the output is exactly that.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import shapely
 from shapely.geometry import mapping
 
 from ..fsutil import atomic_path
+from ..geo.antimeridian import wrap_geometry
 
 DECIMALS = 7
 
@@ -37,10 +39,11 @@ def _round(coords):
 
 
 def rfc7946_geometry(geom) -> dict | None:
-    """GeoJSON geometry dict of a WGS84 shapely geometry with RFC 7946 ring orientation."""
+    """GeoJSON geometry dict of a WGS84 shapely geometry with RFC 7946 ring orientation, longitudes in
+    [-180, 180] and split at the antimeridian (:func:`~poppyscan.geo.antimeridian.wrap_geometry`)."""
     if geom is None or geom.is_empty:
         return None
-    geom = shapely.orient_polygons(geom, exterior_cw=False)
+    geom = shapely.orient_polygons(wrap_geometry(geom), exterior_cw=False)
     g = mapping(geom)
     return {"type": g["type"], "coordinates": _round(g["coordinates"])}
 

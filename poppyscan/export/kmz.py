@@ -2,7 +2,8 @@
 
 ``doc.kml`` (the first entry of the zip, as the KMZ convention requires) holds one folder per unit with
 a styled placemark per task (criminal-size red, others orange; attributes in ``ExtendedData``; a balloon
-with the chip image and navigation links), the unit's route as a line, and a folder of plot outlines.
+with the chip image and navigation links), the unit's route as a line, and a folder of plot outlines
+(longitudes in [-180, 180]; an outline crossing the antimeridian is split there, as in plots.geojson).
 Chips are embedded under ``files/`` and referenced by relative path. KML conventions: ``lon,lat``
 coordinate order and ``aabbggrr`` colours.
 """
@@ -18,6 +19,7 @@ import geopandas as gpd
 import pandas as pd
 
 from ..fsutil import atomic_path
+from ..geo.antimeridian import wrap_geometry, wrap_lon
 from .gpx import describe
 
 KML_NS = "http://www.opengis.net/kml/2.2"
@@ -60,6 +62,10 @@ def _fmt(value) -> str:
 
 def _coords(ring) -> str:
     return " ".join(f"{x:.7f},{y:.7f}" for x, y, *_ in ring.coords)
+
+
+def _lonlat(lon: float, lat: float) -> str:
+    return f"{wrap_lon(float(lon)):.7f},{lat:.7f}"
 
 
 def _balloon(row, chip: str | None) -> str:
@@ -134,18 +140,19 @@ def build_kml(
             for f in fields:
                 data = _sub(ext, "Data", name=f)
                 _sub(data, "value", _fmt(rec.get(f)))
-            _sub(_sub(pm, "Point"), "coordinates", f"{row.lon:.7f},{row.lat:.7f}")
+            _sub(_sub(pm, "Point"), "coordinates", _lonlat(row.lon, row.lat))
         if len(group) > 1:
             pm = _sub(folder, "Placemark")
             _sub(pm, "name", f"Route {unit}")
             _sub(pm, "styleUrl", "#route")
             ls = _sub(pm, "LineString")
             _sub(ls, "tessellate", "1")
-            _sub(ls, "coordinates", " ".join(f"{r.lon:.7f},{r.lat:.7f}" for r in group.itertuples()))
+            _sub(ls, "coordinates", " ".join(_lonlat(r.lon, r.lat) for r in group.itertuples()))
     outlines = _sub(doc, "Folder")
     _sub(outlines, "name", "Plot outlines")
     code_by_plot = dict(zip(tasks["plot_id"], tasks["task_code"], strict=False))
     for plot_id, geom in zip(plots_wgs84["plot_id"], plots_wgs84.geometry, strict=True):
+        geom = wrap_geometry(geom)
         if geom is None or geom.is_empty:
             continue
         pm = _sub(outlines, "Placemark")

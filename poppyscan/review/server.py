@@ -16,12 +16,14 @@ in the analyst's browser cannot post decisions.
 
 from __future__ import annotations
 
+import errno
 import getpass
 import ipaddress
 import json
 import logging
 import math
 import re
+import socket
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,7 +34,7 @@ from urllib.parse import urlsplit
 import shapely
 from shapely.geometry import box
 
-from .. import run_inputs
+from .. import run_folder, run_inputs
 from ..errors import InputError, PlotOffMosaicError
 from ..fsutil import write_bytes_atomic
 from . import imagery, store
@@ -80,31 +82,14 @@ class ReviewRun:
     def __init__(
         self, run_dir: str | Path, *, chip_size_m: float = CHIP_SIZE_M, chip_px: int = CHIP_PX
     ) -> None:
-        import pyogrio
-
         from ..plots import priority_order
 
         self.run_dir = Path(run_dir)
-        if not self.run_dir.is_dir():
-            raise InputError(
-                f"run directory '{run_dir}' does not exist; pass the --out folder of `poppyscan detect`"
-            )
-        plots_path = self.run_dir / store.PLOTS_FILE
-        if not plots_path.is_file():
-            raise InputError(
-                f"'{plots_path}' does not exist; pass a detect run directory (made by `poppyscan detect`)"
-            )
-        try:
-            plots = pyogrio.read_dataframe(plots_path, layer=store.PLOTS_LAYER)
-        except Exception as exc:  # noqa: BLE001 - GDAL raises many kinds
-            raise InputError(f"cannot read layer '{store.PLOTS_LAYER}' of '{plots_path}': {exc}") from None
-        if "plot_id" not in plots.columns:
-            raise InputError(f"layer '{store.PLOTS_LAYER}' of '{plots_path}' has no 'plot_id' column")
+        plots = run_folder.read_plots(self.run_dir)  # one-line InputErrors for a damaged or foreign folder
         store.read_review(self.run_dir)  # fail now, not on the first click, if review.json is corrupt
         self.chip_size_m, self.chip_px = chip_size_m, chip_px
-        self.meta = self._read_run_json()
+        self.meta = run_folder.read_run_json(self.run_dir)
         self.crs = plots.crs
-        plots["plot_id"] = plots["plot_id"].astype(int)
         self.plots = plots.iloc[priority_order(plots)].reset_index(drop=True)  # the field tasks' order
         self.over_500 = (self.plots["over_500_plants"].fillna(False).astype(bool).tolist()
                          if "over_500_plants" in self.plots else [False] * len(self.plots))
@@ -118,16 +103,6 @@ class ReviewRun:
         self._by_id = {int(pid): i for i, pid in enumerate(self.plots["plot_id"])}
         self._in_crs: dict[int, Any] = {}
         self._lock = threading.Lock()
-
-    def _read_run_json(self) -> dict[str, Any]:
-        path = self.run_dir / "run.json"
-        if not path.is_file():
-            log.warning("%s is missing: chips and the overview need the mosaic path it names", path)
-            return {}
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"'{path}' is not valid JSON ({exc})") from None
 
     def _inputs(self, found: list[run_inputs.RunInput]) -> list[dict[str, Any]]:
         from pyproj import CRS, Transformer
@@ -478,12 +453,28 @@ def make_server(
         )
     if port is None:
         try:
-            return ReviewServer(run, host, DEFAULT_PORT, reviewer)
+            return _bind(run, host, DEFAULT_PORT, reviewer)
         except OSError:
             port = 0
     try:
-        return ReviewServer(run, host, port, reviewer)
+        return _bind(run, host, port, reviewer)
     except OSError as exc:
         raise InputError(
             f"cannot listen on {host}:{port} ({exc.strerror or exc}); pass another --port"
         ) from None
+
+
+def _bind(run: ReviewRun, host: str, port: int, reviewer: str) -> ReviewServer:
+    """A :class:`ReviewServer` on ``host:port``; :class:`InputError` when ``host`` is no address of this
+    machine (an OSError for a port that is taken or not allowed)."""
+    try:
+        return ReviewServer(run, host, port, reviewer)
+    except OSError as exc:
+        if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+            what = "is not a valid host name or IP address" if isinstance(exc, socket.gaierror) else (
+                "is not an address of this machine")
+            raise InputError(
+                f"--host '{host}' {what} ({exc.strerror or exc}); pass an IP address of this machine, "
+                "e.g. 127.0.0.1 (the default)"
+            ) from None
+        raise

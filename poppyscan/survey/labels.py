@@ -13,6 +13,12 @@ For every registered run with at least one verified plot, one label file per mos
 Pixels outside all detected plots count as background for training, as for any labelled mosaic: a
 poppy plot the detector missed on that flight would teach the wrong thing, so retrain from flights
 whose checks were thorough, together with labelled scenes (``poppyscan train SCENES.csv NEW_SCENES/``).
+
+Each plot is labelled on the mosaic it was detected on: the register's ``mosaic_index`` (its position in
+the run's ``mosaic_paths``), so that inputs sharing a file name (every OpenDroneMap output is
+``odm_orthophoto.tif``) are kept apart. Plots registered before the register kept it are placed as
+:func:`poppyscan.run_inputs.plot_inputs` places plots of old runs: by file name, and among inputs of
+that name by the bounds of the mosaic file; a plot that no mosaic fits is left out and counted.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from pathlib import Path
 
 import geopandas as gpd
 
+from .. import run_inputs
 from ..fsutil import check_writable
 from .gpkg import from_blob
 from .schema import connect
@@ -45,11 +52,15 @@ class LabelExport:
     hard_negatives: int = 0
     ignored: int = 0
     missing_mosaics: list[str] = field(default_factory=list)
+    unplaced: int = 0  # plots no mosaic of their run fits (left out)
 
     def describe(self) -> str:
         text = (f"wrote {self.scenes_csv}: {self.scenes} scene(s), {self.positives} verified poppy plot(s) "
                 f"as positives, {self.hard_negatives} false positive(s) as hard negatives, "
                 f"{self.ignored} unverified plot(s) ignored")
+        if self.unplaced:
+            text += (f"; left out {self.unplaced} plot(s) that no mosaic of their run fits (by index, "
+                     "file name and bounds)")
         if self.missing_mosaics:
             text += (f"; skipped {len(self.missing_mosaics)} mosaic(s) no longer at their recorded path: "
                      + ", ".join(self.missing_mosaics))
@@ -70,17 +81,21 @@ def export_training_labels(register: str | Path, out_dir: str | Path, *, year: i
             if year is not None and run["year"] != year:
                 continue
             plots = conn.execute(
-                "SELECT p.plot_id, p.mosaic, p.flight_date, p.geom, t.task_id, t.result FROM plots p "
-                "LEFT JOIN tasks t ON t.plot_fid = p.fid WHERE p.run_id = ?", (run["fid"],)).fetchall()
+                "SELECT p.plot_id, p.mosaic, p.mosaic_index, p.flight_date, p.geom, t.task_id, t.result "
+                "FROM plots p LEFT JOIN tasks t ON t.plot_fid = p.fid WHERE p.run_id = ?",
+                (run["fid"],)).fetchall()
             if not any(p["result"] in LABEL_OF for p in plots):
                 continue
             paths = [Path(p) for p in json.loads(run["mosaic_paths"] or "[]")]
-            by_mosaic: dict[Path, list] = defaultdict(list)
-            for p in plots:
-                match = [m for m in paths if m.name == p["mosaic"]] or paths[:1]
-                if match:
-                    by_mosaic[match[0]].append(p)
-            for mosaic, members in by_mosaic.items():
+            by_mosaic: dict[int, list] = defaultdict(list)
+            for p, k in zip(plots, plot_mosaics(paths, plots), strict=True):
+                if k is None:
+                    report.unplaced += 1
+                else:
+                    by_mosaic[k].append(p)
+            stems = [m.stem for m in paths]
+            for k, members in sorted(by_mosaic.items()):
+                mosaic = paths[k]
                 if not any(p["result"] in LABEL_OF for p in members):
                     continue
                 if not mosaic.is_file():
@@ -92,7 +107,8 @@ def export_training_labels(register: str | Path, out_dir: str | Path, *, year: i
                     "task_id": [p["task_id"] for p in members], "result": [p["result"] for p in members],
                     "flight_date": [p["flight_date"] for p in members],
                 }, geometry=[from_blob(p["geom"]) for p in members], crs=4326)
-                name = f"run{run['fid']:04d}_{mosaic.stem}.gpkg"
+                repeated = f"_{k + 1}" if stems.count(mosaic.stem) > 1 else ""  # odm_orthophoto, twice
+                name = f"run{run['fid']:04d}_{mosaic.stem}{repeated}.gpkg"
                 out_dir.mkdir(parents=True, exist_ok=True)
                 target = check_writable(out_dir / name, overwrite)
                 if target.exists():
@@ -112,3 +128,49 @@ def export_training_labels(register: str | Path, out_dir: str | Path, *, year: i
         w.writerows(rows)
     log.info(report.describe())
     return report
+
+
+def plot_mosaics(paths: list[Path], plots: list) -> list[int | None]:
+    """For each register row of ``plots`` (``mosaic``, ``mosaic_index``, ``geom``), the position in the
+    run's mosaic ``paths`` of the mosaic it was detected on; None where none fits.
+
+    ``mosaic_index`` decides when it points at a path of the plot's file name; otherwise (plots registered
+    before the register kept it) :func:`poppyscan.run_inputs.plot_inputs` places the plot by file name
+    and, among several paths of that name, by the bounds of the mosaic files that exist.
+    """
+    out: list[int | None] = []
+    rest: list[int] = []
+    for i, p in enumerate(plots):
+        k = p["mosaic_index"]
+        if k is not None and 0 <= k < len(paths) and (not p["mosaic"] or paths[k].name == p["mosaic"]):
+            out.append(int(k))
+        else:
+            out.append(None)
+            rest.append(i)
+    if rest and paths:
+        inputs = [_input_of(k, path) for k, path in enumerate(paths)]
+        sub = gpd.GeoDataFrame({"mosaic": [plots[i]["mosaic"] for i in rest]},
+                               geometry=[from_blob(plots[i]["geom"]) for i in rest], crs=4326)
+        for i, item in zip(rest, run_inputs.plot_inputs(inputs, sub), strict=True):
+            out[i] = None if item is None else item.index
+    return out
+
+
+def _input_of(index: int, path: Path) -> run_inputs.RunInput:
+    """A mosaic path as a :class:`~poppyscan.run_inputs.RunInput`, its CRS and bounds read from the file
+    (None when it is missing or unreadable)."""
+    crs = bounds = None
+    if path.is_file():
+        import rasterio
+
+        try:
+            with rasterio.open(path) as src:
+                if src.crs is not None:
+                    crs = src.crs.to_wkt()
+                    b = src.bounds
+                    bounds = (min(b.left, b.right), min(b.bottom, b.top), max(b.left, b.right),
+                              max(b.bottom, b.top))
+        except (rasterio.errors.RasterioIOError, OSError):
+            pass
+    return run_inputs.RunInput(index=index, path=path, name=path.name, crs=crs, bounds=bounds,
+                               exists=path.is_file())

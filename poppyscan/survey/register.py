@@ -220,13 +220,14 @@ def _insert_plots(conn: sqlite3.Connection, run_id: int, run: RunData, site_ids:
                 *bounds,
                 str(p["review"]),
                 int(p["dismissed"]),
+                _num(p.get("mosaic_index"), int),
             )
         )
     conn.executemany(
         "INSERT INTO plots (geom, run_id, plot_id, site_id, flight_date, year, area_m2, area_mu, est_plants, "
         "over_500_plants, prob_mean, prob_max, lon, lat, mosaic, model_version, county, township, village, "
-        "minx, miny, maxx, maxy, review, dismissed) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "minx, miny, maxx, maxy, review, dismissed, mosaic_index) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         rows,
     )
 
@@ -258,6 +259,7 @@ def _refresh_run(conn: sqlite3.Connection, run_id: int, run: RunData) -> tuple[i
         if "dismissed" in diff:
             sites.add(old["site_id"])
     refresh_sites(conn, sites)
+    _fill_mosaic_index(conn, run_id, run)
     units_changed = False
     if run.admin_given:
         old_units = conn.execute(
@@ -284,6 +286,18 @@ def _refresh_run(conn: sqlite3.Connection, run_id: int, run: RunData) -> tuple[i
     if sites:
         touch_contents(conn, "sites")
     return n_plots, units_changed
+
+
+def _fill_mosaic_index(conn: sqlite3.Connection, run_id: int, run: RunData) -> None:
+    """Plots registered before the register kept ``mosaic_index`` (schema 3) get it from the run now."""
+    before = conn.total_changes
+    conn.executemany(
+        "UPDATE plots SET mosaic_index = ? WHERE run_id = ? AND plot_id = ? AND mosaic_index IS NULL",
+        [(k, run_id, int(pid)) for pid, v in zip(run.plots["plot_id"], run.plots["mosaic_index"], strict=True)
+         if (k := _num(v, int)) is not None],
+    )
+    if conn.total_changes > before:
+        touch_contents(conn, "plots")
 
 
 def _add_tasks(conn: sqlite3.Connection, run_id: int, run: RunData) -> int:

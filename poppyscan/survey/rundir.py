@@ -29,8 +29,10 @@ from pyproj import CRS
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
+from .. import run_folder, run_inputs
 from ..errors import InputError
 from ..geo.utm import utm_epsg
+from ..run_folder import check_run_dir
 from . import units as units_mod
 from .schema import ADMIN_FIELDS
 
@@ -101,38 +103,21 @@ def read_run(
         units, the fields holding the unit names (largest first, at most three; default: the admin
         fields of the run's tasks), and whether the file is GCJ-02. See :mod:`.units`.
     """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise InputError(
-            f"run directory '{run_dir}' does not exist or is not a directory; pass a detect --out folder"
-        )
-    run_json = run_dir / "run.json"
-    gpkg = run_dir / "plots.gpkg"
-    for required in (run_json, gpkg):
-        if not required.is_file():
-            raise InputError(
-                f"'{run_dir}' is not a detect run directory: '{required.name}' is missing; "
-                "pass the folder written by 'poppyscan detect --out'"
-            )
-    raw = run_json.read_bytes()
-    try:
-        meta = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"'{run_json}' is not valid JSON ({exc}); re-run detect") from None
-    layers = {name for name, _ in pyogrio.list_layers(gpkg)}
-    if "plots" not in layers:
-        raise InputError(
-            f"'{gpkg}' has no 'plots' layer (layers: {', '.join(sorted(layers))}); re-run detect"
-        )
-    plots = gpd.read_file(gpkg, layer="plots", engine="pyogrio")
-    if plots.crs is None and len(plots):
-        raise InputError(f"'{gpkg}' layer 'plots' has no CRS; re-run detect")
+    run_dir = check_run_dir(run_dir)
+    meta = run_folder.read_run_json(run_dir, required=True)
+    raw = (run_dir / run_folder.RUN_JSON).read_bytes()
+    plots = run_folder.read_plots(run_dir)  # validated: one-line InputErrors for a damaged folder
+    layers = run_folder.plots_layers(run_dir)
+    # each plot's input mosaic (run.json ``inputs``), resolved as the task and review chips resolve it
+    found = run_inputs.read_inputs(run_dir, meta, plots["mosaic"] if "mosaic" in plots else ())
+    sources = run_inputs.plot_inputs(found, plots)
     plots = plots.to_crs(4326) if plots.crs is not None else plots.set_crs(4326)
-    if "plot_id" not in plots.columns:
-        raise InputError(f"'{gpkg}' layer 'plots' has no 'plot_id' column; re-run detect")
-
     inputs = meta.get("inputs") or []
-    mosaic_paths = [str(i.get("path", "")) for i in inputs if isinstance(i, dict) and i.get("path")]
+    with_path = [k for k, i in enumerate(inputs) if isinstance(i, dict) and i.get("path")]
+    mosaic_paths = [str(inputs[k]["path"]) for k in with_path]
+    # position in mosaic_paths of each plot's input (None: no input fits it)
+    position = {k: j for j, k in enumerate(with_path)}
+    plots["mosaic_index"] = [None if s is None else position.get(s.index) for s in sources]
     mosaics = [Path(p).name for p in mosaic_paths]
     if not mosaics and "mosaic" in plots.columns:
         mosaics = sorted({str(m) for m in plots["mosaic"].dropna()})

@@ -8,8 +8,10 @@ Tables (all geometries WGS84 lon/lat, see :mod:`.gpkg`):
   no boundary layer), so statistics per unit can divide by the area actually flown.
 - ``sites`` (features, points): the same place across flights and years.
 - ``plots`` (features, polygons): every detected plot of every run, linked to a site, with the desk
-  review decision (``review``) and ``dismissed`` = rejected at the desk and sent to no field team
-  (see :data:`FINDING`).
+  review decision (``review``), ``dismissed`` = rejected at the desk and sent to no field team
+  (see :data:`FINDING`), and ``mosaic_index``: the position in the run's ``mosaic_paths`` of the mosaic
+  the plot was detected on (several mosaics of a run may share a file name; NULL for plots registered
+  before version 3, which are placed by name and bounds).
 - ``tasks`` (features, points): field-verification tasks, keyed by the immutable ``task_id``; holds
   the current field result.
 - ``status_history``: one row per changed task field — who, when (in the field and when recorded),
@@ -21,6 +23,7 @@ Tables (all geometries WGS84 lon/lat, see :mod:`.gpkg`):
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +31,7 @@ from pathlib import Path
 from ..errors import InputError
 from .gpkg import init_gpkg, register_table
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 ADMIN_FIELDS = ("county", "township", "village")
 RESULT_VALUES = ("poppy", "not_poppy", "already_eradicated", "not_reached")
@@ -63,7 +66,7 @@ CREATE TABLE IF NOT EXISTS plots (
   prob_max REAL, lon REAL, lat REAL, mosaic TEXT, model_version TEXT,
   county TEXT NOT NULL DEFAULT '', township TEXT NOT NULL DEFAULT '', village TEXT NOT NULL DEFAULT '',
   minx REAL, miny REAL, maxx REAL, maxy REAL, review TEXT NOT NULL DEFAULT '',
-  dismissed INTEGER NOT NULL DEFAULT 0, UNIQUE (run_id, plot_id));
+  dismissed INTEGER NOT NULL DEFAULT 0, mosaic_index INTEGER, UNIQUE (run_id, plot_id));
 CREATE INDEX IF NOT EXISTS plots_bbox ON plots (minx, maxx, miny, maxy);
 CREATE INDEX IF NOT EXISTS plots_site ON plots (site_id);
 CREATE TABLE IF NOT EXISTS tasks (
@@ -103,7 +106,11 @@ MIGRATIONS: dict[int, str] = {
     2: "ALTER TABLE plots ADD COLUMN review TEXT NOT NULL DEFAULT ''; "
     "ALTER TABLE plots ADD COLUMN dismissed INTEGER NOT NULL DEFAULT 0; "
     "ALTER TABLE imports ADD COLUMN n_skipped INTEGER NOT NULL DEFAULT 0",
+    # each plot's own mosaic among the run's mosaic_paths (runs registered before: NULL, placed by name and
+    # bounds when labels are exported, and filled in when the run is registered again)
+    3: "ALTER TABLE plots ADD COLUMN mosaic_index INTEGER",
 }
+_ADD_COLUMN = re.compile(r"^\s*ALTER TABLE (\w+) ADD COLUMN (\w+)", re.IGNORECASE)
 
 
 def now_iso() -> str:
@@ -186,10 +193,19 @@ def _check_and_migrate(conn: sqlite3.Connection, path: Path) -> None:
         try:
             for v in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[v].split(";"):
-                    if statement.strip():
+                    if statement.strip() and not _has_column(conn, statement):
                         conn.execute(statement)
             conn.execute("UPDATE survey_meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+
+def _has_column(conn: sqlite3.Connection, statement: str) -> bool:
+    """Whether ``statement`` adds a column the table already has: adding it again would fail the whole
+    migration (e.g. a register whose recorded version is older than its tables)."""
+    m = _ADD_COLUMN.match(statement)
+    if m is None:
+        return False
+    return any(row[1] == m.group(2) for row in conn.execute(f"PRAGMA table_info({m.group(1)})"))

@@ -134,6 +134,8 @@ def render_scene(
         :class:`SceneInfo` with paths and a summary.
     """
     validate(size, gsd, mask_mode)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"'seed' (--seed) must be a whole number >= 0, got {seed!r}: choose e.g. --seed 7")
     if landscape not in ("farmland", "wild"):
         raise ConfigError(f"'landscape' must be 'farmland' or 'wild', got {landscape!r}")
     if compress not in ("deflate", "jpeg"):
