@@ -218,7 +218,9 @@ def check_min_gsd(meta: Any, min_gsd_m: float | None, option: str = "detect.min_
 
     g = float(meta.gsd_m)
     if min_gsd_m is not None and not 0.5 * g - 1e-12 <= min_gsd_m <= g + 1e-12:
-        name = f"'{option}'" if option.startswith("-") else f"config '{option}'"
+        from .config import option_name
+
+        name = f"'{option}'" if option.startswith("-") else f"'{option_name(option)}' (config '{option}')"
         raise ConfigError(f"{name} must be in [{0.5 * g:g}, {g:g}] m/px for this model "
                           f"(trained at {g:g} m/px), got {min_gsd_m:g}")
 

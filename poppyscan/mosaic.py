@@ -69,8 +69,9 @@ def ground_pixel_size(crs: rasterio.crs.CRS, transform: Affine, width: int,
         geod = CRS.from_wkt(crs.to_wkt()).get_geod()
         lon, lat = transform @ (width / 2, height / 2)
         if not (-90 < lat < 90):
-            raise InputError(f"mosaic centre latitude {lat:.3f} is outside (-90, 90); "
-                             "the geotransform is wrong")
+            raise InputError(f"the raster's centre latitude {lat:.3f} is outside (-90, 90): the "
+                             "geotransform is wrong, e.g. metre coordinates labelled EPSG:4326; assign the "
+                             "right CRS")
         d = 1e-4
         _, _, m_lon = geod.inv(lon - d / 2, lat, lon + d / 2, lat)
         _, _, m_lat = geod.inv(lon, lat - d / 2, lon, lat + d / 2)
@@ -98,7 +99,10 @@ class Mosaic:
         self.width, self.height = ds.width, ds.height
         self.transform = ds.transform
         self.dtype = np.dtype(ds.dtypes[0])
-        self.gsd_xy = ground_pixel_size(ds.crs, ds.transform, ds.width, ds.height)
+        try:
+            self.gsd_xy = ground_pixel_size(ds.crs, ds.transform, ds.width, ds.height)
+        except InputError as exc:
+            raise InputError(f"mosaic '{path}': {exc}") from None
         interp = list(ds.colorinterp)
         if all(c in interp for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)):
             rgb = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)

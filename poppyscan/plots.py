@@ -23,7 +23,7 @@ from scipy.sparse.csgraph import connected_components
 
 from .geo.utm import utm_epsg
 
-M2_PER_MU = 666.67
+M2_PER_MU = 2000 / 3  # 1 亩 = 2000/3 m² (666.67), exactly
 COLUMNS = ["plot_id", "area_m2", "area_mu", "prob_mean", "prob_max", "score", "est_plants",
            "over_500_plants", "lon", "lat", "mosaic", "mosaic_index", "model_version"]
 

@@ -45,14 +45,13 @@ from .config import Config, TasksConfig
 from .errors import InputError
 from .geo.antimeridian import wrap_lon
 from .geo.gcj02 import wgs84_to_gcj02
-from .plots import priority_order
+from .plots import M2_PER_MU, priority_order
 from .run_folder import read_plots, read_run_json
 
 log = logging.getLogger(__name__)
 
 TASK_ID_NAMESPACE = uuid.UUID("f885bc62-fde5-5a3d-862b-3ba74d82d7b8")  # uuid5(URL, "https://poppyscan/tasks")
 MATCH_EXISTING_M = 3.0
-SQM_PER_MU = 666.67
 RESULT_COLUMNS = [
     "status",
     "result",
@@ -246,7 +245,7 @@ def make_task_table(
     area = _areas(plots)
     t = pd.DataFrame({"plot_id": plots["plot_id"].to_numpy("int64"), "lon": lon, "lat": lat})
     t["area_m2"] = np.round(area, 2)
-    t["area_mu"] = np.round(plots["area_mu"].to_numpy(float) if "area_mu" in plots else area / SQM_PER_MU, 3)
+    t["area_mu"] = np.round(plots["area_mu"].to_numpy(float) if "area_mu" in plots else area / M2_PER_MU, 3)
     for c in ("prob_mean", "prob_max"):
         t[c] = np.round(plots[c].to_numpy(float), 3) if c in plots else np.nan
     est = plots["est_plants"].to_numpy(float) if "est_plants" in plots else area * plants_per_m2

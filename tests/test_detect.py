@@ -360,7 +360,8 @@ def test_min_gsd_outside_half_to_one_model_gsd_is_refused(tmp_path):
 
     scene = write_scene(tmp_path / "m.tif", plots_px=[], size=(64, 64), gsd=0.05)
     for bad in (0.02, 0.06):
-        with pytest.raises(ConfigError, match=r"'detect.min_gsd_m' must be in \[0.025, 0.05\] m/px"):
+        with pytest.raises(ConfigError,
+                           match=r"'--min-gsd' \(config 'detect.min_gsd_m'\) must be in \[0.025, 0.05\]"):
             run(scene.path, tmp_path / "run", config=cfg(min_gsd_m=bad))
         assert not (tmp_path / "run").exists()
 
@@ -431,8 +432,8 @@ def small_scene(tmp_path):
     (lambda d, m: [m, "--out", d / "o", "--min-gsd", "2"], 2,
      "'--min-gsd' must be a pixel size in \\[0.005, 0.5\\] m, got '2'"),
     (lambda d, m: [m, "--out", d / "o", "--min-gsd", "0.01"], 2,
-     "config 'detect.min_gsd_m' must be in \\[0.02, 0.04\\] m/px for this model \\(trained at 0.04 m/px\\), "
-     "got 0.01"),
+     "'--min-gsd' \\(config 'detect.min_gsd_m'\\) must be in \\[0.02, 0.04\\] m/px for this model "
+     "\\(trained at 0.04 m/px\\), got 0.01"),
     (lambda d, m: [m, "--out", d / "o", "--device", "tpu"], 2,
      "'--device' must be auto, cpu or cuda, got 'tpu'"),
     (lambda d, m: [m], 2, "'--out' is required"),

@@ -138,6 +138,8 @@ def _raster(path, count=3, dtype="uint8", crs="EPSG:32649", transform=UTM_TRANSF
     ({"count": 2}, "2 bands; detect needs an RGB"),
     ({"dtype": "float32"}, "float32 data; detect reads uint8 or uint16"),
     ({"crs": None}, "has no CRS; assign one"),
+    ({"crs": "EPSG:4326"}, "mosaic '.*bad.tif': the raster's centre latitude 2799999.800 is outside "
+                           "\\(-90, 90\\): the geotransform is wrong, e.g. metre coordinates"),
 ])
 def test_unsuitable_rasters_are_refused_by_name(tmp_path, kwargs, match):
     path = _raster(tmp_path / "bad.tif", **kwargs)

@@ -137,7 +137,8 @@ def test_a_file_passed_as_run_directory_is_named_as_such(tmp_path, capsys):
     """Audit item 4: `tasks some_file.tif` said the file "does not exist"."""
     f = tmp_path / "some_file.tif"
     f.write_bytes(b"II*\x00")
-    for args in (["tasks", str(f)], ["results", "register", str(f), "--register", str(tmp_path / "r.gpkg")]):
+    for args in (["tasks", str(f)], ["review", str(f), "--no-browser"],
+                 ["results", "register", str(f), "--register", str(tmp_path / "r.gpkg")]):
         _one_line_error(capsys, main(args), "some_file.tif", "is a file, not a run directory")
     assert not (tmp_path / "r.gpkg").exists()
 

@@ -13,7 +13,7 @@ from ..review.server import CHIP_PX, CHIP_SIZE_M, DEFAULT_PORT, make_server
 
 
 @click.command("review")
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),

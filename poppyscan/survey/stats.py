@@ -27,9 +27,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..plots import M2_PER_MU
 from .schema import ADMIN_FIELDS, FINDING, connect
 
-MU_M2 = 2000 / 3  # 1 亩 = 666.67 m²
 LEVELS = ("county", "township", "village", "all")
 UNASSIGNED = "(unassigned)"
 TOTAL = "TOTAL"
@@ -207,8 +207,8 @@ def _compute(conn: sqlite3.Connection, ucols: tuple[str, ...]) -> list[dict]:
         row["flights"] = len(a["_runs"])
         row["sites"] = len(a["_sites"])
         row["repeat_sites"] = len(a["_repeat"])
-        row["area_found_mu"] = row["area_found_m2"] / MU_M2
-        row["area_poppy_mu"] = row["area_poppy_m2"] / MU_M2
+        row["area_found_mu"] = row["area_found_m2"] / M2_PER_MU
+        row["area_poppy_mu"] = row["area_poppy_m2"] / M2_PER_MU
         row["plots_per_100ha"] = 100 * row["plots_found"] / row["surveyed_ha"] if row["surveyed_ha"] else None
         true_pos = row["verified_poppy"] + row["already_eradicated"]
         row["precision"] = true_pos / row["checked"] if row["checked"] else None
