@@ -107,3 +107,20 @@ def test_a_plot_rejected_after_registration_is_dismissed_unless_the_field_checks
             "SELECT s.n_detections FROM sites s JOIN plots p ON p.site_id = s.fid WHERE p.plot_id = 3"
         ).fetchone()[0]
     assert n == 1
+
+
+def test_desk_rejections_are_exported_as_hard_negatives_marked_desk(tmp_path):
+    from poppyscan.survey.labels import export_training_labels
+    from poppyscan.traindata import find_scenes, open_scene
+
+    reg = tmp_path / "reg.gpkg"
+    register_run(reg, reviewed_run(tmp_path / "run"), flight_date="2025-04-20")  # no field verdict yet
+    report = export_training_labels(reg, tmp_path / "labels")
+    assert (report.scenes, report.positives, report.hard_negatives, report.desk_negatives) == (1, 0, 2, 2)
+    assert "2 false positive(s) as hard negatives (2 of them rejected at the desk)" in report.describe()
+    (labels,) = (tmp_path / "labels").glob("*.gpkg")
+    got = gpd.read_file(labels, layer="plots", engine="pyogrio").set_index("plot_id")
+    assert sorted(got.index[got["label"] == "not_poppy"]) == [4, 6]
+    assert set(got.loc[[4, 6], "source"]) == {"desk"} and set(got.loc[[1, 2, 3, 5], "label"]) == {"unknown"}
+    (scene,) = [open_scene(m, lab) for m, lab in find_scenes([report.scenes_csv])]
+    assert (len(scene.positives), len(scene.negatives), len(scene.ignored)) == (0, 2, 4)

@@ -7,6 +7,10 @@ For every registered run with at least one verified plot, one label file per mos
 - result ``poppy`` -> ``label = poppy``: a positive, the detected polygon;
 - result ``not_poppy`` -> ``label = not_poppy``: a **hard negative** (the detector's false positive,
   e.g. corn poppy or a flowerbed), taught as background and over-sampled;
+- a plot rejected at the desk review and sent to no field team (``dismissed``) -> ``label =
+  not_poppy`` too: a reviewer judged it a false alarm on the imagery (the review page exports the same
+  plots as hard negatives); column ``source`` says ``desk`` instead of ``field``, so a stricter
+  retraining can drop them;
 - every other plot (pending, not reached, already eradicated) -> ``label = unknown``: excluded from
   the loss, because nobody confirmed what the image shows there.
 
@@ -50,13 +54,15 @@ class LabelExport:
     scenes: int = 0
     positives: int = 0
     hard_negatives: int = 0
+    desk_negatives: int = 0  # of the hard negatives: rejected at the desk review, never checked in the field
     ignored: int = 0
     missing_mosaics: list[str] = field(default_factory=list)
     unplaced: int = 0  # plots no mosaic of their run fits (left out)
 
     def describe(self) -> str:
         text = (f"wrote {self.scenes_csv}: {self.scenes} scene(s), {self.positives} verified poppy plot(s) "
-                f"as positives, {self.hard_negatives} false positive(s) as hard negatives, "
+                f"as positives, {self.hard_negatives} false positive(s) as hard negatives "
+                f"({self.desk_negatives} of them rejected at the desk), "
                 f"{self.ignored} unverified plot(s) ignored")
         if self.unplaced:
             text += (f"; left out {self.unplaced} plot(s) that no mosaic of their run fits (by index, "
@@ -81,10 +87,10 @@ def export_training_labels(register: str | Path, out_dir: str | Path, *, year: i
             if year is not None and run["year"] != year:
                 continue
             plots = conn.execute(
-                "SELECT p.plot_id, p.mosaic, p.mosaic_index, p.flight_date, p.geom, t.task_id, t.result "
-                "FROM plots p LEFT JOIN tasks t ON t.plot_fid = p.fid WHERE p.run_id = ?",
+                "SELECT p.plot_id, p.mosaic, p.mosaic_index, p.flight_date, p.geom, p.dismissed, t.task_id, "
+                "t.result FROM plots p LEFT JOIN tasks t ON t.plot_fid = p.fid WHERE p.run_id = ?",
                 (run["fid"],)).fetchall()
-            if not any(p["result"] in LABEL_OF for p in plots):
+            if not any(_label(p)[0] != "unknown" for p in plots):
                 continue
             paths = [Path(p) for p in json.loads(run["mosaic_paths"] or "[]")]
             by_mosaic: dict[int, list] = defaultdict(list)
@@ -96,14 +102,16 @@ def export_training_labels(register: str | Path, out_dir: str | Path, *, year: i
             stems = [m.stem for m in paths]
             for k, members in sorted(by_mosaic.items()):
                 mosaic = paths[k]
-                if not any(p["result"] in LABEL_OF for p in members):
+                labelled = [_label(p) for p in members]
+                if not any(lab != "unknown" for lab, _ in labelled):
                     continue
                 if not mosaic.is_file():
                     report.missing_mosaics.append(str(mosaic))
                     continue
-                labels = [LABEL_OF.get(p["result"] or "", "unknown") for p in members]
+                labels = [lab for lab, _ in labelled]
                 gdf = gpd.GeoDataFrame({
-                    "label": labels, "plot_id": [p["plot_id"] for p in members],
+                    "label": labels, "source": [src for _, src in labelled],
+                    "plot_id": [p["plot_id"] for p in members],
                     "task_id": [p["task_id"] for p in members], "result": [p["result"] for p in members],
                     "flight_date": [p["flight_date"] for p in members],
                 }, geometry=[from_blob(p["geom"]) for p in members], crs=4326)
@@ -118,6 +126,7 @@ def export_training_labels(register: str | Path, out_dir: str | Path, *, year: i
                 report.scenes += 1
                 report.positives += labels.count("poppy")
                 report.hard_negatives += labels.count("not_poppy")
+                report.desk_negatives += sum(src == "desk" for _, src in labelled)
                 report.ignored += labels.count("unknown")
     finally:
         conn.close()
@@ -128,6 +137,15 @@ def export_training_labels(register: str | Path, out_dir: str | Path, *, year: i
         w.writerows(rows)
     log.info(report.describe())
     return report
+
+
+def _label(p) -> tuple[str, str]:  # noqa: ANN001
+    """``(label, source)`` of a register plot row: the field verdict first, else a desk rejection."""
+    if p["result"] in LABEL_OF:
+        return LABEL_OF[p["result"]], "field"
+    if not p["result"] and p["dismissed"]:
+        return "not_poppy", "desk"
+    return "unknown", ""
 
 
 def plot_mosaics(paths: list[Path], plots: list) -> list[int | None]:
