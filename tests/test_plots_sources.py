@@ -120,8 +120,8 @@ def test_tasks_on_a_run_written_before_mosaic_index_place_plots_by_position(run_
     assert _task_sources(run) == expected
 
 
-def test_a_plot_outside_the_mosaic_at_its_path_gets_no_chip_and_a_warning(run_dir, tmp_path, caplog, capsys):
-    # the run's second mosaic was replaced by a copy of the first: same name, another place
+def _moved_run(run_dir, tmp_path):
+    """A copy of the run whose second mosaic was replaced by a copy of the first: same name, another place."""
     root = tmp_path / "moved"
     shutil.copytree(run_dir.parent / "fa", root / "fa")
     (root / "fb").mkdir()
@@ -131,6 +131,11 @@ def test_a_plot_outside_the_mosaic_at_its_path_gets_no_chip_and_a_warning(run_di
     for item, folder in zip(meta["inputs"], ("fa", "fb"), strict=True):
         item["path"] = str(root / folder / "result.tif")
     (run / "run.json").write_text(json.dumps(meta))
+    return run
+
+
+def test_a_plot_outside_the_mosaic_at_its_path_gets_no_chip_and_a_warning(run_dir, tmp_path, caplog, capsys):
+    run = _moved_run(run_dir, tmp_path)
     with caplog.at_level(logging.WARNING, logger="poppyscan"):
         assert main(["tasks", str(run)]) == 0
     assert "1 without an image chip" in capsys.readouterr().out
@@ -150,15 +155,7 @@ def test_review_shows_each_plot_from_its_own_mosaic_new_and_old_runs(run_dir, tm
 
 
 def test_review_never_serves_a_blank_chip_nor_a_chip_cached_from_another_input(run_dir, tmp_path, caplog):
-    root = tmp_path / "moved"
-    shutil.copytree(run_dir.parent / "fa", root / "fa")
-    (root / "fb").mkdir()
-    shutil.copy(root / "fa" / "result.tif", root / "fb" / "result.tif")
-    run = _copy_run(run_dir, root / "run")
-    meta = json.loads((run / "run.json").read_text())
-    for item, folder in zip(meta["inputs"], ("fa", "fb"), strict=True):
-        item["path"] = str(root / folder / "result.tif")
-    (run / "run.json").write_text(json.dumps(meta))
+    run = _moved_run(run_dir, tmp_path)
     expected = _expected(run)
     first = next(p for p, m in expected.items() if m == 0)
     stale = run / "review" / "chips" / f"{first}_480px_16m.jpg"  # the name chips were cached under before
