@@ -98,3 +98,36 @@ def test_replace_together_moves_all_or_puts_everything_back(tmp_path):
     assert _tree(run) == {"chips/A001.jpg": "new chip", "tasks.csv": "new tasks.csv",
                           "tasks.xlsx": "new tasks.xlsx"}
     assert sorted(p.name for p in run.iterdir()) == [".stage", "chips", "tasks.csv", "tasks.xlsx"]
+
+
+def test_atomic_writes_never_widen_the_mode_of_files_other_threads_create(tmp_path):
+    """Reading the umask by setting and restoring it let files made meanwhile by another thread (the
+    review server's chips, locks, SQLite journals) come out 0666."""
+    import os
+    import threading
+
+    from poppyscan.fsutil import write_bytes_atomic
+
+    old = os.umask(0o022)
+    stop = threading.Event()
+
+    def writer():
+        i = 0
+        while not stop.is_set():
+            write_bytes_atomic(tmp_path / f"chip{i % 20}.jpg", b"x")
+            i += 1
+
+    t = threading.Thread(target=writer)
+    t.start()
+    widened = 0
+    try:
+        for i in range(20000):
+            p = tmp_path / f"other{i}.txt"
+            p.touch()
+            widened += p.stat().st_mode & 0o777 != 0o644
+            p.unlink()
+    finally:
+        stop.set()
+        t.join()
+        os.umask(old)
+    assert widened == 0
