@@ -103,7 +103,7 @@ def _vector_params(config: Any, grid: ModelGrid, threshold: float) -> dict[str, 
 
 def model_gsd(mosaic: Mosaic, meta: Any, config: Any) -> float:
     """The GSD ``mosaic`` is predicted at under ``config`` (:func:`poppyscan.bundle.run_gsd_m`)."""
-    from .bundle import run_gsd_m
+    from .bundle_rules import run_gsd_m
 
     return run_gsd_m(meta, mosaic.gsd_m, config.detect.min_gsd_m)
 

@@ -1,295 +1,40 @@
-"""Object-level and pixel-level scoring of detected plots against truth polygons.
+"""Running an evaluation: scoring a detect run (or a plots file) against its truth file, running a
+bundle over labelled scenes and scoring each scene, and calibrating the threshold and plot decision on
+validation scenes.
 
-Object matching is one-to-one (Hungarian, :func:`scipy.optimize.linear_sum_assignment`) on polygon
-IoU; a pair counts as a true positive when IoU >= ``iou_min`` (0.25 by default: small plots drawn a
-little generously by a detector still match, two plots never match one truth). Reported:
-
-- ``tp``, ``fp``, ``fn``, ``precision``, ``recall``, ``f1``
-- ``pixel_iou``: area IoU of the union of predicted vs the union of truth polygons
-- ``centroid_error_m``: mean / median / max centroid distance over matched pairs (metres)
-- ``area_ratio``: median predicted/truth area over matched pairs
-- ``false_plots_per_ha``: false positives per hectare of valid (imaged) area
-
-Areas and distances are computed in a metric CRS (the input CRS if projected, else its UTM zone).
+Matching and metrics (one-to-one IoU matching, precision/recall/F1, false plots per hectare ...) live in
+:mod:`poppyscan.eval_metrics`, reading and writing evaluation files in :mod:`poppyscan.eval_io`; their
+public names are importable from here too.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from scipy import ndimage
-from scipy.optimize import linear_sum_assignment
-
 from .errors import InputError
+from .eval_io import error_layers, format_table, read_polygons, valid_area_m2, write_error_layers
+from .eval_metrics import ObjectScore, match_masks, match_polygons, prf, score_polygons
 
-
-# ---------------------------------------------------------------------------------------------- masks
-def match_masks(
-    pred: np.ndarray,
-    truth: np.ndarray,
-    *,
-    valid: np.ndarray | None = None,
-    min_px: int = 0,
-    iou_min: float = 0.25,
-) -> tuple[int, int, int]:
-    """Object counts ``(tp, fp, fn)`` between two boolean masks (8-connected components).
-
-    Components smaller than ``min_px`` are dropped from both sides; ``valid`` (bool) removes
-    predicted pixels outside the valid area. Used for cheap validation during training.
-    """
-    pred = pred.astype(bool)
-    truth = truth.astype(bool)
-    if valid is not None:
-        pred = pred & valid
-    structure = np.ones((3, 3), bool)
-    pl, npred = ndimage.label(pred, structure)
-    tl, ntruth = ndimage.label(truth, structure)
-    if min_px > 0:
-        pl, npred = _drop_small(pl, npred, min_px)
-        tl, ntruth = _drop_small(tl, ntruth, min_px)
-    if npred == 0 or ntruth == 0:
-        return 0, npred, ntruth
-    joint = np.bincount(
-        pl.ravel().astype(np.int64) * (ntruth + 1) + tl.ravel(), minlength=(npred + 1) * (ntruth + 1)
-    ).reshape(npred + 1, ntruth + 1)
-    inter = joint[1:, 1:].astype(np.float64)
-    pa = joint[1:, :].sum(axis=1, keepdims=True)
-    ta = joint[:, 1:].sum(axis=0, keepdims=True)
-    iou = inter / np.maximum(pa + ta - inter, 1)
-    tp = _hungarian_count(iou, iou_min)
-    return tp, npred - tp, ntruth - tp
-
-
-def _drop_small(labels: np.ndarray, n: int, min_px: int) -> tuple[np.ndarray, int]:
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    keep = sizes >= min_px
-    keep[0] = False
-    remap = np.zeros(n + 1, np.int64)
-    remap[keep] = np.arange(1, int(keep.sum()) + 1)
-    return remap[labels], int(keep.sum())
-
-
-def _hungarian_pairs(iou: np.ndarray, iou_min: float) -> list[tuple[int, int, float]]:
-    if iou.size == 0:
-        return []
-    rows, cols = linear_sum_assignment(-np.where(iou >= iou_min, iou, 0.0))
-    return [
-        (int(r), int(c), float(iou[r, c])) for r, c in zip(rows, cols, strict=True) if iou[r, c] >= iou_min
-    ]
-
-
-def _hungarian_count(iou: np.ndarray, iou_min: float) -> int:
-    return len(_hungarian_pairs(iou, iou_min))
-
-
-def prf(tp: int, fp: int, fn: int) -> dict[str, float | None]:
-    """Precision, recall, F1 (``None`` where undefined, e.g. recall on a poppy-free scene)."""
-    p = tp / (tp + fp) if tp + fp else None
-    r = tp / (tp + fn) if tp + fn else None
-    if tp + fp + fn == 0:
-        f1 = None
-    else:
-        f1 = 2 * tp / (2 * tp + fp + fn)
-    return {"precision": p, "recall": r, "f1": f1}
-
-
-# ------------------------------------------------------------------------------------------- polygons
-def _metric(gdf, crs=None):  # noqa: ANN001, ANN202
-    if gdf.crs is None:
-        if crs is None:
-            raise InputError("polygons have no CRS; set one before evaluating")
-        gdf = gdf.set_crs(crs)
-    if gdf.crs.is_geographic:
-        gdf = gdf.to_crs(gdf.estimate_utm_crs() if len(gdf) else "EPSG:3857")
-    return gdf
-
-
-def match_polygons(pred: list, truth: list, iou_min: float = 0.25) -> list[tuple[int, int, float]]:
-    """One-to-one matches ``(pred_index, truth_index, iou)`` with IoU >= ``iou_min`` (Hungarian)."""
-    from shapely import STRtree
-
-    if not pred or not truth:
-        return []
-    iou = np.zeros((len(pred), len(truth)))
-    tree = STRtree(truth)
-    pi, ti = tree.query(pred, predicate="intersects")
-    for p, t in zip(pi, ti, strict=True):
-        a, b = pred[p], truth[t]
-        inter = a.intersection(b).area
-        union = a.area + b.area - inter
-        iou[p, t] = inter / union if union > 0 else 0.0
-    return _hungarian_pairs(iou, iou_min)
-
-
-@dataclass
-class ObjectScore:
-    tp: int
-    fp: int
-    fn: int
-    inter_area: float
-    pred_area: float
-    truth_area: float
-    valid_area_m2: float | None
-    centroid_errors: list[float]
-    area_ratios: list[float]
-    missed: Any = None  # truth rows left unmatched (GeoDataFrame, metric CRS); not summed
-    false: Any = None  # predicted rows left unmatched (GeoDataFrame, metric CRS); not summed
-
-    def __add__(self, other: ObjectScore) -> ObjectScore:
-        va = (
-            None
-            if self.valid_area_m2 is None or other.valid_area_m2 is None
-            else self.valid_area_m2 + other.valid_area_m2
-        )
-        return ObjectScore(
-            self.tp + other.tp,
-            self.fp + other.fp,
-            self.fn + other.fn,
-            self.inter_area + other.inter_area,
-            self.pred_area + other.pred_area,
-            self.truth_area + other.truth_area,
-            va,
-            self.centroid_errors + other.centroid_errors,
-            self.area_ratios + other.area_ratios,
-        )
-
-    def report(self) -> dict[str, Any]:
-        union = self.pred_area + self.truth_area - self.inter_area
-        ce = np.asarray(self.centroid_errors)
-        out: dict[str, Any] = {
-            "tp": self.tp,
-            "fp": self.fp,
-            "fn": self.fn,
-            **prf(self.tp, self.fp, self.fn),
-            "pixel_iou": self.inter_area / union if union > 0 else None,
-            "centroid_error_m": {
-                "mean": float(ce.mean()),
-                "median": float(np.median(ce)),
-                "max": float(ce.max()),
-            }
-            if ce.size
-            else None,
-            "area_ratio": float(np.median(self.area_ratios)) if self.area_ratios else None,
-            "valid_area_ha": self.valid_area_m2 / 1e4 if self.valid_area_m2 is not None else None,
-        }
-        out["false_plots_per_ha"] = self.fp / (self.valid_area_m2 / 1e4) if self.valid_area_m2 else None
-        return out
-
-
-def score_polygons(
-    pred_gdf, truth_gdf, *, valid_area_m2: float | None = None, iou_min: float = 0.25, crs=None
-) -> ObjectScore:  # noqa: ANN001
-    """Score predicted vs truth polygons (GeoDataFrames, any CRS; truth is reprojected to pred's)."""
-    from shapely import unary_union
-
-    truth_gdf = _metric(truth_gdf, crs)
-    pred_gdf = _metric(pred_gdf, crs)
-    if pred_gdf.crs != truth_gdf.crs:
-        pred_gdf = pred_gdf.to_crs(truth_gdf.crs)
-    def _nonempty(gdf):  # noqa: ANN001, ANN202
-        keep = np.array([g is not None and not g.is_empty for g in gdf.geometry], dtype=bool)
-        return gdf.loc[keep].reset_index(drop=True)
-
-    pred_gdf, truth_gdf = _nonempty(pred_gdf), _nonempty(truth_gdf)
-    pred, truth = list(pred_gdf.geometry), list(truth_gdf.geometry)
-    pairs = match_polygons(pred, truth, iou_min)
-    pu = unary_union(pred) if pred else None
-    tu = unary_union(truth) if truth else None
-    inter = pu.intersection(tu).area if pu is not None and tu is not None else 0.0
-    cerr = [pred[p].centroid.distance(truth[t].centroid) for p, t, _ in pairs]
-    ratio = [pred[p].area / truth[t].area for p, t, _ in pairs if truth[t].area > 0]
-    tp = len(pairs)
-    return ObjectScore(
-        tp,
-        len(pred) - tp,
-        len(truth) - tp,
-        inter,
-        pu.area if pu is not None else 0.0,
-        tu.area if tu is not None else 0.0,
-        valid_area_m2,
-        cerr,
-        ratio,
-        missed=truth_gdf.drop(index=[t for _, t, _ in pairs]),
-        false=pred_gdf.drop(index=[p for p, _, _ in pairs]),
-    )
-
-
-def error_layers(scores: list[tuple[str, ObjectScore]]) -> dict[str, Any]:
-    """The missed true plots and the false plots of scored scenes as two WGS84 GeoDataFrames
-    (``{"missed": ..., "false": ...}``), each row with its ``scene``, ``area_m2`` (measured in the
-    metric CRS it was scored in) and the columns it had (e.g. ``prob_mean`` of a detect run's plots, the
-    attributes of a truth file scored by :func:`evaluate_files`)."""
-    import geopandas as gpd
-    import pandas as pd
-
-    out = {}
-    for key in ("missed", "false"):
-        parts = []
-        for scene, sc in scores:
-            g = getattr(sc, key)
-            if g is None or not len(g):
-                continue
-            g = g.copy()
-            g["area_m2"] = g.geometry.area.round(2)  # replaces a detect run's own area_m2 (same measure)
-            g["scene"] = scene
-            g = g[["scene", "area_m2", *[c for c in g.columns if c not in ("scene", "area_m2")]]]
-            parts.append(g.to_crs("EPSG:4326"))
-        out[key] = (
-            gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs="EPSG:4326")
-            if parts
-            else gpd.GeoDataFrame({"scene": [], "area_m2": []}, geometry=[], crs="EPSG:4326")
-        )
-    return out
-
-
-def write_error_layers(
-    path: str | Path, scores: list[tuple[str, ObjectScore]], overwrite: bool = False
-) -> None:
-    """Write :func:`error_layers` to a GeoPackage (layers ``missed`` and ``false``), atomically."""
-    from .fsutil import atomic_path
-
-    layers = error_layers(scores)
-    with atomic_path(path, overwrite) as tmp:
-        for name, gdf in layers.items():
-            gdf.to_file(tmp, layer=name, driver="GPKG", mode="a" if tmp.exists() else "w")
-
-
-def valid_area_m2(mosaic: str | Path) -> float:
-    """Area (m²) of the valid-data mask of a raster (alpha/nodata/internal mask), read at reduced size."""
-    import rasterio
-
-    from .traindata import pixel_size_m
-
-    with rasterio.open(mosaic) as ds:
-        f = max(1, int(math.ceil(max(ds.width, ds.height) / 2048)))
-        shape = (max(1, ds.height // f), max(1, ds.width // f))
-        mask = ds.read_masks(1, out_shape=shape) > 0
-        px = pixel_size_m(ds)
-        return float(mask.mean() * ds.width * ds.height * px * px)
-
-
-def read_polygons(path: str | Path, layer: str | None = None):  # noqa: ANN201
-    """Read a polygon layer (``plots`` when present, else the first layer)."""
-    import geopandas as gpd
-    import pyogrio
-
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"vector file '{path}' does not exist; check the path")
-    try:
-        layers = [n for n, _ in pyogrio.list_layers(path)]
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(f"'{path}' is not a readable vector file ({exc})") from None
-    if layer is None:
-        layer = "plots" if "plots" in layers else layers[0]
-    elif layer not in layers:
-        raise InputError(f"'{path}' has no layer '{layer}'; layers: {', '.join(layers)}")
-    return gpd.read_file(path, layer=layer)
+__all__ = [
+    # running an evaluation (this module)
+    "calibrate_threshold",
+    "evaluate_files",
+    "evaluate_scenes",
+    # matching and metrics (poppyscan.eval_metrics)
+    "ObjectScore",
+    "match_masks",
+    "match_polygons",
+    "prf",
+    "score_polygons",
+    # evaluation files (poppyscan.eval_io)
+    "error_layers",
+    "format_table",
+    "read_polygons",
+    "valid_area_m2",
+    "write_error_layers",
+]
 
 
 def evaluate_files(
@@ -327,34 +72,6 @@ def evaluate_files(
         "iou_min": iou_min,
         **score.report(),
     }
-
-
-def format_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
-    """A readable fixed-width table of reports, one row per (name, report)."""
-    cols = [
-        ("tp", "{:d}"),
-        ("fp", "{:d}"),
-        ("fn", "{:d}"),
-        ("precision", "{:.3f}"),
-        ("recall", "{:.3f}"),
-        ("f1", "{:.3f}"),
-        ("pixel_iou", "{:.3f}"),
-        ("centroid_m", "{:.2f}"),
-        ("area_ratio", "{:.2f}"),
-        ("fp_per_ha", "{:.2f}"),
-    ]
-    width = max([len("scene")] + [len(n) for n, _ in rows])
-    lines = ["scene".ljust(width) + "".join(f"{c:>11}" for c, _ in cols)]
-    for name, r in rows:
-        vals = dict(r)
-        vals["centroid_m"] = (r.get("centroid_error_m") or {}).get("mean")
-        vals["fp_per_ha"] = r.get("false_plots_per_ha")
-        cells = []
-        for c, fmt in cols:
-            v = vals.get(c)
-            cells.append(f"{'-' if v is None else fmt.format(v):>11}")
-        lines.append(name.ljust(width) + "".join(cells))
-    return "\n".join(lines)
 
 
 def _detect_polygons(
@@ -418,7 +135,7 @@ def evaluate_scenes(
     plot_scorer: bool = True,
     min_plot_score: float | None = None,
 ) -> dict[str, Any]:  # noqa: ANN001
-    """Run ``bundle`` over labelled scenes and score each one (see :func:`poppyscan.traindata.find_scenes`).
+    """Run ``bundle`` over labelled scenes and score each one (see :func:`poppyscan.scenes.find_scenes`).
 
     ``engine``: ``"detect"`` runs :func:`poppyscan.detect.detect` (the production path), ``"simple"`` the
     small in-memory :func:`poppyscan.scene_predict.predict_scene`; ``"auto"`` prefers detect.
@@ -433,9 +150,11 @@ def evaluate_scenes(
 
     import geopandas as gpd
 
-    from .bundle import check_min_gsd, gsd_floor_m, load_bundle, make_predictor
+    from .bundle_io import load_bundle
+    from .bundle_rules import check_min_gsd, gsd_floor_m
+    from .predictor import make_predictor
     from .scene_predict import predict_scene
-    from .traindata import find_scenes, positive_rows, scene_name
+    from .scenes import find_scenes, positive_rows, scene_name
 
     if engine == "auto":
         engine = "detect" if importlib.util.find_spec("poppyscan.detect") else "simple"
@@ -536,9 +255,10 @@ def calibrate_threshold(
     """
     import geopandas as gpd
 
-    from .bundle import make_predictor, plot_decision
+    from .bundle_rules import plot_decision
+    from .predictor import make_predictor
     from .scene_predict import probability_polygons, scene_probability
-    from .traindata import read_labels
+    from .scenes import read_labels
 
     predict = make_predictor(bundle, device=device, threads=threads)
     totals: dict[tuple[float, float], ObjectScore] = {}

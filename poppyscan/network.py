@@ -35,7 +35,7 @@ from .archs import ARCHS, STRIDE, canonical_arch  # noqa: F401 - re-exported for
 from .errors import ConfigError, DependencyError
 
 if TYPE_CHECKING:
-    from .bundle import BundleMeta
+    from .bundle_meta import BundleMeta
 
 
 

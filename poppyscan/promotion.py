@@ -119,7 +119,7 @@ def promote_bundle(
     When ``target`` exists its content must have digest ``expected_digest`` (the bundle that was
     evaluated as current), else :class:`InputError` and nothing changes. Returns the backup path.
     """
-    from .bundle import load_bundle
+    from .bundle_io import load_bundle
 
     new, target = Path(new), Path(target)
     if target.exists():
@@ -197,7 +197,7 @@ def compare_bundles(
 
 def format_comparison(report: dict[str, Any]) -> str:
     """Readable tables: pooled held-out metrics of both bundles, then per scene; then the decision."""
-    from .evaluate import format_table
+    from .eval_io import format_table
 
     cur, new = report["current"], report["new"]
     label = {r: f"{r} {report[r]['model_version']} @{report[r]['threshold']:.2f}" for r in ("current", "new")}

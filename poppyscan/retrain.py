@@ -54,13 +54,13 @@ class RetrainResult:
 
 
 def _mosaics(sources: list[str | Path]) -> set[Path]:
-    from .traindata import find_scenes
+    from .scenes import find_scenes
 
     return {m.resolve() for m, _ in find_scenes(list(sources))}
 
 
 def _check_holdout(holdout: list[str | Path], training: list[str | Path]) -> None:
-    from .traindata import find_scenes, open_scene
+    from .scenes import find_scenes, open_scene
 
     if not holdout:
         raise InputError("'--holdout' is required: labelled scenes that neither bundle was trained on")
@@ -103,7 +103,7 @@ def retrain(
 ) -> RetrainResult:
     """Export field labels from ``register``, fine-tune ``current`` on them (+ ``scenes``), compare the
     two bundles on ``holdout`` and promote the new one to ``promote_to`` only if ``rule`` says so."""
-    from .bundle import load_bundle, update_meta
+    from .bundle_io import load_bundle, update_meta
     from .config import TrainConfig
     from .survey.labels import export_training_labels
     from .train import train

@@ -18,10 +18,12 @@ from rasterio.features import shapes
 from shapely.geometry import Polygon, shape
 
 from .blend import Blender
-from .bundle import Bundle, Predictor, plot_decision, run_gsd_m
+from .bundle_io import Bundle
+from .bundle_rules import plot_decision, run_gsd_m
 from .errors import InputError
+from .predictor import Predictor
+from .scenes import _rgb_bands, pixel_size_m
 from .tiles import overlap_px, tile_grid
-from .traindata import _rgb_bands, pixel_size_m
 
 MAX_PIXELS = 100_000_000
 

@@ -28,21 +28,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .bundle import BundleMeta, check_bundle_target, load_bundle, new_meta, save_bundle
+from .augment import augment
+from .bundle_io import check_bundle_target, load_bundle, save_bundle
+from .bundle_meta import BundleMeta, new_meta
 from .config import TrainConfig, parse_positive_weights
 from .errors import ConfigError, InputError, OutputExistsError
-from .evaluate import match_masks, prf
+from .eval_metrics import match_masks, prf
 from .network import build_model, canonical_arch
-from .traindata import (
-    IGNORE,
-    Scene,
-    TileSampler,
-    augment,
-    find_scenes,
-    matches,
-    open_scene,
-    positive_chances,
-)
+from .scenes import Scene, find_scenes, open_scene
+from .traindata import IGNORE, TileSampler, matches, positive_chances
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +184,7 @@ def calibrate_bundle(bundle, pairs: list, cfg: TrainConfig, say: Callable[[str],
     (best pooled object F1, optionally among pairs with at most ``max_false_per_ha`` false plots per
     hectare) and record the validation-scene metrics there in ``bundle.json``. ``cal``: the result of
     :func:`~poppyscan.evaluate.calibrate_threshold` on ``pairs`` when the caller already has it."""
-    from .bundle import update_meta
+    from .bundle_io import update_meta
     from .evaluate import calibrate_threshold
 
     if cal is None:

@@ -60,7 +60,8 @@ def evaluate(
 ):
     """Score PRED (plots.gpkg or a detect run directory) against TRUTH (truth.gpkg), or run --model over
     --scenes. Prints a table; --json writes the full report."""
-    from ..evaluate import evaluate_files, evaluate_scenes, format_table
+    from ..eval_io import format_table
+    from ..evaluate import evaluate_files, evaluate_scenes
     from ..fsutil import atomic_path, check_writable
 
     if not 0 < iou_min <= 1:
@@ -121,7 +122,7 @@ def evaluate(
             tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         click.echo(f"report written to {json_out}")
     if errors_out:
-        from ..evaluate import write_error_layers
+        from ..eval_io import write_error_layers
 
         write_error_layers(errors_out, scores, overwrite)
         n_miss = sum(sc.fn for _, sc in scores)

@@ -131,6 +131,6 @@ def train(
 @click.argument("bundle", type=click.Path())
 def export_onnx(bundle):
     """Re-export BUNDLE/model.onnx from its torch weights (model.pt)."""
-    from ..bundle import reexport_onnx
+    from ..bundle_io import reexport_onnx
 
     click.echo(f"wrote {reexport_onnx(bundle)}")
