@@ -8,9 +8,12 @@ A plot's input is ``run.json`` ``inputs[mosaic_index]`` (the ``mosaic_index`` co
 0-based, written by detect since the column exists). For a run folder written before it (or a value that
 does not fit the run), the plot's ``mosaic`` file name decides; several inputs may share a name (every
 OpenDroneMap output is ``odm_orthophoto.tif``), and then the one whose recorded bounds, in its own CRS,
-contain the plot's centroid. An input whose recorded path no longer exists is looked for beside the run
-folder and in its parent (a run and its mosaics copied elsewhere), and such a copy is taken only when its
-bounds are the recorded ones, so a same-named file of another flight is never mistaken for it.
+contain the plot's centroid. Bounding boxes of neighbouring flights overlap, so when several do, the
+files are read under the plot and the first with valid pixels there is taken (:func:`plot_on_data`; the
+first whose bounds contain it when none has, or the files are missing). An input whose recorded path no
+longer exists is looked for beside the run folder and in its parent (a run and its mosaics copied
+elsewhere), and such a copy is taken only when its bounds are the recorded ones, so a same-named file of
+another flight is never mistaken for it.
 
 Whatever chose the mosaic, :func:`plot_on_data` checks that it has valid pixels under the plot before a
 chip is cut, so a chip is never silently black because the plot lies outside its mosaic.
@@ -160,13 +163,16 @@ def _index(value: Any) -> int | None:
     return int(f) if f is not None and f == int(f) and f >= 0 else None
 
 
-def plot_inputs(inputs: list[RunInput], plots: Any) -> list[RunInput | None]:
+def plot_inputs(inputs: list[RunInput], plots: Any, *, guess: bool = True) -> list[RunInput | None]:
     """The input each row of ``plots`` (the ``plots`` layer, a GeoDataFrame) was detected on.
 
-    ``mosaic_index`` when it names an input of the same file name as the plot's ``mosaic``; otherwise the
-    input of that name, and among several of that name (or, for a name no input has, among all inputs)
-    the first whose recorded bounds contain the plot's centroid. ``None`` where nothing fits, e.g. a
-    same-named input that does not contain the plot, or no inputs at all.
+    ``mosaic_index`` when it names an input of the same file name as the plot's ``mosaic``; otherwise
+    (with ``guess``) the input of that name, and among several of that name (or, for a name no input has,
+    among all inputs) the one whose recorded bounds contain the plot's centroid; when the bounds of
+    several do, the first of those with valid pixels under the plot (files read only then, and only
+    those that exist), else the first of them. ``None`` where nothing fits, e.g. a same-named input that
+    does not contain the plot, or no inputs at all; without ``guess``, wherever ``mosaic_index`` does
+    not decide (what detect recorded, nothing inferred).
     """
     n = len(plots)
     idx = plots["mosaic_index"].tolist() if "mosaic_index" in plots else [None] * n
@@ -183,19 +189,65 @@ def plot_inputs(inputs: list[RunInput], plots: Any) -> list[RunInput | None]:
 
     by_index = {i.index: i for i in inputs}
     out: list[RunInput | None] = []
-    for row, (k, raw) in enumerate(zip(idx, names, strict=True)):
-        name = Path(str(raw)).name if raw is not None and str(raw) not in ("", "nan", "None") else ""
-        own = by_index.get(_index(k))
-        if own is not None and (not name or own.name == name):
-            out.append(own)
-            continue
-        same = [i for i in inputs if name and i.name == name]
-        if len(same) == 1:
-            out.append(same[0])
-            continue
-        pool = same or inputs
-        out.append(next((i for i in pool if contains(i, row)), None))
+    with _Rasters() as rasters:
+        for row, (k, raw) in enumerate(zip(idx, names, strict=True)):
+            name = Path(str(raw)).name if raw is not None and str(raw) not in ("", "nan", "None") else ""
+            own = by_index.get(_index(k))
+            if own is not None and (not name or own.name == name):
+                out.append(own)
+                continue
+            if not guess:
+                out.append(None)
+                continue
+            same = [i for i in inputs if name and i.name == name]
+            if len(same) == 1:
+                out.append(same[0])
+                continue
+            hits = [i for i in (same or inputs) if contains(i, row)]
+            if len(hits) > 1:  # overlapping bounds: the mosaic with pixels under the plot
+                geom = plots.geometry.iloc[row]
+                hits = [i for i in hits if rasters.on_data(i, geom, plots.crs)] or hits
+            out.append(hits[0] if hits else None)
     return out
+
+
+class _Rasters:
+    """Input mosaics opened on demand (once each) to test whether a plot lies on their valid pixels."""
+
+    def __init__(self) -> None:
+        self._open: dict[int, Any] = {}
+
+    def __enter__(self) -> _Rasters:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for src in self._open.values():
+            if src is not None:
+                src.close()
+
+    def on_data(self, item: RunInput, geom: Any, crs: Any) -> bool:
+        """Whether ``item``'s file has valid pixels under ``geom`` (in ``crs``); False when it cannot be
+        read."""
+        import rasterio
+
+        if item.index not in self._open:
+            try:
+                self._open[item.index] = rasterio.open(item.path) if item.exists else None
+            except (rasterio.errors.RasterioIOError, OSError):
+                self._open[item.index] = None
+        src = self._open[item.index]
+        if src is None or src.crs is None or geom is None:
+            return False
+        from pyproj import CRS, Transformer
+
+        target = CRS.from_wkt(src.crs.to_wkt())
+        if crs is not None and not CRS.from_user_input(crs).equals(target):
+            tr = Transformer.from_crs(CRS.from_user_input(crs), target, always_xy=True)
+            geom = shapely.transform(geom, lambda x, y: tr.transform(x, y), interleaved=False)
+        try:
+            return plot_on_data(src, geom)
+        except (rasterio.errors.RasterioIOError, OSError):
+            return False
 
 
 def _centroids_within(centroids: np.ndarray, crs: Any, item: RunInput) -> np.ndarray:

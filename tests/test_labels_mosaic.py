@@ -18,6 +18,7 @@ import numpy as np
 import pyogrio
 import rasterio
 from rasterio.transform import from_origin
+from register_versions import as_version, version_of
 from shapely.geometry import box
 from survey_helpers import CRS, X0, Y0, PlotSpec, fill_csv, make_run, read_csv
 
@@ -98,17 +99,59 @@ def test_a_register_written_before_mosaic_index_places_plots_by_name_and_bounds(
     reg = tmp_path / "reg.gpkg"
     register_run(reg, run)
     _verdicts(run, reg, tmp_path)
-    with sqlite3.connect(reg) as conn:  # what poppyscan wrote before schema 3
-        conn.execute("ALTER TABLE plots DROP COLUMN mosaic_index")
-        conn.execute("UPDATE survey_meta SET value = '2' WHERE key = 'schema_version'")
+    as_version(reg, 2)  # what poppyscan wrote before schema 3
     from poppyscan.survey.labels import export_training_labels
 
-    report = export_training_labels(reg, tmp_path / "old")  # migrated on open: mosaic_index NULL
+    report = export_training_labels(reg, tmp_path / "old")  # upgraded in memory: mosaic_index NULL
     assert (report.scenes, report.unplaced) == (2, 0)
     assert _labelled(tmp_path / "old") == {"A": {1, 3}, "B": {2, 4}}
-    with sqlite3.connect(reg) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM plots WHERE mosaic_index IS NULL").fetchone()[0] == 4
-    register_run(reg, run)  # registered again: the index is filled in
+    assert version_of(reg) == 2  # export-labels only reads the register
+    register_run(reg, run)  # registered again: upgraded, the index filled in
     with sqlite3.connect(reg) as conn:
         rows = dict(conn.execute("SELECT plot_id, mosaic_index FROM plots").fetchall())
     assert rows == {1: 0, 2: 1, 3: 0, 4: 1}
+
+
+def _odm_mosaic(path: Path, left: float, valid_px: int) -> dict:
+    """A 200 m x 200 m odm_orthophoto.tif (10 m pixels, nodata 0) whose first ``valid_px`` columns hold
+    imagery, as run.json records it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.zeros((3, 20, 20), np.uint8)
+    data[:, :, :valid_px] = 90
+    with rasterio.open(path, "w", driver="GTiff", width=20, height=20, count=3, dtype="uint8", crs=CRS,
+                       nodata=0, transform=from_origin(left, Y0 + 100, 10, 10)) as dst:
+        dst.write(data)
+        bounds = list(dst.bounds)
+    return {"path": str(path), "crs": CRS, "gsd_m": 10.0, "width": 20, "height": 20, "bounds": bounds}
+
+
+def test_an_old_run_over_overlapping_mosaics_of_one_name_is_labelled_on_the_pixels_under_each_plot(tmp_path):
+    """A run folder written before detect recorded mosaic_index, over two odm_orthophoto.tif whose bounding
+    boxes overlap: flight A has imagery only west of X0, flight B starts 40 m west of it. Plot 2 lies in
+    both boxes but on B's pixels only; the register stores no guess, export-labels reads the pixels."""
+    run = tmp_path / "run"
+    make_run(run, [PlotSpec(-60, 0), PlotSpec(50, 0), PlotSpec(130, 0)], tag="ovl",
+             mosaic="odm_orthophoto.tif")
+    meta = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    meta["inputs"] = [_odm_mosaic(tmp_path / "A" / "odm_orthophoto.tif", X0 - 100, 10),
+                      _odm_mosaic(tmp_path / "B" / "odm_orthophoto.tif", X0 - 40, 20)]
+    (run / "run.json").write_text(json.dumps(meta), encoding="utf-8")
+    reg = tmp_path / "reg.gpkg"
+    register_run(reg, run)
+
+    def stored() -> dict[int, int | None]:
+        with sqlite3.connect(reg) as conn:
+            return dict(conn.execute("SELECT plot_id, mosaic_index FROM plots").fetchall())
+
+    assert stored() == {1: None, 2: None, 3: None}  # detect recorded none: nothing guessed is kept as fact
+    results = {r["task_id"]: {"result": "poppy", "checked_by": "王伟", "checked_at": "2025-05-02"}
+               for r in read_csv(run / "tasks.csv")}
+    fill_csv(run / "tasks.csv", tmp_path / "back.csv", results)
+    import_results(reg, tmp_path / "back.csv", today=date(2026, 1, 1))
+    assert main(["results", "export-labels", str(tmp_path / "labels"), "--register", str(reg)]) == 0
+    assert _labelled(tmp_path / "labels") == {"A": {1}, "B": {2, 3}}
+    # a register that stored the guess of the bounds alone (A for plot 2): registering again clears it
+    with sqlite3.connect(reg) as conn:
+        conn.execute("UPDATE plots SET mosaic_index = CASE plot_id WHEN 3 THEN 1 ELSE 0 END")
+    register_run(reg, run)
+    assert stored() == {1: None, 2: None, 3: None}

@@ -21,6 +21,7 @@ import pyogrio
 import pytest
 import rasterio
 from detect_scenes import MAGENTA, ColourPredictor, write_scene
+from rasterio.transform import from_origin
 from shapely.geometry import Point, box
 
 from poppyscan.cli import main
@@ -212,6 +213,38 @@ def test_inputs_resolve_by_index_name_and_position(tmp_path):
     assert [r.index for r in plot_inputs(inputs, named)] == [1] * 4  # a name that fits no input: position
     far = plots.assign(geometry=[Point(0, 0).buffer(1)] * 4, mosaic_index=[None] * 4)
     assert plot_inputs(inputs, far) == [None] * 4
+
+
+def _odm(path: Path, left: float, valid_cols: int) -> dict:
+    """A 40 m x 40 m odm_orthophoto.tif (0.1 m pixels, nodata 0) with imagery in its first ``valid_cols``
+    columns only, as run.json records it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.zeros((3, 400, 400), np.uint8)
+    data[:, :, :valid_cols] = 120
+    with rasterio.open(path, "w", driver="GTiff", width=400, height=400, count=3, dtype="uint8", nodata=0,
+                       crs="EPSG:32649", transform=from_origin(left, 2800000.0, 0.1, 0.1)) as dst:
+        dst.write(data)
+        return {"path": str(path), "crs": "EPSG:32649", "bounds": list(dst.bounds), "width": 400,
+                "height": 400}
+
+
+def test_overlapping_inputs_of_one_name_go_to_the_one_with_pixels_under_the_plot(tmp_path):
+    """Flight A has imagery in its west half only, flight B starts 20 m further east: a plot at 32-36 m
+    lies in both bounding boxes, on B's pixels and A's nodata (the review's /tmp/rev/odm case)."""
+    x0 = 500000.0
+    run = {"crs": "EPSG:32649", "inputs": [_odm(tmp_path / "A" / "odm_orthophoto.tif", x0, 200),
+                                           _odm(tmp_path / "B" / "odm_orthophoto.tif", x0 + 20, 400)]}
+    on_b = box(x0 + 32, 2800000.0 - 22, x0 + 36, 2800000.0 - 18)
+    on_a = box(x0 + 5, 2800000.0 - 22, x0 + 9, 2800000.0 - 18)
+    plots = gpd.GeoDataFrame({"mosaic": ["odm_orthophoto.tif"] * 3, "mosaic_index": [None, None, 0]},
+                             geometry=[on_b, on_a, on_b], crs="EPSG:32649")
+    inputs = read_inputs(tmp_path / "run", run)
+    assert [i.index for i in plot_inputs(inputs, plots)] == [1, 0, 0]  # a recorded index is not doubted
+    assert [i.index for i in plot_inputs(inputs, plots.to_crs(4326))] == [1, 0, 0]
+    assert [i and i.index for i in plot_inputs(inputs, plots, guess=False)] == [None, None, 0]
+    shutil.move(tmp_path / "B", tmp_path / "B-elsewhere")  # a file to read is missing: the bounds decide
+    gone = read_inputs(tmp_path / "run", run)
+    assert [i.index for i in plot_inputs(gone, plots)] == [0, 0, 0]
 
 
 def test_a_same_named_file_beside_a_moved_run_is_taken_only_if_it_lies_where_recorded(tmp_path):

@@ -343,3 +343,32 @@ def test_the_same_visit_is_corrected_field_by_field_but_another_teams_same_day_v
         report = import_results(run["reg"], _verdict_file(run, "x.csv", tid, **cells), today=TODAY)
         assert [r.row for r in report.rejected] == [2] and reason in report.rejected[0].reason
     assert dump(run["reg"]) == before
+
+
+def test_an_undated_row_never_overwrites_a_dated_verdict_whatever_the_import_order(run):
+    """The review's case: team A's undated 'not reached', then A's dated poppy verdict with a photo, then
+    the undated file again: it must neither turn the result back nor add its notes to the dated visit."""
+    undated = {"result": "not_reached", "checked_by": "A", "notes": "road flooded"}
+    dated = {"result": "poppy", "checked_by": "A", "checked_at": "2025-05-05", "photo": "p.jpg"}
+    expected = ("poppy", None, "2025-05-05", "A", "p.jpg", "done")
+    first, second = run["ids"][:2]
+    for tid, order in ((first, ("u", "d", "u")), (second, ("d", "u"))):
+        files = {"u": _verdict_file(run, f"u{tid}.csv", tid, **undated),
+                 "d": _verdict_file(run, f"d{tid}.csv", tid, **dated)}
+        reports = [import_results(run["reg"], files[k], today=TODAY) for k in order]
+        assert _verdict(run["reg"], tid) == expected, order
+        assert task_rows(run["reg"])[tid]["notes"] is None, order
+        (rejected,) = reports[-1].rejected
+        assert rejected.reason == (
+            "checked_at is empty and the row would change the result of the dated verdict recorded "
+            "(poppy, by A, checked_at 2025-05-05); fill in checked_at so the newer one wins")
+    # an undated row may fill what the dated verdict left empty, and change nothing else
+    before = dump(run["reg"])
+    for cells in ({"result": "already_eradicated"}, {"result": "poppy", "photo": "q.jpg", "checked_by": "A"}):
+        report = import_results(run["reg"], _verdict_file(run, "x.csv", first, **cells), today=TODAY)
+        assert [r.row for r in report.rejected] == [2] and "fill in checked_at" in report.rejected[0].reason
+    assert dump(run["reg"]) == before
+    fill = _verdict_file(run, "fill.csv", first, result="poppy", plants_eradicated=40, notes="seen again")
+    assert import_results(run["reg"], fill, today=TODAY).n_changed_rows == 1
+    assert _verdict(run["reg"], first) == ("poppy", 40, "2025-05-05", "A", "p.jpg", "done")
+    assert task_rows(run["reg"])[first]["notes"] == "seen again"

@@ -36,9 +36,32 @@ def _rewrite_plots(run: Path, plots) -> None:
     pyogrio.write_dataframe(plots, run / "plots.gpkg", layer="plots")
 
 
+# what `poppyscan tasks` writes into a run folder, and what it leaves while writing: the package is built in
+# a hidden staging folder (``.tasks.*.part``) and files are written beside their target (``.NAME.*.part*``,
+# fsutil.atomic_path), the replaced ones kept as ``.NAME.old`` until the swap
+TASK_OUTPUTS = {"tasks.csv", "tasks.xlsx", "tasks.gpx", "tasks.kmz", "plots.geojson", "chips", "work_orders",
+                "units", "probability.qml"}
+
+
 def _no_task_files(run: Path) -> None:
-    assert not (run / "tasks.csv").exists() and not (run / "chips").exists()
-    assert not any(run.glob(".*tmp*"))
+    left = sorted(p.name for p in run.iterdir()
+                  if p.name in TASK_OUTPUTS or (p.name.startswith(".") and (".part" in p.name
+                                                                             or p.name.endswith(".old"))))
+    assert not left, f"poppyscan tasks left {left} in {run}"
+
+
+def test_no_task_files_sees_what_tasks_leaves_behind(task_run):
+    """The check above must see the staging folder and temporary files tasks really makes."""
+    import tempfile
+
+    _no_task_files(task_run)
+    stage = Path(tempfile.mkdtemp(prefix=".tasks.", suffix=".part", dir=task_run))  # as export.package
+    with pytest.raises(AssertionError, match=r"\.tasks\..*\.part"):
+        _no_task_files(task_run)
+    stage.rmdir()
+    (task_run / ".tasks.csv.x1y2.part.csv").write_text("")  # as fsutil.atomic_path
+    with pytest.raises(AssertionError, match="tasks.csv"):
+        _no_task_files(task_run)
 
 
 @pytest.fixture()

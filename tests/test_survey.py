@@ -269,23 +269,23 @@ def rasterio_bounds(path):
 
 
 def test_a_version_1_register_is_migrated_and_registering_again_takes_over_desk_decisions(tmp_path):
+    from register_versions import V1_DDL, as_version, schema, version_of
+
     from poppyscan.review.store import save_decision
     from poppyscan.survey import compute_stats
 
     make_run(tmp_path / "run", SPECS_2025, tag="a", with_tasks=False)
     reg = tmp_path / "reg.gpkg"
     register_run(reg, tmp_path / "run")
-    with sqlite3.connect(reg) as conn:  # what poppyscan <= 0.4 wrote: no desk decisions, no n_skipped
-        for sql in ("ALTER TABLE plots DROP COLUMN review", "ALTER TABLE plots DROP COLUMN dismissed",
-                    "ALTER TABLE imports DROP COLUMN n_skipped",
-                    "UPDATE survey_meta SET value = '1' WHERE key = 'schema_version'"):
-            conn.execute(sql)
+    now = schema(reg)
+    as_version(reg, 1)  # what poppyscan <= 0.4 wrote: no desk decisions, n_skipped, mosaic_index, index
+    assert schema(reg) == schema(V1_DDL)  # a faithful version 1: every migration step has work to do
     save_decision(tmp_path / "run", 2, "rejected", derived=False)
-    assert compute_stats(reg, by="all").rows[0]["plots_found"] == 4  # migrated: nothing dismissed yet
-    with sqlite3.connect(reg) as conn:
-        assert conn.execute("SELECT value FROM survey_meta WHERE key='schema_version'").fetchone()[0] == str(
-            SCHEMA_VERSION)
-    again = register_run(reg, tmp_path / "run")
+    before = reg.read_bytes()
+    assert compute_stats(reg, by="all").rows[0]["plots_found"] == 4  # read as it is: nothing dismissed yet
+    assert reg.read_bytes() == before and version_of(reg) == 1  # a reader never upgrades the file
+    again = register_run(reg, tmp_path / "run")  # a writer does, every step, once
+    assert version_of(reg) == SCHEMA_VERSION and schema(reg) == now
     assert not again.created and again.n_updated == 1
     assert "1 plot(s) with a new desk decision" in again.describe()
     row = compute_stats(reg, by="all").rows[0]

@@ -20,9 +20,11 @@ whose checks were thorough, together with labelled scenes (``poppyscan train SCE
 
 Each plot is labelled on the mosaic it was detected on: the register's ``mosaic_index`` (its position in
 the run's ``mosaic_paths``), so that inputs sharing a file name (every OpenDroneMap output is
-``odm_orthophoto.tif``) are kept apart. Plots registered before the register kept it are placed as
-:func:`poppyscan.run_inputs.plot_inputs` places plots of old runs: by file name, and among inputs of
-that name by the bounds of the mosaic file; a plot that no mosaic fits is left out and counted.
+``odm_orthophoto.tif``) are kept apart. Plots without it (registered before the register kept it, or
+from run folders written before detect recorded it: the register stores no guess) are placed here as
+:func:`poppyscan.run_inputs.plot_inputs` places plots of old runs: by file name, among inputs of that
+name by the bounds of the mosaic file and, where several hold the plot, by the one with valid pixels
+under it; a plot that no mosaic fits is left out and counted.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def export_training_labels(register: str | Path, out_dir: str | Path, *, year: i
     """Write label files and ``scenes.csv`` into ``out_dir`` from the register's verified plots."""
     out_dir = Path(out_dir)
     scenes_csv = check_writable(out_dir / "scenes.csv", overwrite)
-    conn = connect(register)
+    conn = connect(register, readonly=True)  # never writes: an older register is upgraded in memory
     try:
         runs = conn.execute("SELECT fid, mosaic_paths, year FROM runs ORDER BY fid").fetchall()
         report = LabelExport(scenes_csv)
@@ -152,9 +154,9 @@ def plot_mosaics(paths: list[Path], plots: list) -> list[int | None]:
     """For each register row of ``plots`` (``mosaic``, ``mosaic_index``, ``geom``), the position in the
     run's mosaic ``paths`` of the mosaic it was detected on; None where none fits.
 
-    ``mosaic_index`` decides when it points at a path of the plot's file name; otherwise (plots registered
-    before the register kept it) :func:`poppyscan.run_inputs.plot_inputs` places the plot by file name
-    and, among several paths of that name, by the bounds of the mosaic files that exist.
+    ``mosaic_index`` decides when it points at a path of the plot's file name; otherwise (not recorded)
+    :func:`poppyscan.run_inputs.plot_inputs` places the plot by file name and, among several paths of
+    that name, by the bounds of the mosaic files that exist and the valid pixels under the plot.
     """
     out: list[int | None] = []
     rest: list[int] = []

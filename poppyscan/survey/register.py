@@ -3,7 +3,8 @@
 Sites are linked by :mod:`.sites`. A plot rejected at the desk review and sent to no field team is kept
 (``review = 'rejected'``, ``dismissed = 1``) but is not a finding (:data:`~.schema.FINDING`): it is linked
 to a site like any plot, yet sites, repeats and statistics count findings only. Registering a run again
-takes over changed desk decisions (and, with ``admin``, the units and surveyed hectares per unit).
+takes over changed desk decisions, recomputes its surveyed area (:mod:`.area`) and, with ``admin``,
+re-assigns its units. Each plot's ``mosaic_index`` is what detect recorded, never a guess.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import pandas as pd
 import shapely
 
 from ..errors import InputError
+from .area import ha_text, refresh_area
 from .gpkg import to_blob, touch_contents
 from .rundir import RunData, read_run
-from .schema import ADMIN_FIELDS, connect, now_iso
+from .schema import ADMIN_FIELDS, begin, connect, now_iso
 from .sites import link_sites, refresh_sites
 
 log = logging.getLogger(__name__)
@@ -42,8 +44,10 @@ class RegisterSummary:
     surveyed_ha: float | None
     n_dismissed: int = 0  # plots rejected at the desk and sent to no field team (not findings)
     n_updated: int = 0  # registered again: plots whose desk decision or unit changed
-    units_updated: bool = False  # registered again with admin: the surveyed hectares per unit changed
+    units_updated: bool = False  # registered again: the surveyed hectares per unit changed
     warnings: tuple[str, ...] = ()
+    area_updated: bool = False  # registered again: the surveyed area was recomputed (footprint, hectares)
+    surveyed_ha_before: float | None = None  # ... and the hectares recorded before
 
     def describe(self) -> str:
         if not self.created:
@@ -53,12 +57,13 @@ class RegisterSummary:
             )
             if self.n_updated:
                 text += f", {self.n_updated} plot(s) with a new desk decision or unit"
+            if self.area_updated:
+                was = ha_text(self.surveyed_ha_before)
+                text += f", surveyed area recomputed: {ha_text(self.surveyed_ha)} (was {was})"
             if self.units_updated:
                 text += ", surveyed hectares per unit updated"
             return text
-        ha = (
-            f"{self.surveyed_ha:.2f} ha surveyed" if self.surveyed_ha is not None else "surveyed area unknown"
-        )
+        ha = "surveyed area unknown" if self.surveyed_ha is None else f"{ha_text(self.surveyed_ha)} surveyed"
         dismissed = f", {self.n_dismissed} dismissed at the desk" if self.n_dismissed else ""
         return (
             f"registered run #{self.run_id}: flight {self.flight_date}, {ha}, "
@@ -94,14 +99,17 @@ def register_run(
     Notes
     -----
     Registering the same run again adds tasks made since (``poppyscan tasks`` run later), takes over
-    changed desk decisions and, with ``admin``, re-assigns units and surveyed hectares; nothing else
-    changes. A different run over the same mosaics is refused, so a flight is never counted twice.
+    changed desk decisions, recomputes the surveyed area (footprint, hectares, hectares per unit: a
+    register written by an older poppyscan gets today's figures) and, with ``admin``, re-assigns units;
+    nothing else changes. Hectares split by unit by an earlier ``admin`` are recomputed only with
+    ``admin`` (a warning says so when they differ). A different run over the same mosaics is refused, so a
+    flight is never counted twice.
     """
     run = read_run(run_dir, flight_date=flight_date, admin=admin, admin_fields=admin_fields,
                    admin_gcj02=admin_gcj02)
     conn = connect(register, create=True)
     try:
-        conn.execute("BEGIN IMMEDIATE")
+        begin(conn, register)
         try:
             summary = _register(conn, run, link_distance_m)
             conn.execute("COMMIT")
@@ -123,13 +131,18 @@ def _register(conn: sqlite3.Connection, run: RunData, link_distance_m: float) ->
         if added:
             conn.execute("UPDATE runs SET n_tasks = n_tasks + ? WHERE fid = ?", (added, row["fid"]))
             touch_contents(conn, "tasks")
-        n_updated, units_updated = _refresh_run(conn, row["fid"], run)
+        n_updated = _refresh_run(conn, row["fid"], run)
+        area = refresh_area(conn, row["fid"], run)
         return RegisterSummary(
-            row["fid"], False, row["flight_date"], len(run.plots), added, 0, 0, run.surveyed_ha,
-            run.n_dismissed, n_updated, units_updated, tuple(run.warnings),
+            row["fid"], False, row["flight_date"], len(run.plots), added, 0, 0, area.surveyed_ha,
+            run.n_dismissed, n_updated, area.units_updated, area.warnings, area.area_changed,
+            area.surveyed_ha_before,
         )
+    keys = (run.mosaic_key, *run.legacy_keys)
     twin = conn.execute(
-        "SELECT fid, run_dir, flight_date FROM runs WHERE mosaic_key = ?", (run.mosaic_key,)
+        f"SELECT fid, run_dir, flight_date FROM runs WHERE mosaic_key IN ({', '.join('?' * len(keys))}) "  # noqa: S608
+        "ORDER BY fid LIMIT 1",
+        keys,
     ).fetchone()
     if twin is not None:
         raise InputError(
@@ -232,9 +245,10 @@ def _insert_plots(conn: sqlite3.Connection, run_id: int, run: RunData, site_ids:
     )
 
 
-def _refresh_run(conn: sqlite3.Connection, run_id: int, run: RunData) -> tuple[int, bool]:
+def _refresh_run(conn: sqlite3.Connection, run_id: int, run: RunData) -> int:
     """A run registered again: take over changed desk decisions and, when the run was read with a
-    boundary file, its units and surveyed hectares per unit. Returns (plots changed, units changed)."""
+    boundary file, its plots' and tasks' units (the surveyed area: :func:`refresh_area`). Returns how
+    many plots changed."""
     cols = ("review", "dismissed", *(ADMIN_FIELDS if run.admin_given else ()))
     stored = {
         r["plot_id"]: r
@@ -260,17 +274,7 @@ def _refresh_run(conn: sqlite3.Connection, run_id: int, run: RunData) -> tuple[i
             sites.add(old["site_id"])
     refresh_sites(conn, sites)
     _fill_mosaic_index(conn, run_id, run)
-    units_changed = False
     if run.admin_given:
-        old_units = conn.execute(
-            "SELECT county, township, village, surveyed_ha FROM run_units WHERE run_id = ?", (run_id,)
-        ).fetchall()
-        if sorted((*u[:3], round(u[3], 6)) for u in old_units) != sorted(
-            (*u[:3], round(u[3], 6)) for u in run.units
-        ):
-            conn.execute("DELETE FROM run_units WHERE run_id = ?", (run_id,))
-            _insert_units(conn, run_id, run)
-            units_changed = True
         before = conn.total_changes
         conn.execute(
             "UPDATE tasks SET (county, township, village) = "
@@ -285,16 +289,19 @@ def _refresh_run(conn: sqlite3.Connection, run_id: int, run: RunData) -> tuple[i
         touch_contents(conn, "plots")
     if sites:
         touch_contents(conn, "sites")
-    return n_plots, units_changed
+    return n_plots
 
 
 def _fill_mosaic_index(conn: sqlite3.Connection, run_id: int, run: RunData) -> None:
-    """Plots registered before the register kept ``mosaic_index`` (schema 3) get it from the run now."""
+    """Each plot's ``mosaic_index`` as detect recorded it: filled in for plots registered before the
+    register kept it (schema 3), and cleared where an earlier poppyscan stored a guess for a run folder
+    that does not record it (export-labels places those plots when it exports them)."""
     before = conn.total_changes
     conn.executemany(
-        "UPDATE plots SET mosaic_index = ? WHERE run_id = ? AND plot_id = ? AND mosaic_index IS NULL",
-        [(k, run_id, int(pid)) for pid, v in zip(run.plots["plot_id"], run.plots["mosaic_index"], strict=True)
-         if (k := _num(v, int)) is not None],
+        "UPDATE plots SET mosaic_index = ? WHERE run_id = ? AND plot_id = ? AND mosaic_index IS NOT ?",
+        [(k, run_id, int(pid), k)
+         for pid, v in zip(run.plots["plot_id"], run.plots["mosaic_index"], strict=True)
+         for k in (_num(v, int),)],
     )
     if conn.total_changes > before:
         touch_contents(conn, "plots")

@@ -22,7 +22,7 @@ from typing import Any
 from ..errors import InputError
 from ..tasks import RESERVED
 from .fieldfile import read_field_table
-from .schema import ADMIN_FIELDS, connect, now_iso
+from .schema import ADMIN_FIELDS, begin, connect, now_iso
 from .sites import refresh_sites
 from .verdicts import VERDICT_FIELDS, OlderRow, resolve, same_value, validate_row
 
@@ -155,9 +155,9 @@ def import_results(
     today = today or date.today()
     source = str(table.path.resolve())
     digest = hashlib.sha256(table.path.read_bytes()).hexdigest()
-    conn = connect(register)
+    conn = connect(register, copy=dry_run)  # a dry run works on a copy in memory
     try:
-        conn.execute("BEGIN IMMEDIATE")
+        begin(conn, register)
         try:
             _apply(conn, table, report, max_distance_m, today, source, digest)
             conn.execute("ROLLBACK" if dry_run else "COMMIT")

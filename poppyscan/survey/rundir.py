@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import json
 import logging
 import re
@@ -61,6 +62,7 @@ class RunData:
     units: list[tuple[str, str, str, float]]  # (county, township, village, surveyed_ha)
     admin_given: bool = False  # the units come from a boundary file given now (--admin)
     warnings: list[str] = field(default_factory=list)
+    legacy_keys: tuple[str, ...] = ()  # mosaic_key as registers before south-up ordering may hold it
 
     @property
     def surveyed_ha(self) -> float | None:
@@ -110,12 +112,13 @@ def read_run(
     layers = run_folder.plots_layers(run_dir)
     # each plot's input mosaic (run.json ``inputs``), resolved as the task and review chips resolve it
     found = run_inputs.read_inputs(run_dir, meta, plots["mosaic"] if "mosaic" in plots else ())
-    sources = run_inputs.plot_inputs(found, plots)
+    sources = run_inputs.plot_inputs(found, plots, guess=False)  # only what detect recorded, no guess
     plots = plots.to_crs(4326) if plots.crs is not None else plots.set_crs(4326)
     inputs = meta.get("inputs") or []
     with_path = [k for k, i in enumerate(inputs) if isinstance(i, dict) and i.get("path")]
     mosaic_paths = [str(inputs[k]["path"]) for k in with_path]
-    # position in mosaic_paths of each plot's input (None: no input fits it)
+    # position in mosaic_paths of each plot's input as detect recorded it (None: not recorded, e.g. a run
+    # folder written before mosaic_index; export-labels places those plots when it exports them)
     position = {k: j for j, k in enumerate(with_path)}
     plots["mosaic_index"] = [None if s is None else position.get(s.index) for s in sources]
     mosaics = [Path(p).name for p in mosaic_paths]
@@ -147,27 +150,12 @@ def read_run(
         for r, p in zip(plots["review"], plots["plot_id"], strict=True)
     ]
     warning = units_mod.assignment_warning(plots, units, admin, admin_gcj02)
-    mosaic_key = hashlib.sha256(
-        json.dumps(
-            sorted(
-                [
-                    [
-                        Path(str(i.get("path", ""))).name,
-                        i.get("width"),
-                        i.get("height"),
-                        [round(float(b), 3) for b in (i.get("bounds") or [])],
-                    ]
-                    for i in inputs
-                    if isinstance(i, dict)
-                ]
-            )
-            or mosaics
-        ).encode()
-    ).hexdigest()
+    mosaic_key, legacy_keys = mosaic_keys(inputs, mosaics)
     return RunData(
         run_dir=run_dir.resolve(),
         run_key=hashlib.sha256(raw).hexdigest(),
         mosaic_key=mosaic_key,
+        legacy_keys=legacy_keys,
         flight_date=flight,
         mosaics=mosaics,
         mosaic_paths=mosaic_paths,
@@ -181,6 +169,55 @@ def read_run(
         admin_given=boundaries is not None,
         warnings=[warning] if warning else [],
     )
+
+
+def mosaic_keys(inputs: list, mosaics: list[str]) -> tuple[str, tuple[str, ...]]:
+    """The run's duplicate-flight key, and the keys a register may hold for the same flight.
+
+    The key hashes each input mosaic's file name, size and bounds, ordered west, south, east, north (as
+    detect records them since; before, a south-up mosaic's bounds were recorded with south > north, an
+    east-to-west one's with west > east), so the same flight has one key whichever poppyscan ran detect.
+    Registers written before hashed the bounds as recorded: the other keys are those orientations
+    (every combination for up to four mosaics, else the same orientation for all).
+
+    Parameters
+    ----------
+    inputs
+        run.json ``inputs``.
+    mosaics
+        The mosaic file names, hashed when no input is recorded.
+
+    Returns
+    -------
+    tuple
+        The key, and the other keys of the same flight (to match registers written before).
+    """
+    items = [i for i in inputs if isinstance(i, dict)]
+    heads = [[Path(str(i.get("path", ""))).name, i.get("width"), i.get("height")] for i in items]
+    bounds = [_ordered_bounds(i.get("bounds")) for i in items]
+
+    def key(chosen: Sequence[list[float]]) -> str:
+        entries = sorted([[*h, b] for h, b in zip(heads, chosen, strict=True)])
+        return hashlib.sha256(json.dumps(entries or mosaics).encode()).hexdigest()
+
+    def turned(b: list[float], k: int) -> list[float]:
+        if len(b) != 4:
+            return b
+        west, south, east, north = b
+        return [[west, south, east, north], [west, north, east, south], [east, south, west, north],
+                [east, north, west, south]][k]
+
+    n = len(bounds)
+    combos = itertools.product(range(4), repeat=n) if n <= 4 else [(k,) * n for k in range(4)]
+    main = key(bounds)
+    others = {key([turned(b, k) for b, k in zip(bounds, ks, strict=True)]) for ks in combos} - {main}
+    return main, tuple(sorted(others))
+
+
+def _ordered_bounds(value: Any) -> list[float]:
+    """Recorded bounds rounded to the millimetre, ordered ``[west, south, east, north]``."""
+    b = [round(float(v), 3) for v in (value or [])]
+    return [min(b[0], b[2]), min(b[1], b[3]), max(b[0], b[2]), max(b[1], b[3])] if len(b) == 4 else b
 
 
 def _flight_date(override, meta, inputs, plots, run_dir) -> str:

@@ -10,8 +10,9 @@ Tables (all geometries WGS84 lon/lat, see :mod:`.gpkg`):
 - ``plots`` (features, polygons): every detected plot of every run, linked to a site, with the desk
   review decision (``review``), ``dismissed`` = rejected at the desk and sent to no field team
   (see :data:`FINDING`), and ``mosaic_index``: the position in the run's ``mosaic_paths`` of the mosaic
-  the plot was detected on (several mosaics of a run may share a file name; NULL for plots registered
-  before version 3, which are placed by name and bounds).
+  the plot was detected on, as detect recorded it (several mosaics of a run may share a file name; NULL
+  for plots registered before version 3 or from run folders older than detect's ``mosaic_index``,
+  which export-labels places by name, bounds and pixels).
 - ``tasks`` (features, points): field-verification tasks, keyed by the immutable ``task_id``; holds
   the current field result.
 - ``status_history``: one row per changed task field — who, when (in the field and when recorded),
@@ -19,10 +20,16 @@ Tables (all geometries WGS84 lon/lat, see :mod:`.gpkg`):
 - ``imports``: one row per import that changed something (``n_skipped``: rows older than the verdict
   already recorded).
 - ``survey_meta``: ``schema_version`` and creation time.
+
+Commands that only read the register (``stats``, ``results export-labels``, ``results import --dry-run``)
+open it read-only (:func:`connect` ``readonly``) and never write it: a register of an older schema is
+upgraded in a copy in memory, so a register on a read-only share can be read as it is. Commands that
+write it (``results register``, ``results import``) upgrade it in place, once.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 from datetime import UTC, datetime
@@ -31,7 +38,7 @@ from pathlib import Path
 from ..errors import InputError
 from .gpkg import init_gpkg, register_table
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 ADMIN_FIELDS = ("county", "township", "village")
 RESULT_VALUES = ("poppy", "not_poppy", "already_eradicated", "not_reached")
@@ -77,6 +84,7 @@ CREATE TABLE IF NOT EXISTS tasks (
   status TEXT NOT NULL DEFAULT 'pending', result TEXT, plants_eradicated INTEGER, checked_by TEXT,
   checked_at TEXT, onsite_lon REAL, onsite_lat REAL, photo TEXT, notes TEXT, updated_at TEXT,
   minx REAL, miny REAL, maxx REAL, maxy REAL);
+CREATE INDEX IF NOT EXISTS tasks_plot ON tasks (plot_fid);
 CREATE TABLE IF NOT EXISTS status_history (
   fid INTEGER PRIMARY KEY AUTOINCREMENT, task_id TEXT NOT NULL, field TEXT NOT NULL, old_value TEXT,
   new_value TEXT, changed_by TEXT, checked_at TEXT, recorded_at TEXT NOT NULL, source_file TEXT NOT NULL,
@@ -109,6 +117,9 @@ MIGRATIONS: dict[int, str] = {
     # each plot's own mosaic among the run's mosaic_paths (runs registered before: NULL, placed by name and
     # bounds when labels are exported, and filled in when the run is registered again)
     3: "ALTER TABLE plots ADD COLUMN mosaic_index INTEGER",
+    # the finding test (FINDING) and the plot-task joins look tasks up by plot: without an index, statistics
+    # and registering took time in plots x tasks
+    4: "CREATE INDEX IF NOT EXISTS tasks_plot ON tasks (plot_fid)",
 }
 _ADD_COLUMN = re.compile(r"^\s*ALTER TABLE (\w+) ADD COLUMN (\w+)", re.IGNORECASE)
 
@@ -118,15 +129,34 @@ def now_iso() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def connect(path: str | Path, *, create: bool = False) -> sqlite3.Connection:
-    """Open (or, with ``create``, create) the register at ``path`` and bring its schema up to date.
+def connect(
+    path: str | Path, *, create: bool = False, readonly: bool = False, copy: bool = False
+) -> sqlite3.Connection:
+    """Open (or, with ``create``, create) the register at ``path`` with its schema up to date.
 
-    Raises :class:`InputError` when the file is missing (and ``create`` is false), is not a poppyscan
-    register, or was written by a newer poppyscan.
+    Parameters
+    ----------
+    path
+        The register file.
+    create
+        Create it when it does not exist (writers only).
+    readonly
+        Never write the file: it is opened read-only, and a register of an older schema is upgraded in a
+        copy in memory (the file keeps its version until a writer opens it).
+    copy
+        Work on a copy in memory (implies ``readonly``): changes made through the connection are
+        discarded on close, e.g. for a dry run.
+
+    Raises
+    ------
+    InputError
+        The file is missing (and ``create`` is false) or empty for a reader, is not a poppyscan register,
+        was written by a newer poppyscan, is locked by a writer, or must be written (created, upgraded,
+        added to) by a user without write access to it and its folder (one line saying so).
     """
     path = Path(path)
     if not path.exists():
-        if not create:
+        if not create or readonly or copy:
             raise InputError(
                 f"survey register '{path}' does not exist; add a run first with "
                 f"'poppyscan results register RUN_DIR --register {path}' or pass --register"
@@ -137,20 +167,104 @@ def connect(path: str | Path, *, create: bool = False) -> sqlite3.Connection:
             f"survey register '{path}' is not a file; pass the register's .gpkg file to --register"
         )
     is_new = not path.exists() or path.stat().st_size == 0
+    if is_new and (readonly or copy):
+        raise InputError(
+            f"survey register '{path}' is empty; add a run first with "
+            f"'poppyscan results register RUN_DIR --register {path}'"
+        )
+    version = None if is_new else SCHEMA_VERSION  # until read: for the messages
+    conn = None
     try:
+        if readonly or copy:
+            return _open_read(path, copy=copy)
+        if is_new:
+            _require_write(path, None)
         conn = sqlite3.connect(path, timeout=30, isolation_level=None)
         conn.execute("PRAGMA foreign_keys = ON")
         if is_new:
             _create(conn)
         else:
-            _check_and_migrate(conn, path)
-    except sqlite3.DatabaseError as exc:
-        raise InputError(
-            f"survey register '{path}' is not a readable SQLite/GeoPackage file ({exc}); "
-            "check the path or restore it from a backup"
-        ) from None
+            version = _version(conn, path)
+            _require_write(path, version)
+            _migrate(conn, version)
+    except BaseException as exc:
+        if conn is not None:
+            conn.close()
+        if isinstance(exc, sqlite3.OperationalError):
+            raise _operational(path, exc, version) from None
+        if isinstance(exc, sqlite3.DatabaseError):
+            raise InputError(
+                f"survey register '{path}' is not a readable SQLite/GeoPackage file ({exc}); "
+                "check the path or restore it from a backup"
+            ) from None
+        raise
     conn.row_factory = sqlite3.Row
     return conn
+
+
+def begin(conn: sqlite3.Connection, path: str | Path) -> None:
+    """Start a command's write transaction on the register at ``path``: a register that cannot be written,
+    or stays locked past the timeout, is a one-line :class:`InputError`."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        raise _operational(Path(path), exc, SCHEMA_VERSION) from None
+
+
+def _open_read(path: Path, *, copy: bool) -> sqlite3.Connection:
+    """The register opened read-only; a copy in memory, upgraded there, when it is older or ``copy``."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30, isolation_level=None)
+    try:
+        version = _version(conn, path)
+        if version < SCHEMA_VERSION or copy:
+            mem = sqlite3.connect(":memory:", isolation_level=None)
+            conn.backup(mem)
+            conn.close()
+            conn = mem
+            _migrate(conn, version)
+        conn.execute("PRAGMA foreign_keys = ON")
+    except BaseException:
+        conn.close()
+        raise
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def _require_write(path: Path, version: int | None) -> None:
+    """Raise a one-line :class:`InputError` when this user may not write ``path`` and its folder (SQLite
+    writes a journal beside the file). ``version``: the register's schema version (None: a new one)."""
+    folder = path.resolve().parent
+    if (path.exists() and not os.access(path, os.W_OK)) or not os.access(folder, os.W_OK):
+        raise InputError(_no_write(path, version))
+
+
+def _no_write(path: Path, version: int | None) -> str:
+    if version is not None and version < SCHEMA_VERSION:
+        return (
+            f"survey register '{path}' has schema version {version} and needs a one-time upgrade to "
+            f"version {SCHEMA_VERSION}, which needs write access to the file and its folder; run "
+            "'poppyscan results register' or 'results import' once as a user who may write it "
+            "('poppyscan stats' and 'results export-labels' read it as it is meanwhile)"
+        )
+    what = "creating it" if version is None else "adding to it"
+    return (
+        f"survey register '{path}' cannot be written by this user ({what} needs write access to the file "
+        "and its folder); ask for write access, or work on a copy"
+    )
+
+
+def _operational(path: Path, exc: sqlite3.OperationalError, version: int | None) -> InputError:
+    text = str(exc)
+    if "readonly" in text or "read-only" in text:
+        return InputError(_no_write(path, version))
+    if "locked" in text or "busy" in text:
+        return InputError(
+            f"survey register '{path}' is locked ({text}): another command (or QGIS editing it) is writing "
+            "it; try again when it has finished"
+        )
+    return InputError(
+        f"survey register '{path}' cannot be opened ({text}); check the path and its permissions"
+    )
 
 
 def _create(conn: sqlite3.Connection) -> None:
@@ -172,7 +286,8 @@ def _create(conn: sqlite3.Connection) -> None:
         raise
 
 
-def _check_and_migrate(conn: sqlite3.Connection, path: Path) -> None:
+def _version(conn: sqlite3.Connection, path: Path) -> int:
+    """The register's schema version; :class:`InputError` for a foreign file or a newer register."""
     has_meta = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type='table' AND name='survey_meta'"
     ).fetchone()
@@ -188,18 +303,24 @@ def _check_and_migrate(conn: sqlite3.Connection, path: Path) -> None:
             f"survey register '{path}' has schema version {version}, newer than this poppyscan "
             f"understands ({SCHEMA_VERSION}); upgrade poppyscan"
         )
-    if version < SCHEMA_VERSION:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for v in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[v].split(";"):
-                    if statement.strip() and not _has_column(conn, statement):
-                        conn.execute(statement)
-            conn.execute("UPDATE survey_meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+    return version
+
+
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Run the migrations after ``version``, in one transaction."""
+    if version >= SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for v in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[v].split(";"):
+                if statement.strip() and not _has_column(conn, statement):
+                    conn.execute(statement)
+        conn.execute("UPDATE survey_meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _has_column(conn: sqlite3.Connection, statement: str) -> bool:

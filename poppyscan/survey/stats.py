@@ -131,7 +131,7 @@ def unit_columns(by: str) -> tuple[str, ...]:
 def compute_stats(register: str | Path, *, by: str = "county", year: int | None = None) -> StatsTable:
     """Statistics per unit (``by``) and year; with ``year`` only that year's rows (y-o-y still vs year-1)."""
     ucols = unit_columns(by)
-    conn = connect(register)
+    conn = connect(register, readonly=True)  # never writes: an older register is upgraded in memory
     try:
         rows = _compute(conn, ucols)
         totals = _compute(conn, ()) if ucols else rows

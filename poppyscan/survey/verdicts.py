@@ -7,13 +7,16 @@ A row is the verdict of one visit, ordered by ``checked_at``:
 - the row is **later** than the recorded verdict: it replaces that verdict as a whole (fields the row
   leaves empty are cleared; a replacing row must give a result);
 - the row is **earlier**: it is skipped whole and reported, the newer verdict stays;
-- the same visit (same ``checked_at``, to the precision both give; or a row without ``checked_at``):
-  the row corrects the recorded verdict field by field (empty cells are no news), unless it is visibly
-  another team's (another ``checked_by``), which is rejected until ``checked_at`` says which is newer;
-- a dated row over an undated verdict replaces it, unless it only adds the date (same result and team).
+- the same visit (same ``checked_at``, to the precision both give; or neither dated): the row corrects
+  the recorded verdict field by field (empty cells are no news), unless it is visibly another team's
+  (another ``checked_by``), which is rejected until ``checked_at`` says which is newer;
+- a dated row over an undated verdict replaces it, unless it only adds the date (same result and team);
+- a row **without** ``checked_at`` over a dated verdict cannot be ordered against it: it may only fill
+  fields the dated verdict left empty; one that would change a recorded value (the result above all) is
+  rejected until ``checked_at`` is filled in.
 
-So one verdict's fields are never mixed with another's, and importing files out of order ends with the
-newest verdict.
+So one verdict's fields are never mixed with another's, a dated verdict is never overwritten by an
+undated row, and importing files in any order ends with the newest verdict.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from .schema import RESULT_VALUES
 
 # the field team's columns, as `poppyscan tasks` writes them (status is ours, not theirs)
 VERDICT_FIELDS = tuple(c for c in RESULT_COLUMNS if c != "status")
-MERGE, REPLACE = "merge", "replace"
+MERGE, REPLACE, FILL = "merge", "replace", "fill"
 RESULT_ALIASES = {
     "罂粟": "poppy",
     "是罂粟": "poppy",
@@ -70,6 +73,9 @@ def resolve(current: sqlite3.Row, new: dict[str, Any]) -> dict[str, Any]:
             )
         target = {f: new.get(f) for f in VERDICT_FIELDS}
         verdict = target
+    elif mode == FILL:  # an undated row over a dated verdict: only what that verdict left empty
+        target = {f: v for f, v in new.items() if _empty(current[f])}
+        verdict = {f: current[f] for f in VERDICT_FIELDS} | target
     else:
         target = dict(new)
         when, old = new.get("checked_at"), current["checked_at"]
@@ -113,7 +119,22 @@ def _mode(current: sqlite3.Row, new: dict[str, Any]) -> str:
             f"checked_at is empty and another team's verdict ({_describe(current)}) is recorded; "
             "fill in checked_at so the newer one wins"
         )
+    if old:  # an undated row over a dated verdict: it cannot say which visit is newer
+        changed = [
+            f for f, v in new.items()
+            if not same_value(current[f], v) and (f == "result" or not _empty(current[f]))
+        ]
+        if changed:
+            raise ValueError(
+                f"checked_at is empty and the row would change the {', '.join(changed)} of the dated "
+                f"verdict recorded ({_describe(current)}); fill in checked_at so the newer one wins"
+            )
+        return FILL
     return MERGE
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def _compare_when(a: str, b: str) -> int:
