@@ -1,7 +1,7 @@
-"""Training labels from verified field results, for retraining the model on the office's own flights.
+"""Training labels from field results and desk rejections, for retraining on the office's own flights.
 
-For every registered run with at least one verified plot, one label file per mosaic is written
-(``<run>_<mosaic stem>.gpkg``, layer ``plots``, column ``label``) plus a ``scenes.csv`` list
+For every registered run with at least one verified or desk-rejected plot, one label file per mosaic is
+written (``<run>_<mosaic stem>.gpkg``, layer ``plots``, column ``label``) plus a ``scenes.csv`` list
 (``mosaic,labels``) that ``poppyscan train`` reads as it is (see :mod:`poppyscan.traindata`):
 
 - result ``poppy`` -> ``label = poppy``: a positive, the detected polygon;
