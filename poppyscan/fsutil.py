@@ -45,25 +45,18 @@ def file_lock(path: str | Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _umask_at_import() -> int:
-    mask = os.umask(0o022)  # set-and-restore: done once, at import, before this package writes files
-    os.umask(mask)
-    return mask
-
-
-_UMASK_AT_IMPORT = _umask_at_import()
-
-
 def _umask() -> int:
-    """The process umask, read from ``/proc`` where the kernel tells it (setting and restoring it here
-    would race with other threads creating files, e.g. the review server's); else the one at import."""
+    """The process umask, read from ``/proc`` where the kernel tells it: setting and restoring it would
+    race with other threads creating files (the review server's). Elsewhere it is set and restored."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("Umask:"):
                 return int(line.split()[1], 8)
     except (OSError, ValueError, IndexError):
         pass
-    return _UMASK_AT_IMPORT
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes_atomic(path: str | Path, data: bytes, *, fsync: bool = False) -> None:

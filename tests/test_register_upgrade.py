@@ -82,6 +82,28 @@ def test_readers_never_write_an_older_register(tmp_path):
         assert _stamp(reg) == before and version_of(reg) == version
 
 
+def test_readers_roll_back_what_an_interrupted_writer_left(tmp_path):
+    """A register or import killed mid-transaction leaves a hot journal; a reader that may write the file
+    must roll it back and read (a read-only connection cannot, and failed with a wrong message)."""
+    s = two_year_survey(tmp_path)
+    reg = s["register"]
+    by_township = compute_stats(reg, by="township").all_rows()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - a writer dying mid-transaction
+        conn = sqlite3.connect(reg, isolation_level=None)
+        conn.execute("PRAGMA cache_size = 1")  # spill to the file: the journal holds the old pages
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE tasks SET notes = 'crash'")
+        conn.execute("UPDATE plots SET county = 'x'")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    journal = reg.with_name(reg.name + "-journal")
+    assert journal.is_file() and journal.stat().st_size > 0
+    assert compute_stats(reg, by="township").all_rows() == by_township
+    report = export_training_labels(reg, tmp_path / "labels")
+    assert report.scenes == 0
+
+
 def _forked(args: list[str], *, drop_root: bool) -> tuple[int, str, str]:
     """``poppyscan ARGS`` in a child process, as user nobody when ``drop_root`` (root may write anything)."""
     r, w = os.pipe()
@@ -265,6 +287,24 @@ def test_hectares_split_by_unit_are_recomputed_only_with_admin_and_a_warning_say
     assert _recorded(reg) == (pytest.approx(4.5, rel=1e-3), {"甲镇": pytest.approx(1.0, rel=1e-3),
                                                              "乙镇": pytest.approx(3.5, rel=1e-3)})
     assert again.area_updated and again.units_updated and again.warnings == ()
+
+
+def test_a_run_whose_rasters_are_gone_keeps_its_recorded_area_and_says_so(tmp_path):
+    """Registering old runs again is the upgrade step, and old runs' rasters are the likeliest to have
+    been archived: what is left (a mosaic's bounds, or nothing) must not replace the recorded area."""
+    run = _area_run(tmp_path)
+    reg, units = tmp_path / "reg.gpkg", _units(tmp_path)
+    register_run(reg, run, admin=units)
+    recorded = _recorded(reg)
+    (run / "probability.tif").rename(tmp_path / "archived.tif")
+    for admin in (None, units):
+        before = dump(reg)
+        kept = register_run(reg, run, admin=admin)
+        assert dump(reg) == before and _recorded(reg) == recorded and not kept.area_updated
+        assert kept.surveyed_ha == pytest.approx(2.0, rel=1e-3)
+        assert len(kept.warnings) == 1 and kept.warnings[0].startswith(
+            "the probability rasters of run #1 cannot all be read now (moved or archived?), so its recorded "
+            "surveyed area 2.00 ha was kept"), kept.warnings
 
 
 # ---- a south-up flight is one flight whichever detect wrote its run ------------------------------------

@@ -372,3 +372,11 @@ def test_an_undated_row_never_overwrites_a_dated_verdict_whatever_the_import_ord
     assert import_results(run["reg"], fill, today=TODAY).n_changed_rows == 1
     assert _verdict(run["reg"], first) == ("poppy", 40, "2025-05-05", "A", "p.jpg", "done")
     assert task_rows(run["reg"])[first]["notes"] == "seen again"
+    # a dated visit that left the result empty: the undated row of the same team fills it in
+    third = run["ids"][2]
+    notes = _verdict_file(run, "n.csv", third, checked_by="A", checked_at="2025-05-06", notes="gate locked")
+    import_results(run["reg"], notes, today=TODAY)
+    later = _verdict_file(run, "r.csv", third, result="not_poppy", checked_by="A")
+    assert import_results(run["reg"], later, today=TODAY).n_changed_rows == 1
+    assert _verdict(run["reg"], third)[0] == "not_poppy"
+    assert task_rows(run["reg"])[third]["checked_at"] == "2025-05-06"

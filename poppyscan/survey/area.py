@@ -52,6 +52,15 @@ def refresh_area(conn: sqlite3.Connection, run_id: int, run: RunData) -> AreaUpd
         "SELECT county, township, village, surveyed_ha FROM run_units WHERE run_id = ?", (run_id,)
     ).fetchall()
     recorded, now = row["surveyed_ha"], run.surveyed_ha
+    if recorded is not None and not run.footprint_complete:
+        warnings = ()
+        if not _same_ha(recorded, now):
+            warnings = (
+                f"the probability rasters of run #{run_id} cannot all be read now (moved or archived?), so "
+                f"its recorded surveyed area {ha_text(recorded)} was kept (from what is left: "
+                f"{ha_text(now)}); register it again with the run folder complete to recompute it",
+            )
+        return AreaUpdate(recorded, False, recorded, False, warnings)
     if not run.admin_given and any(any(u[:3]) for u in old_units):
         warnings = ()
         if not _same_ha(recorded, now):

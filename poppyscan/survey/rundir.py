@@ -63,6 +63,7 @@ class RunData:
     admin_given: bool = False  # the units come from a boundary file given now (--admin)
     warnings: list[str] = field(default_factory=list)
     legacy_keys: tuple[str, ...] = ()  # mosaic_key as registers before south-up ordering may hold it
+    footprint_complete: bool = True  # from every probability raster (or the footprints layer), no fallback
 
     @property
     def surveyed_ha(self) -> float | None:
@@ -130,7 +131,7 @@ def read_run(
     if model_version is None and "model_version" in plots.columns and len(plots):
         model_version = str(plots["model_version"].iloc[0])
 
-    footprint = _footprint(run_dir, layers, meta, inputs)
+    footprint, footprint_complete = _footprint(run_dir, layers, meta, inputs)
     ref = footprint if footprint is not None else (plots.unary_union if len(plots) else None)
     metric = _metric_crs(ref)
     raw_tasks = _read_task_table(run_dir, layers)
@@ -162,6 +163,7 @@ def read_run(
         model_version=model_version,
         crs=meta.get("crs"),
         footprint=footprint,
+        footprint_complete=footprint_complete,
         metric_crs=metric,
         plots=plots,
         tasks=tasks,
@@ -243,17 +245,20 @@ def _metric_crs(geom: BaseGeometry | None) -> CRS:
     return CRS.from_epsg(utm_epsg(c.x, c.y))
 
 
-def _footprint(run_dir: Path, layers: set[str], meta: dict, inputs: list) -> BaseGeometry | None:
+def _footprint(run_dir: Path, layers: set[str], meta: dict,
+               inputs: list) -> tuple[BaseGeometry | None, bool]:
     """Surveyed area (WGS84): the ``footprints`` layer, else the union of the valid pixels of every
     probability raster of the run (a mosaic whose raster is missing or unreadable counts with its
-    bounds), else the union of the mosaic bounds. Overlapping mosaics count once."""
+    bounds), else the union of the mosaic bounds. Overlapping mosaics count once. Also whether it is
+    complete: read from the layer or from every raster, with no fallback to bounds."""
     gpkg = run_dir / "plots.gpkg"
     if "footprints" in layers:
         fp = gpd.read_file(gpkg, layer="footprints", engine="pyogrio")
         if len(fp) and fp.crs is not None:
-            return shapely.make_valid(fp.to_crs(4326).unary_union)
+            return shapely.make_valid(fp.to_crs(4326).unary_union), True
     names = _probability_names(run_dir, meta)
     parts = []
+    complete = bool(names)
     for k, name in enumerate(names):
         path = run_dir / name
         try:
@@ -261,6 +266,7 @@ def _footprint(run_dir: Path, layers: set[str], meta: dict, inputs: list) -> Bas
                 raise FileNotFoundError("no such file")
             part = _valid_area(path)
         except Exception as exc:  # noqa: BLE001 - fall back to the mosaic's bounds, but say so
+            complete = False
             part = _input_box(inputs[k]) if k < len(inputs) else None
             log.warning(
                 "could not read the footprint from %s (%s); using %s",
@@ -272,7 +278,7 @@ def _footprint(run_dir: Path, layers: set[str], meta: dict, inputs: list) -> Bas
             parts.append(part)
     if not names:
         parts = [b for b in (_input_box(i) for i in inputs) if b is not None]
-    return shapely.make_valid(shapely.union_all(parts)) if parts else None
+    return (shapely.make_valid(shapely.union_all(parts)) if parts else None), complete
 
 
 def _probability_names(run_dir: Path, meta: dict) -> list[str]:

@@ -211,12 +211,22 @@ def begin(conn: sqlite3.Connection, path: str | Path) -> None:
         raise _operational(Path(path), exc, SCHEMA_VERSION) from None
 
 
+READ_IN_PLACE_FROM = 3
+"""Oldest schema a reader queries as it is: version 4 only adds an index (slower without, same rows)."""
+
+
 def _open_read(path: Path, *, copy: bool) -> sqlite3.Connection:
-    """The register opened read-only; a copy in memory, upgraded there, when it is older or ``copy``."""
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30, isolation_level=None)
+    """The register opened for reading, never written: in place when its schema has every column
+    (:data:`READ_IN_PLACE_FROM`), else (or for ``copy``) a copy in memory, upgraded there.
+
+    A user who may write the file gets a read-write connection all the same, so SQLite rolls back the
+    journal an interrupted writer left (a read-only one cannot, and would fail)."""
+    writable = os.access(path, os.W_OK) and os.access(path.resolve().parent, os.W_OK)
+    uri = path.resolve().as_uri() + ("" if writable else "?mode=ro")
+    conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
     try:
         version = _version(conn, path)
-        if version < SCHEMA_VERSION or copy:
+        if version < READ_IN_PLACE_FROM or copy:
             mem = sqlite3.connect(":memory:", isolation_level=None)
             conn.backup(mem)
             conn.close()
@@ -253,8 +263,16 @@ def _no_write(path: Path, version: int | None) -> str:
     )
 
 
+SQLITE_READONLY_ROLLBACK = 776
+
+
 def _operational(path: Path, exc: sqlite3.OperationalError, version: int | None) -> InputError:
     text = str(exc)
+    if getattr(exc, "sqlite_errorcode", None) == SQLITE_READONLY_ROLLBACK:
+        return InputError(
+            f"survey register '{path}' holds an interrupted write (its '{path.name}-journal') that only a "
+            "user with write access can roll back; run any 'poppyscan results' command once as such a user"
+        )
     if "readonly" in text or "read-only" in text:
         return InputError(_no_write(path, version))
     if "locked" in text or "busy" in text:

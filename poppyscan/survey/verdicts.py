@@ -122,7 +122,7 @@ def _mode(current: sqlite3.Row, new: dict[str, Any]) -> str:
     if old:  # an undated row over a dated verdict: it cannot say which visit is newer
         changed = [
             f for f, v in new.items()
-            if not same_value(current[f], v) and (f == "result" or not _empty(current[f]))
+            if not same_value(current[f], v) and not _empty(current[f])
         ]
         if changed:
             raise ValueError(
