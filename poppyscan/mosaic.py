@@ -98,6 +98,9 @@ class Mosaic:
         self.crs = ds.crs
         self.width, self.height = ds.width, ds.height
         self.transform = ds.transform
+        t = ds.transform
+        # a south-up (rows run north) or east-to-west raster is read into a north-up model grid
+        self.flip = (t.b == 0 and t.d == 0 and t.a < 0, t.b == 0 and t.d == 0 and t.e > 0)
         self.dtype = np.dtype(ds.dtypes[0])
         try:
             self.gsd_xy = ground_pixel_size(ds.crs, ds.transform, ds.width, ds.height)
@@ -182,7 +185,13 @@ class Mosaic:
         if width < 1 or height < 1:
             raise InputError(f"mosaic '{self.path}' is smaller than one model pixel ({gsd_m} m); "
                              "it cannot be analysed")
-        return ModelGrid(width, height, self.transform @ Affine.scale(sx, sy), gsd_m, (sx, sy))
+        t = self.transform
+        if any(self.flip):  # north-up: origin at the north-west corner whatever the storage order
+            west = t.c + t.a * self.width if self.flip[0] else t.c
+            north = t.f + t.e * self.height if self.flip[1] else t.f
+            return ModelGrid(width, height, Affine(abs(t.a) * sx, 0, west, 0, -abs(t.e) * sy, north), gsd_m,
+                             (sx, sy))
+        return ModelGrid(width, height, t @ Affine.scale(sx, sy), gsd_m, (sx, sy))
 
     def read_strip(self, grid: ModelGrid, row: int, nrows: int, *,
                    reuse: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -201,10 +210,12 @@ class Mosaic:
         :meth:`read_strip` reads rows (``rgb`` uint8 ``(nrows, ncols, 3)``, ``valid`` bool)."""
         sx, sy = grid.scale
         shape = (nrows, ncols)
+        c0 = self.width - (col + ncols) * sx if self.flip[0] else col * sx  # stored order -> north-up
+        r0 = self.height - (row + nrows) * sy if self.flip[1] else row * sy
         if grid.resampled:
-            window = Window(col * sx, row * sy, ncols * sx, nrows * sy)
+            window = Window(c0, r0, ncols * sx, nrows * sy)
         else:
-            window = Window(col, row, ncols, nrows)
+            window = Window(round(c0), round(r0), ncols, nrows)
         indexes = list(self.rgb) + ([self.alpha] if self.alpha is not None else [])
         buf = self._buffers(len(indexes), shape) if reuse else None
         try:
@@ -216,6 +227,10 @@ class Mosaic:
             mask = (self.ds.read_masks(self.rgb[0], window=window, out_shape=shape,
                                        resampling=Resampling.nearest)
                     if self.mask_kind == "internal" else None)
+            if any(self.flip):  # the stored rows/columns back in north-up order
+                rows, cols = (slice(None, None, -1 if f else 1) for f in (self.flip[1], self.flip[0]))
+                data = np.ascontiguousarray(data[:, rows, cols])
+                mask = None if mask is None else np.ascontiguousarray(mask[rows, cols])
         except rasterio.errors.RasterioIOError as exc:
             where = f"pixel row {int(window.row_off)}, column {int(window.col_off)}"
             raise InputError(f"mosaic '{self.path}' cannot be read near {where} ({exc}): the file is damaged "

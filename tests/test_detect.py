@@ -80,6 +80,30 @@ SHAPES = [Point(150, 160).buffer(30), affinity.rotate(box(300, 100, 380, 150), 3
           affinity.scale(Point(170, 420).buffer(40), 1.0, 0.6), box(390, 380, 470, 470)]
 
 
+@pytest.mark.parametrize("gsd", [0.05, 0.04])  # read as stored, and resampled
+@pytest.mark.parametrize("flip", ["rows", "columns", "both"])
+def test_a_south_up_or_east_to_west_mosaic_gives_the_plots_of_its_north_up_original(tmp_path, flip, gsd):
+    scene = write_scene(tmp_path / "m.tif", plots_px=SHAPES, size=(500, 560), gsd=gsd, mask="alpha")
+    with rasterio.open(scene.path) as src:
+        profile, data, t = src.profile, src.read(), src.transform
+    rows, cols = flip in ("rows", "both"), flip in ("columns", "both")
+    h, w = data.shape[1:]
+    profile["transform"] = rasterio.Affine(-t.a if cols else t.a, 0, t.c + t.a * w if cols else t.c,
+                                           0, -t.e if rows else t.e, t.f + t.e * h if rows else t.f)
+    with rasterio.open(tmp_path / "flipped.tif", "w", **profile) as dst:
+        dst.write(data[:, ::-1 if rows else 1, ::-1 if cols else 1])
+    run(scene.path, tmp_path / "a")
+    run(tmp_path / "flipped.tif", tmp_path / "b")
+    a, b = read_plots(tmp_path / "a"), read_plots(tmp_path / "b")
+    assert len(a) == len(SHAPES) and len(b) == len(a)
+    for ga, gb in zip(a.geometry, b.geometry, strict=True):  # plot_id order: north to south, west to east
+        assert ga.symmetric_difference(gb).area < 0.02 * ga.area
+    with rasterio.open(tmp_path / "a" / "probability.tif") as pa, \
+            rasterio.open(tmp_path / "b" / "probability.tif") as pb:
+        assert pb.transform == pa.transform and pb.transform.e < 0  # written north-up
+        assert np.abs(pa.read(1).astype(int) - pb.read(1)).mean() < 0.5
+
+
 @pytest.mark.parametrize("crs", ["EPSG:4547", "EPSG:32649", "EPSG:4326"])
 def test_centroids_match_truth_within_half_a_metre(tmp_path, crs):
     scene = write_scene(tmp_path / "m.tif", plots_px=SHAPES, size=(560, 560), crs=crs, gsd=0.04)  # resampled
