@@ -102,6 +102,12 @@ def test_a_south_up_or_east_to_west_mosaic_gives_the_plots_of_its_north_up_origi
             rasterio.open(tmp_path / "b" / "probability.tif") as pb:
         assert pb.transform == pa.transform and pb.transform.e < 0  # written north-up
         assert np.abs(pa.read(1).astype(int) - pb.read(1)).mean() < 0.5
+    from poppyscan.scene_predict import scene_probability  # the evaluation engine reads it alike
+
+    model = ColourPredictor()
+    sa, sb = (scene_probability(model, model, m) for m in (scene.path, tmp_path / "flipped.tif"))
+    assert tuple(sb.transform) == pytest.approx(tuple(sa.transform)) and sb.transform.e < 0
+    assert np.array_equal(sa.valid, sb.valid) and np.abs(sa.prob - sb.prob).mean() < 0.005
 
 
 @pytest.mark.parametrize("crs", ["EPSG:4547", "EPSG:32649", "EPSG:4326"])
