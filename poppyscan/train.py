@@ -9,6 +9,11 @@
 Validation is split by scene (never by tile): ``val_fraction`` of the scenes, stratified so that
 poppy and poppy-free scenes both appear on each side when possible. Sampling is seeded per epoch
 (``(seed, epoch)``), so a resumed run draws the same tiles as an uninterrupted one.
+
+This module holds the loop, its learning-rate schedule and checkpoints, and the final bundle. Opening,
+splitting and sampling the scenes live in :mod:`poppyscan.train_inputs`; the loss, the per-epoch
+validation and the calibration of the final bundle in :mod:`poppyscan.train_validate`. Their public
+names are importable from here too.
 """
 
 from __future__ import annotations
@@ -26,85 +31,52 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .augment import augment
 from .bundle_io import check_bundle_target, load_bundle, save_bundle
 from .bundle_meta import BundleMeta, new_meta
-from .config import TrainConfig, parse_positive_weights
+from .config import TrainConfig
 from .errors import ConfigError, InputError, OutputExistsError
-from .eval_metrics import match_masks, prf
 from .network import build_model, canonical_arch
-from .scenes import Scene, find_scenes, open_scene
-from .traindata import IGNORE, TileSampler, matches, positive_chances
+from .train_inputs import TrainInputs, _batch, _normalise, prepare_inputs, split_scenes
+from .train_inputs import _weighted_share as _weighted_share  # re-exported: tests import it from here
+from .train_validate import (
+    CALIBRATION_MIN_PROB_MEANS,
+    CALIBRATION_THRESHOLDS,
+    THRESHOLDS,
+    _fmt,
+    calibrate_bundle,
+    seg_loss,
+    validate,
+)
+
+__all__ = [
+    # the training loop (this module)
+    "CKPT_VERSION",
+    "TrainResult",
+    "train",
+    # scenes and tiles (poppyscan.train_inputs)
+    "TrainInputs",
+    "prepare_inputs",
+    "split_scenes",
+    # loss, validation, calibration (poppyscan.train_validate)
+    "CALIBRATION_MIN_PROB_MEANS",
+    "CALIBRATION_THRESHOLDS",
+    "THRESHOLDS",
+    "calibrate_bundle",
+    "seg_loss",
+    "validate",
+]
 
 log = logging.getLogger(__name__)
 
-THRESHOLDS = tuple(round(float(t), 2) for t in np.arange(0.25, 0.96, 0.05))
-# Whole-scene calibration also tries 0.96-0.99: the models' probabilities are peaked, and on the
-# validation scenes the best pooled object F1 sat at the old grid's top (0.95).
-CALIBRATION_THRESHOLDS = THRESHOLDS + (0.96, 0.97, 0.98, 0.99)
-# The plot decision (bundle ``min_prob_mean``) is calibrated with the threshold: outlining at a lower
-# threshold and keeping regions by their mean probability dropped about half of 0.4.0's false plots on
-# validation scenes of both renderers without losing recall (a false alarm is a wide, weak region that
-# a high pixel threshold breaks into several confident-looking fragments; model card).
-CALIBRATION_MIN_PROB_MEANS = (0.0, 0.8, 0.85, 0.9, 0.93, 0.95, 0.96, 0.97, 0.98)
 CKPT_VERSION = 1
+
+
 @dataclass
 class TrainResult:
     bundle_path: Path
     meta: BundleMeta
     history: list[dict[str, Any]]
-
-
-def split_scenes(scenes: list[Scene], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Indices (train, val): ``val_fraction`` of poppy scenes and of poppy-free scenes, by seeded shuffle."""
-    rng = np.random.default_rng([seed, 7])
-    pos = [i for i, s in enumerate(scenes) if s.positives]
-    neg = [i for i, s in enumerate(scenes) if not s.positives]
-    val: list[int] = []
-    if val_fraction > 0 and len(scenes) >= 2:
-        for group in (pos, neg):
-            group = list(rng.permutation(group)) if group else []
-            k = int(round(val_fraction * len(group)))
-            if group and k == 0 and len(group) >= 3:
-                k = 1
-            val += [int(i) for i in group[:k]]
-        if not val:
-            val = [int(rng.permutation(pos or neg)[0])]
-        if len(val) == len(scenes):
-            val = val[:-1]
-    train = [i for i in range(len(scenes)) if i not in val]
-    return train, sorted(val)
-
-
-def _batch(
-    sampler: TileSampler, rng: np.random.Generator, n: int, aug: bool, coarse_p: float = 0.0,
-    color: float = 1.0, camera_p: float = 0.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    xs, ys = [], []
-    for _ in range(n):
-        rgb, label, _ = sampler.sample(rng, jitter=aug)
-        if aug:
-            rgb, label = augment(rgb, label, rng, coarse_p=coarse_p, color=color, camera_p=camera_p)
-        xs.append(rgb)
-        ys.append(label)
-    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
-
-
-def _normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    return (x.permute(0, 3, 1, 2).float() - mean) / std
-
-
-def seg_loss(logits: torch.Tensor, target: torch.Tensor, poppy: int = 1) -> torch.Tensor:
-    """Cross-entropy (ignore :data:`IGNORE`) + 0.5 x soft Dice on the poppy class over valid pixels."""
-    target = target.long()
-    ce = F.cross_entropy(logits, target, ignore_index=IGNORE)
-    valid = (target != IGNORE).float()
-    p = torch.softmax(logits, 1)[:, poppy] * valid
-    t = (target == poppy).float() * valid
-    dice = 1 - (2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1)
-    return ce + 0.5 * dice
 
 
 def _lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
@@ -117,132 +89,10 @@ def _lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
     return f
 
 
-@torch.no_grad()
-def validate(
-    model: torch.nn.Module,
-    tiles: tuple[np.ndarray, np.ndarray],
-    mean: torch.Tensor,
-    std: torch.Tensor,
-    *,
-    min_px: int,
-    poppy: int = 1,
-    batch: int = 8,
-) -> dict[str, Any]:
-    """Loss, pixel IoU and object P/R/F1 per threshold on fixed validation tiles; picks the best threshold."""
-    model.eval()
-    xs, ys = tiles
-    probs, losses = [], []
-    for i in range(0, len(xs), batch):
-        x = torch.from_numpy(xs[i : i + batch])
-        y = torch.from_numpy(ys[i : i + batch])
-        logits = model(_normalise(x, mean, std))
-        losses.append(float(seg_loss(logits, y, poppy)) * len(x))
-        probs.append(torch.softmax(logits, 1)[:, poppy].numpy())
-    prob = np.concatenate(probs)
-    valid = ys != IGNORE
-    truth = ys == 1
-    per_t = {}
-    for t in THRESHOLDS:
-        pred = (prob >= t) & valid
-        inter = float((pred & truth).sum())
-        union = float((pred | truth).sum())
-        counts = np.zeros(3, np.int64)
-        for k in range(len(prob)):
-            counts += match_masks(pred[k], truth[k], valid=valid[k], min_px=min_px)
-        tp, fp, fn = (int(c) for c in counts)
-        per_t[t] = {
-            "pixel_iou": inter / union if union else 1.0,
-            "tp": tp,
-            "fp": fp,
-            "fn": fn,
-            **prf(tp, fp, fn),
-        }
-    best = max(THRESHOLDS, key=lambda t: ((per_t[t]["f1"] or 0.0), per_t[t]["pixel_iou"], -abs(t - 0.5)))
-    return {
-        "loss": sum(losses) / len(xs),
-        "threshold": best,
-        **per_t[best],
-        "pixel_iou_at_0.5": per_t[0.5]["pixel_iou"],
-    }
-
-
 def _atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".part")
     torch.save(obj, tmp)
     os.replace(tmp, path)
-
-
-def _fmt(v: Any) -> str:
-    return "-" if v is None else f"{v:.3f}"
-
-
-def calibrate_bundle(bundle, pairs: list, cfg: TrainConfig, say: Callable[[str], None],  # noqa: ANN001
-                     max_false_per_ha: float | None = None,
-                     min_prob_means: tuple[float, ...] = CALIBRATION_MIN_PROB_MEANS,
-                     cal: dict[str, Any] | None = None) -> BundleMeta:
-    """Set the bundle's threshold and plot decision (``min_prob_mean``) from whole validation scenes
-    (best pooled object F1, optionally among pairs with at most ``max_false_per_ha`` false plots per
-    hectare) and record the validation-scene metrics there in ``bundle.json``. ``cal``: the result of
-    :func:`~poppyscan.evaluate.calibrate_threshold` on ``pairs`` when the caller already has it."""
-    from .bundle_io import update_meta
-    from .evaluate import calibrate_threshold
-
-    if cal is None:
-        say(f"calibrating the threshold and plot decision on {len(pairs)} whole validation scenes")
-        cal = calibrate_threshold(
-            bundle, pairs, thresholds=CALIBRATION_THRESHOLDS, threads=cfg.threads,
-            min_area_m2=cfg.min_area_m2, max_false_per_ha=max_false_per_ha, min_prob_means=min_prob_means,
-        )
-    rep = cal["per_threshold"][cal["threshold"]]
-    if not cal["cap_met"]:
-        say(f"no threshold keeps the validation false plots at or below {max_false_per_ha:.3f}/ha; "
-            f"took the highest, {cal['threshold']:.2f} (plot mean >= {cal['min_prob_mean']:.2f})")
-    keys = (
-        "tp",
-        "fp",
-        "fn",
-        "precision",
-        "recall",
-        "f1",
-        "pixel_iou",
-        "centroid_error_m",
-        "false_plots_per_ha",
-    )
-    metrics = dict(bundle.meta.metrics)
-    metrics["validation_scenes"] = {
-        "scenes": len(pairs),
-        "threshold": cal["threshold"],
-        "min_prob_mean": cal["min_prob_mean"],
-        **{k: rep[k] for k in keys},
-    }
-    say(
-        f"threshold {cal['threshold']:.2f}, plot mean >= {cal['min_prob_mean']:.2f}: validation scenes "
-        f"object P {_fmt(rep['precision'])} "
-        f"R {_fmt(rep['recall'])} F1 {_fmt(rep['f1'])}, {_fmt(rep['false_plots_per_ha'])} false plots/ha"
-    )
-    meta = update_meta(bundle.path, threshold=float(cal["threshold"]),
-                       min_prob_mean=float(cal["min_prob_mean"]), metrics=metrics)
-    bundle.meta = meta
-    return meta
-
-
-def _weighted_share(scenes: list[Scene], weights: dict[tuple[str, str], float]) -> str:
-    """Say, per ``train.positive_weights`` entry, how many training plots it matches and the share of
-    positive tiles they now get (and got unweighted); refuse an entry that matches no plot (a typo in a
-    column or value would otherwise train unweighted without a word)."""
-    pairs, attrs, w, base = positive_chances(scenes, weights)
-    parts = []
-    for (column, value), f in weights.items():
-        hit = np.array([matches(a, column, value) for a in attrs], bool)
-        if not hit.any():
-            columns = sorted({c for a in attrs for c in a})
-            raise InputError(f"train.positive_weights '{column}={value}:{f:g}' matches no training plot "
-                             f"(label columns: {', '.join(columns) or 'none'}); check the column and value")
-        parts.append(f"{column}={value} x{f:g}: {int(hit.sum())} of {len(pairs)} plots, "
-                     f"{(w * base)[hit].sum() / (w * base).sum():.0%} of positive tiles "
-                     f"(unweighted {base[hit].sum():.0%})")
-    return "; ".join(parts)
-
 
 def train(
     sources: list[str | Path],
@@ -329,48 +179,9 @@ def train(
         init_bundle = dataclasses.replace(init_bundle, meta=dataclasses.replace(init_bundle.meta, arch=arch),
                                           model=model)
     gsd = init_bundle.meta.gsd_m if init_bundle else cfg.gsd_m
-    pairs = find_scenes(sources)
-    scenes = [open_scene(m, lab) for m, lab in pairs]
-    if val_sources:
-        tr_scenes = scenes
-        val_scenes = [open_scene(m, lab) for m, lab in find_scenes(val_sources)]
-        overlap = {s.mosaic.resolve() for s in tr_scenes} & {s.mosaic.resolve() for s in val_scenes}
-        if overlap:
-            raise InputError(
-                f"{len(overlap)} scene(s) are in both the training and the validation inputs "
-                f"(e.g. '{sorted(overlap)[0]}'); validation must be split by scene"
-            )
-        scenes = scenes + val_scenes
-    else:
-        tr_idx, val_idx = split_scenes(scenes, cfg.val_fraction, cfg.seed)
-        tr_scenes = [scenes[i] for i in tr_idx]
-        val_scenes = [scenes[i] for i in val_idx]
-    if not any(s.positives for s in tr_scenes):
-        raise InputError("no poppy polygons in the training scenes; at least one labelled plot is needed")
-    samp = dict(
-        positive_fraction=cfg.positive_fraction,
-        hard_negative_fraction=cfg.hard_negative_fraction,
-        scale_jitter=cfg.scale_jitter,
-    )
-    weights = parse_positive_weights(cfg.positive_weights)
-    sampler = TileSampler(tr_scenes, cfg.tile_size, gsd, mined_fraction=cfg.mined_fraction,
-                          positive_weights=weights, **samp)
-    if weights:
-        say("plot weights: " + _weighted_share(tr_scenes, weights))
-    n_mined = sum(len(s.mined) for s in tr_scenes)
-    say(
-        f"scenes: {len(tr_scenes)} train ({sum(len(s.positives) for s in tr_scenes)} plots, "
-        f"{sum(len(s.negatives) for s in tr_scenes)} hard negatives"
-        + (f", {n_mined} mined negatives" if n_mined else "")
-        + f"), {len(val_scenes)} validation; "
-        f"arch {arch}, {gsd} m/px, tiles {cfg.tile_size} px"
-    )
-    val_tiles = None
-    if val_scenes:
-        vs = TileSampler(val_scenes, cfg.tile_size, gsd, **samp)
-        vrng = np.random.default_rng([cfg.seed, 99991])
-        items = [vs.sample(vrng, jitter=False) for _ in range(cfg.val_tiles)]
-        val_tiles = (np.stack([i[0] for i in items]), np.stack([i[1] for i in items]))
+    inputs = prepare_inputs(sources, val_sources, cfg, gsd, arch, say)
+    scenes, tr_scenes, val_scenes = inputs.scenes, inputs.train_scenes, inputs.val_scenes
+    sampler, val_tiles, n_mined = inputs.sampler, inputs.val_tiles, inputs.n_mined
     min_px = max(1, int(round(cfg.min_area_m2 / gsd**2)))
 
     meta0 = init_bundle.meta if init_bundle else new_meta(arch=arch, gsd_m=gsd)
