@@ -37,6 +37,7 @@ from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from .errors import InputError
+from .geo.raster import flips, north_up_transform, ordered_bounds, to_north_up
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +99,8 @@ class Mosaic:
         self.crs = ds.crs
         self.width, self.height = ds.width, ds.height
         self.transform = ds.transform
-        t = ds.transform
         # a south-up (rows run north) or east-to-west raster is read into a north-up model grid
-        self.flip = (t.b == 0 and t.d == 0 and t.a < 0, t.b == 0 and t.d == 0 and t.e > 0)
+        self.flip_rows, self.flip_cols = flips(ds.transform)
         self.dtype = np.dtype(ds.dtypes[0])
         try:
             self.gsd_xy = ground_pixel_size(ds.crs, ds.transform, ds.width, ds.height)
@@ -185,13 +185,8 @@ class Mosaic:
         if width < 1 or height < 1:
             raise InputError(f"mosaic '{self.path}' is smaller than one model pixel ({gsd_m} m); "
                              "it cannot be analysed")
-        t = self.transform
-        if any(self.flip):  # north-up: origin at the north-west corner whatever the storage order
-            west = t.c + t.a * self.width if self.flip[0] else t.c
-            north = t.f + t.e * self.height if self.flip[1] else t.f
-            return ModelGrid(width, height, Affine(abs(t.a) * sx, 0, west, 0, -abs(t.e) * sy, north), gsd_m,
-                             (sx, sy))
-        return ModelGrid(width, height, t @ Affine.scale(sx, sy), gsd_m, (sx, sy))
+        transform = north_up_transform(self.transform, self.width, self.height) @ Affine.scale(sx, sy)
+        return ModelGrid(width, height, transform, gsd_m, (sx, sy))
 
     def read_strip(self, grid: ModelGrid, row: int, nrows: int, *,
                    reuse: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -210,8 +205,8 @@ class Mosaic:
         :meth:`read_strip` reads rows (``rgb`` uint8 ``(nrows, ncols, 3)``, ``valid`` bool)."""
         sx, sy = grid.scale
         shape = (nrows, ncols)
-        c0 = self.width - (col + ncols) * sx if self.flip[0] else col * sx  # stored order -> north-up
-        r0 = self.height - (row + nrows) * sy if self.flip[1] else row * sy
+        c0 = self.width - (col + ncols) * sx if self.flip_cols else col * sx  # stored order -> north-up
+        r0 = self.height - (row + nrows) * sy if self.flip_rows else row * sy
         if grid.resampled:
             window = Window(c0, r0, ncols * sx, nrows * sy)
         else:
@@ -227,10 +222,9 @@ class Mosaic:
             mask = (self.ds.read_masks(self.rgb[0], window=window, out_shape=shape,
                                        resampling=Resampling.nearest)
                     if self.mask_kind == "internal" else None)
-            if any(self.flip):  # the stored rows/columns back in north-up order
-                rows, cols = (slice(None, None, -1 if f else 1) for f in (self.flip[1], self.flip[0]))
-                data = np.ascontiguousarray(data[:, rows, cols])
-                mask = None if mask is None else np.ascontiguousarray(mask[rows, cols])
+            if self.flip_rows or self.flip_cols:  # the stored rows/columns back in north-up order
+                data = to_north_up(data, self.transform)
+                mask = None if mask is None else to_north_up(mask, self.transform)
         except rasterio.errors.RasterioIOError as exc:
             where = f"pixel row {int(window.row_off)}, column {int(window.col_off)}"
             raise InputError(f"mosaic '{self.path}' cannot be read near {where} ({exc}): the file is damaged "
@@ -291,7 +285,7 @@ class Mosaic:
             "gsd_m": round(self.gsd_m, 6),
             "width": self.width,
             "height": self.height,
-            "bounds": _bounds(self.ds.transform, self.width, self.height),
+            "bounds": list(ordered_bounds(*self.ds.bounds)),
             "dtype": str(self.dtype),
             "mask": self.mask_kind,
         }
@@ -389,13 +383,3 @@ def check_gsd(mosaic: Mosaic, model_gsd_m: float) -> None:
             f"model supports (trained at {model_gsd_m:g} m/px); pass a drone orthomosaic at that resolution "
             f"(resample with gdalwarp -tr) or a model trained for {gsd:.4g} m/px")
 
-
-def _bounds(transform: Affine, width: int, height: int) -> list[float]:
-    """``[west, south, east, north]`` of a raster, whatever the signs of its pixel size (rasterio's
-    ``bounds`` of a south-up raster has south > north).
-
-    >>> _bounds(Affine(2, 0, 100, 0, 2, 50), 10, 5)  # south-up: rows go north
-    [100.0, 50.0, 120.0, 60.0]
-    """
-    xs, ys = zip(*(transform * (c, r) for c in (0, width) for r in (0, height)), strict=True)
-    return [float(min(xs)), float(min(ys)), float(max(xs)), float(max(ys))]

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import shapely
 
+from .geo.raster import ordered_bounds
+
 log = logging.getLogger(__name__)
 
 MASK_PX = 256
@@ -88,13 +90,7 @@ def _bounds(value: Any) -> tuple[float, float, float, float] | None:
     if not isinstance(value, list | tuple) or len(value) != 4:
         return None
     nums = [_number(v) for v in value]
-    return None if any(v is None for v in nums) else _ordered(*nums)  # type: ignore[arg-type]
-
-
-def _ordered(x0: float, y0: float, x1: float, y1: float) -> tuple[float, float, float, float]:
-    """``(left, bottom, right, top)`` with left <= right and bottom <= top: rasterio gives a south-up
-    raster's bounds with bottom > top (its last row is its northernmost), and ``run.json`` keeps them so."""
-    return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
+    return None if any(v is None for v in nums) else ordered_bounds(*nums)  # type: ignore[arg-type]
 
 
 def _same_grid(path: Path, bounds: tuple[float, float, float, float] | None) -> bool:
@@ -106,7 +102,7 @@ def _same_grid(path: Path, bounds: tuple[float, float, float, float] | None) -> 
     try:
         with rasterio.open(path) as src:
             tol = 0.5 * max(abs(src.res[0]), abs(src.res[1]))
-            return bool(np.allclose(_ordered(*src.bounds), bounds, rtol=0.0, atol=tol))
+            return bool(np.allclose(ordered_bounds(*src.bounds), bounds, rtol=0.0, atol=tol))
     except (rasterio.errors.RasterioIOError, OSError):
         return False
 

@@ -21,6 +21,7 @@ from .blend import Blender
 from .bundle_io import Bundle
 from .bundle_rules import plot_decision, run_gsd_m
 from .errors import InputError
+from .geo.raster import north_up_transform, read_whole_north_up
 from .predictor import Predictor
 from .scenes import _rgb_bands, pixel_size_m
 from .tiles import overlap_px, tile_grid
@@ -113,37 +114,17 @@ def scene_probability(
                 "predictor: run `poppyscan detect` and evaluate its plots.gpkg instead"
             )
         bands = list(_rgb_bands(ds))
-        rgb = ds.read(bands, out_shape=(3, h, w), resampling=Resampling.bilinear).transpose(1, 2, 0)
-        valid = ds.read_masks(1, out_shape=(h, w), resampling=Resampling.nearest) > 0
-        transform = ds.transform @ rasterio.Affine.scale(ds.width / w, ds.height / h)
-        rgb, valid, transform = _north_up(rgb, valid, transform)
+        # north-up whatever the storage order, as detect reads it (the network sees the same image)
+        rgb = read_whole_north_up(ds, bands, (3, h, w), resampling=Resampling.bilinear).transpose(1, 2, 0)
+        valid = read_whole_north_up(ds, 1, (h, w), masks=True, resampling=Resampling.nearest) > 0
+        scaled = ds.transform @ rasterio.Affine.scale(ds.width / w, ds.height / h)
+        transform = north_up_transform(scaled, w, h)
         crs = ds.crs
         px_area = (src_gsd * ds.width / w) * (src_gsd * ds.height / h)
     rgb = np.ascontiguousarray(rgb)
     prob = predict_array(predict, rgb, meta.tile_size, meta.overlap, batch)
     return SceneProbability(prob, valid, transform, crs, px_area, time.perf_counter() - t0,
                             rgb if keep_rgb else None, run_gsd)
-
-
-def _north_up(rgb: np.ndarray, valid: np.ndarray,
-              transform: rasterio.Affine) -> tuple[np.ndarray, np.ndarray, rasterio.Affine]:
-    """A south-up or east-to-west scene turned north-up, as ``detect`` reads it (the network sees the same
-    image whatever the storage order).
-
-    >>> t = rasterio.Affine(1, 0, 10, 0, 1, 20)  # south-up: rows run north
-    >>> _, v, nt = _north_up(np.zeros((2, 3, 3)), np.array([[1, 1, 1], [0, 0, 0]], bool), t)
-    >>> v[0].tolist(), tuple(nt)[:6]
-    ([False, False, False], (1.0, 0.0, 10.0, 0.0, -1.0, 22.0))
-    """
-    t = transform
-    flip_x, flip_y = (t.b == 0 and t.d == 0 and t.a < 0), (t.b == 0 and t.d == 0 and t.e > 0)
-    if not (flip_x or flip_y):
-        return rgb, valid, transform
-    h, w = valid.shape
-    rows, cols = slice(None, None, -1 if flip_y else 1), slice(None, None, -1 if flip_x else 1)
-    west = t.c + t.a * w if flip_x else t.c
-    north = t.f + t.e * h if flip_y else t.f
-    return rgb[rows, cols], valid[rows, cols], rasterio.Affine(abs(t.a), 0, west, 0, -abs(t.e), north)
 
 
 def probability_polygons(

@@ -22,27 +22,58 @@ def axis_aligned(transform: Affine) -> bool:
     return transform.b == 0 and transform.d == 0
 
 
-def north_up_window(
-    transform: Affine, bounds: tuple[float, float, float, float]
-) -> tuple[Window, bool, bool]:
-    """The pixel window covering ``bounds`` (left, bottom, right, top) of an axis-aligned raster.
-
-    Returns
-    -------
-    window
-        The (fractional) window; it may reach beyond the raster (read it ``boundless``).
-    flip_rows, flip_cols
-        Whether the window's rows run north (south-up raster, positive ``e``) or its columns run west
-        (negative ``a``): flip the pixels read along that axis to get a north-up image.
+def flips(transform: Affine) -> tuple[bool, bool]:
+    """``(flip_rows, flip_cols)``: whether an axis-aligned raster's rows run north (positive ``e``) and its
+    columns west (negative ``a``), i.e. which axes to reverse for a north-up image; neither for a rotated one.
     """
+    if not axis_aligned(transform):
+        return False, False
+    return transform.e > 0, transform.a < 0
+
+
+def to_north_up(data: np.ndarray, transform: Affine) -> np.ndarray:
+    """``data`` (``(..., rows, cols)`` as stored under ``transform``) in north-up order, contiguous."""
+    flip_rows, flip_cols = flips(transform)
+    return np.ascontiguousarray(data[..., :: -1 if flip_rows else 1, :: -1 if flip_cols else 1])
+
+
+def north_up_transform(transform: Affine, width: int, height: int) -> Affine:
+    """The geotransform of a ``width x height`` raster's pixels once :func:`to_north_up` ordered them.
+
+    >>> tuple(north_up_transform(Affine(1, 0, 10, 0, 1, 20), 3, 2))[:6]  # south-up: rows run north
+    (1.0, 0.0, 10.0, 0.0, -1.0, 22.0)
+    """
+    flip_rows, flip_cols = flips(transform)
+    if not (flip_rows or flip_cols):
+        return transform
+    t = transform
+    west = t.c + t.a * width if flip_cols else t.c
+    north = t.f + t.e * height if flip_rows else t.f
+    return Affine(abs(t.a), 0, west, 0, -abs(t.e), north)
+
+
+def ordered_bounds(x0: float, y0: float, x1: float, y1: float) -> tuple[float, float, float, float]:
+    """``(west, south, east, north)`` with west <= east and south <= north: rasterio gives a south-up
+    raster's bounds with bottom > top (its last row is its northernmost), and ``run.json`` kept them so
+    before.
+
+    >>> ordered_bounds(100, 60, 120, 50)
+    (100, 50, 120, 60)
+    """
+    return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
+
+
+def north_up_window(transform: Affine, bounds: tuple[float, float, float, float]) -> Window:
+    """The pixel window covering ``bounds`` (left, bottom, right, top) of an axis-aligned raster, in the
+    raster's stored order (reverse the pixels read with :func:`to_north_up`); it may reach beyond the
+    raster (read it ``boundless``)."""
     if not axis_aligned(transform):
         raise ValueError("north_up_window needs an axis-aligned transform (no rotation or shear)")
     left, bottom, right, top = bounds
     inv = ~transform
     c0, r0 = inv * (left, top)
     c1, r1 = inv * (right, bottom)
-    window = Window(min(c0, c1), min(r0, r1), abs(c1 - c0), abs(r1 - r0))
-    return window, transform.e > 0, transform.a < 0
+    return Window(min(c0, c1), min(r0, r1), abs(c1 - c0), abs(r1 - r0))
 
 
 def read_north_up(
@@ -79,18 +110,14 @@ def read_north_up(
     if not axis_aligned(src.transform):
         return _read_warped(src, indexes, bounds, out_shape, resampling=resampling, fill_value=fill_value,
                             masks=masks)
-    window, flip_rows, flip_cols = north_up_window(src.transform, bounds)
+    window = north_up_window(src.transform, bounds)
     if masks:
         data = src.read_masks(indexes, window=window, out_shape=out_shape, boundless=True,
                               resampling=resampling)
     else:
         data = src.read(indexes, window=window, out_shape=out_shape, boundless=True, fill_value=fill_value,
                         resampling=resampling)
-    if flip_rows:
-        data = data[..., ::-1, :]
-    if flip_cols:
-        data = data[..., :, ::-1]
-    return np.ascontiguousarray(data)
+    return to_north_up(data, src.transform)
 
 
 def _read_warped(
@@ -136,10 +163,4 @@ def read_whole_north_up(src: Any, indexes: int | list[int], out_shape: tuple[int
         data = src.read_masks(indexes, out_shape=out_shape, resampling=resampling)
     else:
         data = src.read(indexes, out_shape=out_shape, resampling=resampling)
-    t = src.transform
-    if axis_aligned(t):
-        if t.e > 0:
-            data = data[..., ::-1, :]
-        if t.a < 0:
-            data = data[..., :, ::-1]
-    return np.ascontiguousarray(data)
+    return to_north_up(data, src.transform)

@@ -40,6 +40,7 @@ import geopandas as gpd
 
 from .. import run_inputs
 from ..fsutil import check_writable
+from ..geo.raster import ordered_bounds
 from .gpkg import from_blob
 from .schema import connect
 
@@ -187,9 +188,7 @@ def _input_of(index: int, path: Path) -> run_inputs.RunInput:
             with rasterio.open(path) as src:
                 if src.crs is not None:
                     crs = src.crs.to_wkt()
-                    b = src.bounds
-                    bounds = (min(b.left, b.right), min(b.bottom, b.top), max(b.left, b.right),
-                              max(b.bottom, b.top))
+                    bounds = ordered_bounds(*src.bounds)
         except (rasterio.errors.RasterioIOError, OSError):
             pass
     return run_inputs.RunInput(index=index, path=path, name=path.name, crs=crs, bounds=bounds,

@@ -32,6 +32,7 @@ from shapely.geometry.base import BaseGeometry
 
 from .. import run_folder, run_inputs
 from ..errors import InputError
+from ..geo.raster import ordered_bounds
 from ..geo.utm import utm_epsg
 from ..run_folder import check_run_dir
 from . import units as units_mod
@@ -219,7 +220,7 @@ def mosaic_keys(inputs: list, mosaics: list[str]) -> tuple[str, tuple[str, ...]]
 def _ordered_bounds(value: Any) -> list[float]:
     """Recorded bounds rounded to the millimetre, ordered ``[west, south, east, north]``."""
     b = [round(float(v), 3) for v in (value or [])]
-    return [min(b[0], b[2]), min(b[1], b[3]), max(b[0], b[2]), max(b[1], b[3])] if len(b) == 4 else b
+    return list(ordered_bounds(*b)) if len(b) == 4 else b
 
 
 def _flight_date(override, meta, inputs, plots, run_dir) -> str:
