@@ -7,6 +7,7 @@ unless the user asked for ``--overwrite``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -45,41 +46,21 @@ def file_lock(path: str | Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _umask() -> int:
-    """The process umask, read from ``/proc`` where the kernel tells it: setting and restoring it would
-    race with other threads creating files (the review server's). Elsewhere it is set and restored."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def write_bytes_atomic(path: str | Path, data: bytes, *, fsync: bool = False) -> None:
-    """Write ``data`` to ``path`` through a temporary file beside it, so a reader never sees half of it.
+    """Write ``data`` to ``path`` through :func:`atomic_path`, so a reader never sees half of it.
 
-    The file gets the mode any new file gets (``0666`` less the umask, usually ``0644``), not the
-    ``0600`` of :func:`tempfile.mkstemp`: outputs on a shared drive stay readable by colleagues.
+    The file is created by ``open``, so it gets the mode any new file gets (``0666`` less the umask,
+    usually ``0644``): outputs on a shared drive stay readable by colleagues. A directory at ``path`` is
+    never replaced (:class:`IsADirectoryError`).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    with atomic_path(path, overwrite=True) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        if fsync:
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 @contextlib.contextmanager
