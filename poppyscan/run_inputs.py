@@ -78,7 +78,8 @@ class RunInput:
         return bool(self.crs) and CRS.from_user_input(self.crs).is_geographic
 
 
-def _number(value: Any) -> float | None:
+def number(value: Any) -> float | None:
+    """``value`` as a finite float, or None (missing, text, NaN, infinite)."""
     try:
         f = float(value)
     except (TypeError, ValueError):
@@ -89,7 +90,7 @@ def _number(value: Any) -> float | None:
 def _bounds(value: Any) -> tuple[float, float, float, float] | None:
     if not isinstance(value, list | tuple) or len(value) != 4:
         return None
-    nums = [_number(v) for v in value]
+    nums = [number(v) for v in value]
     return None if any(v is None for v in nums) else ordered_bounds(*nums)  # type: ignore[arg-type]
 
 
@@ -142,7 +143,7 @@ def read_inputs(run_dir: str | Path, run: dict, names: Any = ()) -> list[RunInpu
         crs = item.get("crs") or run.get("crs")
         out.append(RunInput(index=i, path=path, name=recorded.name, crs=str(crs) if crs else None,
                             bounds=bounds, exists=path.is_file(),
-                            value_scale=_number(item.get("value_scale"))))
+                            value_scale=number(item.get("value_scale"))))
     if out:
         return out
     for name in dict.fromkeys(str(n) for n in names if n is not None and str(n) not in ("", "nan", "None")):
@@ -155,7 +156,7 @@ def read_inputs(run_dir: str | Path, run: dict, names: Any = ()) -> list[RunInpu
 
 
 def _index(value: Any) -> int | None:
-    f = _number(value)
+    f = number(value)
     return int(f) if f is not None and f == int(f) and f >= 0 else None
 
 

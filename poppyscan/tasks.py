@@ -46,6 +46,7 @@ from .errors import InputError
 from .geo.antimeridian import wrap_lon
 from .geo.gcj02 import wgs84_to_gcj02
 from .plots import M2_PER_MU, priority_order
+from .review.store import plot_decisions
 from .run_folder import read_plots, read_run_json
 
 log = logging.getLogger(__name__)
@@ -109,18 +110,6 @@ def _configs(config) -> tuple[TasksConfig, float, int]:
     if isinstance(config, TasksConfig):
         return config, Config().detect.plants_per_m2, Config().detect.criminal_plants
     return config.tasks, config.detect.plants_per_m2, config.detect.criminal_plants
-
-
-def _review(run_dir: Path, plots: gpd.GeoDataFrame) -> dict[int, str]:
-    decisions: dict[int, str] = {}
-    if "review" in plots.columns:
-        decisions = {int(p): str(v) for p, v in zip(plots["plot_id"], plots["review"], strict=True) if v}
-    try:
-        from .review.store import load_decisions
-    except ImportError:  # review stage not installed
-        return decisions
-    decisions.update(load_decisions(run_dir))  # review.json is authoritative
-    return decisions
 
 
 def _centroids_wgs84(plots: gpd.GeoDataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -372,7 +361,7 @@ def build_tasks(
     start_xy = _parse_start(start)
     plots = read_plots(run_dir)
     run = read_run_json(run_dir)
-    decisions = _review(run_dir, plots)
+    decisions = plot_decisions(run_dir, plots)
     rejected = plots["plot_id"].map(lambda p: decisions.get(int(p)) == "rejected").to_numpy(bool)
     kept = plots if include else plots[~rejected].reset_index(drop=True)
     tasks = make_task_table(

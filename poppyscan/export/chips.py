@@ -147,6 +147,11 @@ def cut_chip(
     return img
 
 
+def list_codes(codes: list[str]) -> str:
+    """Up to ten task codes for a log line, ``", ..."`` after them when there are more."""
+    return ", ".join(codes[:10]) + (", ..." if len(codes) > 10 else "")
+
+
 def write_chips(
     requests: list[ChipRequest], out_dir: str | Path, *, chip_size_m: float, chip_px: int, quality: int = 85
 ) -> dict[str, Path]:
@@ -182,8 +187,8 @@ def write_chips(
                     written[req.name] = path
         if off:
             log.warning(
-                "no chip for %d task(s) (%s%s): the plot lies outside the valid data of mosaic '%s', the "
+                "no chip for %d task(s) (%s): the plot lies outside the valid data of mosaic '%s', the "
                 "input run.json names for it; put the run's own mosaics at the paths in run.json inputs",
-                len(off), ", ".join(off[:10]), ", ..." if len(off) > 10 else "", mosaic,
+                len(off), list_codes(off), mosaic,
             )
     return written

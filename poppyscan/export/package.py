@@ -86,10 +86,10 @@ def chip_requests(
             requests.append(chips_mod.ChipRequest(code, geom, plots.crs, item.path, code))
     if unmatched:
         log.warning("no chip for %d task(s) (%s): no input mosaic in run.json fits the plot (by its "
-                    "mosaic_index, file name and position)", len(unmatched), _codes(unmatched))
+                    "mosaic_index, file name and position)", len(unmatched), chips_mod.list_codes(unmatched))
     for path, codes in missing.items():
         log.warning("no chip for %d task(s) (%s): mosaic '%s' not found; put it back there or beside the "
-                    "run folder", len(codes), _codes(codes), path)
+                    "run folder", len(codes), chips_mod.list_codes(codes), path)
     return requests
 
 
@@ -107,10 +107,6 @@ def probability_rasters(run_dir: Path, run: dict) -> list[Path]:
         key=lambda p: int(p.stem.partition("_")[2] or 1),
     )
     return [p for p in dict.fromkeys(listed + found) if p.is_file()]
-
-
-def _codes(codes: list[str]) -> str:
-    return ", ".join(codes[:10]) + (", ..." if len(codes) > 10 else "")
 
 
 def plots_with_tasks(plots: gpd.GeoDataFrame, tasks: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
@@ -137,17 +133,13 @@ def write_package(
     formats: set[str],
     title: str,
     chip_files: dict[str, Path],
-    gpkg_base: Path | None,
 ) -> list[Path]:
     """Write the tabular/vector formats of one package into ``dest``; return the paths written."""
     files: list[Path] = []
     plots_t = plots_with_tasks(plots, tasks)
     prefixes = tasks.attrs.get("unit_prefixes", {})
     if "gpkg" in formats:
-        if gpkg_base is not None:
-            files.append(write_gpkg(dest / "plots.gpkg", tasks, base=gpkg_base))
-        else:
-            files.append(write_gpkg(dest / "plots.gpkg", tasks, plots=plots_t))
+        files.append(write_gpkg(dest / "plots.gpkg", tasks, plots=plots_t))
     if "csv" in formats:
         files.append(write_csv(tasks, dest / "tasks.csv"))
     if "xlsx" in formats:
@@ -225,7 +217,6 @@ def write_all(
             formats=formats - {"gpkg"},  # plots.gpkg last, under its lock
             title=f"poppyscan tasks {run_name}",
             chip_files=chip_files,
-            gpkg_base=None,
         )
         for raster in probability_rasters(run_dir, run):
             qml = write_probability_style(raster, stage / raster.with_suffix(".qml").name)
@@ -253,7 +244,6 @@ def write_all(
                     formats=formats,
                     title=f"poppyscan tasks {run_name} {u}",
                     chip_files=own,
-                    gpkg_base=None,
                 )
                 if "html" in formats:
                     _sheet(sub, d / "work_order.html", u, run_name, own, start)

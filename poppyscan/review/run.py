@@ -11,7 +11,6 @@ of them: the run summary with each plot's saved decision (:meth:`ReviewRun.summa
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from pathlib import Path
 from typing import Any
@@ -32,14 +31,6 @@ log = logging.getLogger("poppyscan.review.server")
 CHIP_SIZE_M = 16.0
 CHIP_PX = 480
 _PLOT_FIELDS = ("prob_max", "prob_mean", "area_m2", "area_mu", "est_plants", "lon", "lat")
-
-
-def _num(value: Any) -> float | None:
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) or math.isinf(f) else f
 
 
 class ReviewRun:
@@ -104,11 +95,11 @@ class ReviewRun:
             pid = int(row.plot_id)
             rec: dict[str, Any] = {"plot_id": pid, "rank": rank + 1}
             for f in _PLOT_FIELDS:
-                rec[f] = _num(getattr(row, f, None))
+                rec[f] = run_inputs.number(getattr(row, f, None))
             rec["over_500_plants"] = over
             rec["mosaic"] = str(getattr(row, "mosaic", "") or "")
             empty = c is None or c.is_empty
-            rec["x"], rec["y"] = (None, None) if empty else (_num(c.x), _num(c.y))
+            rec["x"], rec["y"] = (None, None) if empty else (run_inputs.number(c.x), run_inputs.number(c.y))
             entry = decisions.get(str(pid))
             rec["decision"] = entry["decision"] if entry else None
             rec["reviewer"] = entry["reviewer"] if entry else None

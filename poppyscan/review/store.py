@@ -32,12 +32,11 @@ from typing import Any
 
 from ..errors import InputError
 from ..fsutil import file_lock, write_bytes_atomic
+from ..run_folder import PLOTS_FILE, PLOTS_LAYER
 
 log = logging.getLogger(__name__)
 
 REVIEW_FILE = "review.json"
-PLOTS_FILE = "plots.gpkg"
-PLOTS_LAYER = "plots"
 HARD_NEGATIVES_FILE = "hard_negatives.gpkg"
 HARD_NEGATIVES_LAYER = "hard_negatives"
 DECISIONS: tuple[str, ...] = ("confirmed", "rejected", "unsure")
@@ -109,6 +108,17 @@ def load_decisions(run_dir: str | Path) -> dict[int, str]:
     """
     doc = read_review(run_dir)
     return {int(k): v["decision"] for k, v in doc["decisions"].items()}
+
+
+def plot_decisions(run_dir: str | Path, plots: Any) -> dict[int, str]:
+    """``{plot_id: decision}`` of a run: the plots layer's ``review`` column (its mirror, text cells only),
+    overridden by ``review.json``, which is authoritative. ``plots``: the run's plots layer."""
+    decisions: dict[int, str] = {}
+    if "review" in plots.columns:
+        pairs = zip(plots["plot_id"], plots["review"], strict=True)
+        decisions = {int(p): v for p, v in pairs if isinstance(v, str) and v}
+    decisions.update(load_decisions(run_dir))
+    return decisions
 
 
 def rejected_plot_ids(run_dir: str | Path) -> set[int]:

@@ -34,6 +34,7 @@ from .. import run_folder, run_inputs
 from ..errors import InputError
 from ..geo.raster import ordered_bounds
 from ..geo.utm import utm_epsg
+from ..review.store import plot_decisions
 from ..run_folder import check_run_dir
 from . import units as units_mod
 from .schema import ADMIN_FIELDS
@@ -144,7 +145,8 @@ def read_run(
         plots[list(ADMIN_FIELDS)] = units_mod.assign_plots(plots, boundaries, metric)
         tasks = _task_names_from_plots(tasks, plots)
     units = units_mod.surveyed_units(footprint, metric, boundaries)
-    plots["review"] = _desk_review(run_dir, plots)
+    decisions = plot_decisions(run_dir, plots)  # review.json, else the layer's review column
+    plots["review"] = [decisions.get(int(p), "") for p in plots["plot_id"]]
     tasked = {_plot_id(p) for p in tasks["plot_id"]}
     # rejected at the desk and sent to no field team: not a finding (config tasks.include_rejected sends it)
     plots["dismissed"] = [
@@ -383,16 +385,3 @@ def _task_names_from_plots(tasks: pd.DataFrame, plots: gpd.GeoDataFrame) -> pd.D
             for p, old in zip(tasks["plot_id"], tasks[col], strict=True)
         ]
     return tasks
-
-
-def _desk_review(run_dir: Path, plots: gpd.GeoDataFrame) -> list[str]:
-    """Each plot's desk decision (confirmed / rejected / unsure / ''): review.json, else the plots layer's
-    ``review`` column (its mirror)."""
-    from ..review.store import load_decisions
-
-    decisions: dict[int, str] = {}
-    if "review" in plots.columns:
-        pairs = zip(plots["plot_id"], plots["review"], strict=True)
-        decisions = {int(p): v for p, v in pairs if isinstance(v, str) and v}
-    decisions.update(load_decisions(run_dir))  # review.json is authoritative
-    return [decisions.get(int(p), "") for p in plots["plot_id"]]
