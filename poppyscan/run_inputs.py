@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import shapely
 
+from .geo.crs import transform_geoms
 from .geo.raster import ordered_bounds
 
 log = logging.getLogger(__name__)
@@ -235,12 +236,7 @@ class _Rasters:
         src = self._open[item.index]
         if src is None or src.crs is None or geom is None:
             return False
-        from pyproj import CRS, Transformer
-
-        target = CRS.from_wkt(src.crs.to_wkt())
-        if crs is not None and not CRS.from_user_input(crs).equals(target):
-            tr = Transformer.from_crs(CRS.from_user_input(crs), target, always_xy=True)
-            geom = shapely.transform(geom, lambda x, y: tr.transform(x, y), interleaved=False)
+        geom = transform_geoms(geom, crs, src.crs)
         try:
             return plot_on_data(src, geom)
         except (rasterio.errors.RasterioIOError, OSError):
@@ -249,12 +245,7 @@ class _Rasters:
 
 def _centroids_within(centroids: np.ndarray, crs: Any, item: RunInput) -> np.ndarray:
     """Whether each centroid (in ``crs``) lies within ``item``'s recorded bounds (in its own CRS)."""
-    from pyproj import CRS, Transformer
-
-    pts = centroids
-    if crs is not None and item.crs and not CRS.from_user_input(item.crs).equals(crs):
-        tr = Transformer.from_crs(crs, CRS.from_user_input(item.crs), always_xy=True)
-        pts = shapely.transform(centroids, lambda x, y: tr.transform(x, y), interleaved=False)
+    pts = transform_geoms(centroids, crs, item.crs or None)
     x, y = shapely.get_x(pts), shapely.get_y(pts)
     left, bottom, right, top = item.bounds
     with np.errstate(invalid="ignore"):

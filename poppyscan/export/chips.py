@@ -21,11 +21,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import rasterio
-import shapely
-from pyproj import CRS, Transformer
 from rasterio.enums import ColorInterp, Resampling
 
 from ..errors import PlotOffMosaicError
+from ..geo.crs import transform_geoms
 from ..geo.raster import read_north_up
 from ..run_inputs import plot_on_data
 
@@ -92,15 +91,7 @@ def _rings(geom) -> Iterable[np.ndarray]:
 
 
 def _in_crs_of(src: rasterio.io.DatasetReader, req: ChipRequest):
-    geom = req.geometry
-    if (
-        req.crs is not None
-        and src.crs is not None
-        and not CRS.from_user_input(req.crs).equals(src.crs.to_wkt())
-    ):
-        tr = Transformer.from_crs(req.crs, src.crs.to_wkt(), always_xy=True)
-        geom = shapely.transform(geom, lambda x, y: tr.transform(x, y), interleaved=False)
-    return geom
+    return transform_geoms(req.geometry, req.crs, src.crs)
 
 
 def cut_chip(
