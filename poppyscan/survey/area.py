@@ -44,6 +44,11 @@ def _units_key(units) -> list[tuple]:  # noqa: ANN001
     return sorted((*u[:3], round(u[3], 6)) for u in units)
 
 
+def insert_units(conn: sqlite3.Connection, run_id: int, run: RunData) -> None:
+    """Record ``run``'s surveyed hectares per unit for the registered run ``run_id``."""
+    conn.executemany("INSERT INTO run_units VALUES (?, ?, ?, ?, ?)", [(run_id, *u) for u in run.units])
+
+
 def refresh_area(conn: sqlite3.Connection, run_id: int, run: RunData) -> AreaUpdate:
     """Bring the recorded footprint, surveyed hectares and hectares per unit of the registered run
     ``run_id`` to those of ``run`` (read now), all three or none (see the module docstring)."""
@@ -53,27 +58,21 @@ def refresh_area(conn: sqlite3.Connection, run_id: int, run: RunData) -> AreaUpd
     ).fetchall()
     recorded, now = row["surveyed_ha"], run.surveyed_ha
     if recorded is not None and not run.footprint_complete:
-        warnings = ()
-        if not _same_ha(recorded, now):
-            warnings = (
-                f"the probability rasters of run #{run_id} cannot all be read now (moved or archived?), so "
+        kept = (f"the probability rasters of run #{run_id} cannot all be read now (moved or archived?), so "
                 f"its recorded surveyed area {ha_text(recorded)} was kept (from what is left: "
-                f"{ha_text(now)}); register it again with the run folder complete to recompute it",
-            )
-        return AreaUpdate(recorded, False, recorded, False, warnings)
-    if not run.admin_given and any(any(u[:3]) for u in old_units):
-        warnings = ()
-        if not _same_ha(recorded, now):
-            warnings = (
-                f"the surveyed area of run #{run_id} is now {ha_text(now)} (recorded: "
+                f"{ha_text(now)}); register it again with the run folder complete to recompute it")
+    elif not run.admin_given and any(any(u[:3]) for u in old_units):
+        kept = (f"the surveyed area of run #{run_id} is now {ha_text(now)} (recorded: "
                 f"{ha_text(recorded)}) but its hectares are split by unit, so the recorded area was kept; "
-                "register the run again with --admin BOUNDARIES (the file given before) to recompute it",
-            )
-        return AreaUpdate(recorded, False, recorded, False, warnings)
+                "register the run again with --admin BOUNDARIES (the file given before) to recompute it")
+    else:
+        kept = None
+    if kept is not None:
+        return AreaUpdate(recorded, False, recorded, False, () if _same_ha(recorded, now) else (kept,))
     units_changed = _units_key(old_units) != _units_key(run.units)
     if units_changed:
         conn.execute("DELETE FROM run_units WHERE run_id = ?", (run_id,))
-        conn.executemany("INSERT INTO run_units VALUES (?, ?, ?, ?, ?)", [(run_id, *u) for u in run.units])
+        insert_units(conn, run_id, run)
     blob = to_blob(run.footprint)
     area_changed = not _same_ha(recorded, now) or blob != row["geom"]
     if area_changed:

@@ -21,7 +21,7 @@ import pandas as pd
 import shapely
 
 from ..errors import InputError
-from .area import ha_text, refresh_area
+from .area import ha_text, insert_units, refresh_area
 from .gpkg import to_blob, touch_contents
 from .rundir import RunData, read_run
 from .schema import ADMIN_FIELDS, begin, connect, now_iso
@@ -174,7 +174,7 @@ def _register(conn: sqlite3.Connection, run: RunData, link_distance_m: float) ->
         ),
     )
     run_id = cur.lastrowid
-    _insert_units(conn, run_id, run)
+    insert_units(conn, run_id, run)
     site_ids, n_new, n_linked = link_sites(conn, run, link_distance_m)
     _insert_plots(conn, run_id, run, site_ids)
     refresh_sites(conn, set(site_ids))
@@ -186,10 +186,6 @@ def _register(conn: sqlite3.Connection, run: RunData, link_distance_m: float) ->
         run_id, True, run.flight_date, len(run.plots), added, n_new, n_linked, run.surveyed_ha,
         run.n_dismissed, warnings=tuple(run.warnings),
     )
-
-
-def _insert_units(conn: sqlite3.Connection, run_id: int, run: RunData) -> None:
-    conn.executemany("INSERT INTO run_units VALUES (?, ?, ?, ?, ?)", [(run_id, *u) for u in run.units])
 
 
 def _num(value, cast=float):
