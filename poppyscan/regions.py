@@ -26,6 +26,16 @@ IMAGE_FEATURES = [
 FEATURES = PROB_FEATURES + IMAGE_FEATURES
 
 
+def percent_steps(prob: np.ndarray) -> np.ndarray:
+    """Probabilities rounded to the percent steps of ``detect``'s uint8 raster (which it thresholds and
+    measures), so the whole-scene engines see the values detect sees.
+
+    >>> percent_steps(np.array([0.004, 0.516, 0.996])).tolist()
+    [0.0, 0.52, 1.0]
+    """
+    return np.round(prob * 100) / 100
+
+
 def threshold_pct(threshold: float) -> int:
     """The percent step ``detect`` thresholds its uint8 probability raster at: a pixel is poppy when its
     value (0-100) is at least this.

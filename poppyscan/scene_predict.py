@@ -23,6 +23,7 @@ from .bundle_rules import plot_decision, run_gsd_m
 from .errors import InputError
 from .geo.raster import north_up_transform, read_whole_north_up
 from .predictor import Predictor
+from .regions import percent_steps
 from .scenes import _rgb_bands, pixel_size_m
 from .tiles import overlap_px, tile_grid
 
@@ -201,8 +202,7 @@ def predict_scene(
     sp = scene_probability(predict, bundle, mosaic, batch=batch, min_gsd_m=min_gsd_m,
                            keep_rgb=scorer is not None)
     thr = bundle.meta.threshold if threshold is None else threshold
-    # detect thresholds and measures its uint8 percent raster: the same steps here
-    prob = np.round(sp.prob * 100) / 100
+    prob = percent_steps(sp.prob)  # detect thresholds and measures its uint8 percent raster
     polys, pmax, pmean, scores = _regions(sp, prob, thr, min_area_m2=min_area_m2, max_hole_m2=max_hole_m2,
                                           morph_radius_px=morph_radius_px, scorer=scorer)
     kept = np.flatnonzero(plot_decision(pmean, keep_mean, scores, min_score)).tolist()

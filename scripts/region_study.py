@@ -30,7 +30,7 @@ from poppyscan.bundle import load_bundle, make_predictor
 from poppyscan.errors import InputError, PoppyscanError
 from poppyscan.fsutil import atomic_path, check_writable
 from poppyscan.plot_scorer import onnx_digest
-from poppyscan.regions import FEATURES, candidate_labels, region_features
+from poppyscan.regions import FEATURES, candidate_labels, percent_steps, region_features
 from poppyscan.scene_predict import scene_probability
 from poppyscan.traindata import find_scenes, positive_rows, read_labels, scene_name
 
@@ -92,7 +92,7 @@ def _run(a: argparse.Namespace) -> int:
                     sp = scene_probability(predict, bundle, mosaic, min_gsd_m=a.min_gsd, keep_rgb=True)
                 except rasterio.errors.RasterioIOError as exc:
                     raise InputError(f"mosaic '{mosaic}' cannot be read ({exc})") from None
-                prob = np.round(sp.prob * 100) / 100  # detect's uint8 percent
+                prob = percent_steps(sp.prob)  # detect's uint8 percent
                 gsd = sp.gsd_m  # the GSD detect runs the mosaic at: the features detect will compute
                 n, labels, stats = candidate_labels(prob, sp.valid, thr, a.morph_radius)
                 feats = region_features(prob, sp.valid, sp.rgb, labels, stats, gsd)

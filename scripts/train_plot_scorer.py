@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from poppyscan.bundle import read_meta, update_meta
+from poppyscan.bundle import plot_decision, read_meta, update_meta
 from poppyscan.errors import PoppyscanError
 from poppyscan.plot_scorer import fit, onnx_digest
 from poppyscan.regions import FEATURES, PROB_FEATURES
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise PoppyscanError("one group holds every region; give more sets or use --folds-by scene")
             feats = {f: x[te, i] for i, f in enumerate(names)}
             oof[te] = fit(x[~te], y[~te], names, seed=a.seed).score(feats)
-        base = score_rule(np.array([float(r["prob_mean"]) >= meta.min_prob_mean - 1e-9 for r in regions]),
+        base = score_rule(plot_decision([float(r["prob_mean"]) for r in regions], meta.min_prob_mean),
                           regions, scenes)
         grid = {float(c): score_rule(oof >= c - 1e-9, regions, scenes) for c in CUTS}
         print(f"{len(regions)} regions ({y.sum()} matching a true plot) of {len(scenes)} scenes in "
